@@ -1,0 +1,307 @@
+"""Bundles: one immutable, versioned agent (model snapshot, prompt, tools, params).
+
+A bundle is a folder:
+
+    bundles/refund-agent/v1.5/
+        bundle.yaml     version, provider, model, prompt, tools, params, metadata
+        prompt.txt      the system prompt, verbatim
+        tools.yaml      a list of {name, description, input_schema}
+
+The digest is a sha256 over the canonical content that changes what the model sees
+(provider, model, prompt text, tools, params, prompt caching); metadata is not part of it.
+Tool schemas are compiled once here, so checking a tool call later costs one function call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from router.errors import ConfigError, Problem
+
+BUNDLE_FILE = "bundle.yaml"
+# A pinned snapshot ends in a date: claude-opus-4-7-20260108, gpt-5.4-2026-03-05.
+_DATED = re.compile(r"[-@](?:\d{8}|\d{4}-\d{2}-\d{2})$")
+
+
+def pin_problem(model: str) -> str | None:
+    """Why `model` is not a pinned snapshot, or None when it is."""
+    if "latest" in model.lower():
+        return f"model {model!r} is a moving 'latest' alias"
+    if not _DATED.search(model):
+        return f"model {model!r} is an alias, not a pinned dated snapshot"
+    return None
+
+
+PIN_FIX = (
+    "pin the dated snapshot id the provider lists for it "
+    "(e.g. claude-opus-4-7-20260108 or gpt-5.4-2026-03-05), "
+    "or set environment: dev to allow aliases while developing"
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ToolSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = ""
+    input_schema: dict[str, Any]
+
+
+class BundleFile(_Strict):
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    provider: str
+    model: str = Field(min_length=1)
+    prompt: str
+    tools: str | None = None
+    params: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    prompt_caching: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    description: str
+    input_schema: Mapping[str, Any]
+    validate: Callable[[Any], Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    route: str
+    version: str
+    provider: str
+    model: str
+    prompt: str
+    tools: tuple[Tool, ...]
+    params: Mapping[str, Any]
+    metadata: Mapping[str, Any]
+    prompt_caching: bool
+    digest: str
+    folder: Path
+
+    @property
+    def short_digest(self) -> str:
+        return self.digest[:12]
+
+    def tool(self, name: str) -> Tool | None:
+        for tool in self.tools:
+            if tool.name == name:
+                return tool
+        return None
+
+
+def digest_of(
+    provider: str,
+    model: str,
+    prompt: str,
+    tools: list[ToolSpec],
+    params: Mapping[str, Any],
+    prompt_caching: bool,
+) -> str:
+    canonical = orjson.dumps(
+        {
+            "provider": provider,
+            "model": model,
+            "prompt": prompt,
+            "tools": [t.model_dump() for t in tools],
+            "params": params,
+            "prompt_caching": prompt_caching,
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def _read_yaml(path: Path, problems: list[Problem]) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        problems.append(Problem(str(path), "", "file not found", "create it or fix the name"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        problems.append(Problem(str(path), "", f"not valid YAML: {exc}", "fix the syntax"))
+    return None
+
+
+def _load_tools(path: Path, problems: list[Problem]) -> tuple[list[ToolSpec], list[Tool]]:
+    raw = _read_yaml(path, problems)
+    if raw is None:
+        return [], []
+    if not isinstance(raw, list):
+        problems.append(Problem(str(path), "", "tools must be a list", "write - name: ... items"))
+        return [], []
+    specs: list[ToolSpec] = []
+    tools: list[Tool] = []
+    seen: set[str] = set()
+    for index, item in enumerate(raw):
+        try:
+            spec = ToolSpec.model_validate(item)
+        except ValidationError as exc:
+            for err in exc.errors():
+                key = ".".join(str(p) for p in (index, *err["loc"]))
+                problems.append(Problem(str(path), key, err["msg"], "see README: tools.yaml"))
+            continue
+        where = f"{index}.input_schema"
+        if spec.name in seen:
+            problems.append(
+                Problem(
+                    str(path),
+                    f"{index}.name",
+                    f"tool {spec.name!r} is defined twice",
+                    "give each tool a unique name",
+                )
+            )
+        seen.add(spec.name)
+        if spec.input_schema.get("type") != "object":
+            problems.append(
+                Problem(
+                    str(path),
+                    where,
+                    "a tool's input_schema must have type: object",
+                    "wrap the arguments in {type: object, properties: ...}",
+                )
+            )
+            continue
+        try:
+            validate = fastjsonschema.compile(spec.input_schema)
+        except fastjsonschema.JsonSchemaDefinitionException as exc:
+            problems.append(
+                Problem(
+                    str(path),
+                    where,
+                    f"invalid JSON Schema for tool {spec.name!r}: {exc}",
+                    "fix the schema (see json-schema.org)",
+                )
+            )
+            continue
+        specs.append(spec)
+        tools.append(Tool(spec.name, spec.description, spec.input_schema, validate))
+    return specs, tools
+
+
+def load_bundle(folder: Path, route: str, environment: str) -> tuple[Bundle, list[str]]:
+    """Load one bundle folder. Returns the bundle and any warnings; raises ConfigError."""
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    file = folder / BUNDLE_FILE
+    raw = _read_yaml(file, problems)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        spec = BundleFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(
+            [
+                Problem(
+                    str(file),
+                    ".".join(str(p) for p in e["loc"]),
+                    e["msg"],
+                    "add this key" if e["type"] == "missing" else "see README: bundle.yaml",
+                )
+                for e in exc.errors()
+            ]
+        ) from None
+
+    reason = pin_problem(spec.model)
+    if reason and environment == "prod":
+        problems.append(
+            Problem(str(file), "model", f"bundle {route}/{spec.version}: {reason}", PIN_FIX)
+        )
+    elif reason:
+        warnings.append(f"{file}: model: {reason} (allowed because environment is dev)")
+
+    prompt_path = folder / spec.prompt
+    try:
+        prompt = prompt_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problems.append(
+            Problem(
+                str(file),
+                "prompt",
+                f"prompt file {prompt_path} not found",
+                "create it, or point prompt: at the right file",
+            )
+        )
+        prompt = ""
+    except UnicodeDecodeError:
+        problems.append(
+            Problem(str(prompt_path), "", "the prompt is not UTF-8 text", "save it as UTF-8")
+        )
+        prompt = ""
+    specs: list[ToolSpec] = []
+    tools: list[Tool] = []
+    if spec.tools is not None:
+        specs, tools = _load_tools(folder / spec.tools, problems)
+    if problems:
+        raise ConfigError(problems)
+
+    bundle = Bundle(
+        route=route,
+        version=spec.version,
+        provider=spec.provider,
+        model=spec.model,
+        prompt=prompt,
+        tools=tuple(tools),
+        params=spec.params,
+        metadata=spec.metadata,
+        prompt_caching=spec.prompt_caching,
+        digest=digest_of(
+            spec.provider, spec.model, prompt, specs, spec.params, spec.prompt_caching
+        ),
+        folder=folder,
+    )
+    return bundle, warnings
+
+
+def load_route_bundles(
+    route: str, folder: Path, environment: str
+) -> tuple[dict[str, Bundle], list[str]]:
+    """Load every bundle folder of a route. Collects all problems before raising."""
+    if not folder.is_dir():
+        raise ConfigError(
+            [
+                Problem(
+                    str(folder),
+                    "",
+                    f"bundle folder of route {route} not found",
+                    f"create {folder}/<version>/bundle.yaml or fix routes.{route}.bundles",
+                )
+            ]
+        )
+    bundles: dict[str, Bundle] = {}
+    warnings: list[str] = []
+    problems: list[Problem] = []
+    for sub in sorted(p for p in folder.iterdir() if (p / BUNDLE_FILE).is_file()):
+        try:
+            bundle, found = load_bundle(sub, route, environment)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        warnings.extend(found)
+        if bundle.version in bundles:
+            other = bundles[bundle.version].folder / BUNDLE_FILE
+            problems.append(
+                Problem(
+                    str(sub / BUNDLE_FILE),
+                    "version",
+                    f"version {bundle.version} is also declared by {other}",
+                    "give every bundle folder its own version number",
+                )
+            )
+            continue
+        bundles[bundle.version] = bundle
+    if problems:
+        raise ConfigError(problems)
+    return bundles, warnings

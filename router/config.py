@@ -1,0 +1,253 @@
+"""The router's configuration file: pydantic models and loading `router.yaml`.
+
+Relative paths in the file (bundle folders, the admin socket, the state folder) are resolved
+against the folder that holds the config file, so a config is portable with its bundles.
+Every problem is reported as a `Problem` that names the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from router.errors import ConfigError, Problem
+
+DialectName = Literal["openai", "anthropic"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
+FIX_MARK = "\nfix: "
+
+
+def fail(message: str, fix: str) -> ValueError:
+    """A validation error whose fix survives pydantic's wrapping (see `_problems`)."""
+    return ValueError(f"{message}{FIX_MARK}{fix}")
+
+
+def parse_duration(value: Any) -> float:
+    """'250ms', '5s', '2m', '1h' or a number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise fail("a duration cannot be a boolean", "write it like 250ms, 5s, 2m or 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise fail(f"{value!r} is not a duration", "write it like 250ms, 5s, 2m or 1h")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise fail(f"{value!r} must be longer than zero", "use a positive duration such as 5s")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def parse_address(value: Any) -> str:
+    host, sep, port = str(value).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise fail(f"{value!r} is not HOST:PORT", "write it like 127.0.0.1:8080")
+    return str(value)
+
+
+Address = Annotated[str, BeforeValidator(parse_address)]
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(Strict):
+    """Upstream timeouts. `total` bounds a non-streamed answer; `stream_idle` bounds the
+    silence between two chunks of a stream (a stream may run as long as it keeps talking)."""
+
+    connect: Duration = 5.0
+    total: Duration = 600.0
+    stream_idle: Duration = 120.0
+
+
+class Provider(Strict):
+    dialect: DialectName
+    base_url: str
+    api_key_env: str | None = None
+    pass_client_key: bool = False
+    max_connections: int = Field(default=256, ge=1)
+    timeouts: Timeouts = Timeouts()
+
+    @model_validator(mode="after")
+    def _check_url(self) -> Provider:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise fail(
+                f"base_url {self.base_url!r} has no http:// or https:// scheme",
+                "write the full URL, e.g. https://api.anthropic.com",
+            )
+        return self
+
+
+class Price(Strict):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+
+
+class SessionKey(Strict):
+    """Where a request's session key comes from: a header, or a field of the JSON body
+    (a dotted path such as `user` for OpenAI or `metadata.user_id` for Anthropic)."""
+
+    header: str | None = None
+    body_field: str | None = None
+    missing: Literal["random", "reject"] = "random"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_source(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("header") and data.get("body_field"):
+            raise fail(
+                "set either header or body_field, not both",
+                "keep the one your clients send",
+            )
+        if not data.get("header") and not data.get("body_field"):
+            return {**data, "header": "X-Session-Id"}
+        return data
+
+
+class Route(Strict):
+    bundles: Path
+    session_key: SessionKey = SessionKey(header="X-Session-Id")
+    active: str
+    candidate: str | None = None
+    weights: dict[str, float] | None = None
+    client_system: Literal["replace", "append", "reject"] = "replace"
+    allow_version_override: bool = False
+
+    @model_validator(mode="after")
+    def _check_weights(self) -> Route:
+        if self.candidate == self.active:
+            raise fail(
+                f"candidate {self.candidate!r} is also the active version",
+                "name a different candidate, or remove the candidate key",
+            )
+        if self.weights is None:
+            return self
+        for version, percent in self.weights.items():
+            if not 0 <= percent <= 100:
+                raise fail(f"weight of {version} is {percent}", "use a percent from 0 to 100")
+            if abs(percent * 100 - round(percent * 100)) > 1e-6:
+                raise fail(
+                    f"weight of {version} is {percent}, finer than 0.01%",
+                    "round it to two decimals (weights are basis points)",
+                )
+        total = sum(round(p * 100) for p in self.weights.values())
+        if total != 10000:
+            raise fail(
+                f"weights add up to {total / 100:g}%, not 100%",
+                "make the percentages sum to exactly 100",
+            )
+        return self
+
+    def basis_points(self) -> dict[str, int]:
+        """Initial weights in basis points; all traffic on the active version by default."""
+        if self.weights is None:
+            points = {self.active: 10000}
+            if self.candidate:
+                points[self.candidate] = 0
+            return points
+        return {version: round(p * 100) for version, p in self.weights.items()}
+
+
+class Limits(Strict):
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+
+
+class RouterConfig(Strict):
+    environment: Literal["prod", "dev"] = "prod"
+    listen: Address = "127.0.0.1:8080"
+    metrics_listen: Address = "127.0.0.1:9464"
+    admin_socket: Path = Path("run/admin.sock")
+    state_dir: Path = Path("run/state")
+    providers: dict[str, Provider]
+    prices: dict[str, Price] = {}
+    routes: dict[str, Route]
+    limits: Limits = Limits()
+    source: Path = Field(default=Path("router.yaml"), exclude=True)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> RouterConfig:
+        for name in self.routes:
+            if not ROUTE_NAME.match(name):
+                raise fail(
+                    f"route name {name!r} is not a valid model name",
+                    "use letters, digits, '.', '_', ':' and '-'",
+                )
+        if not self.routes:
+            raise fail("no routes are configured", "add at least one route under routes:")
+        return self
+
+
+def _problems(file: Path, error: ValidationError) -> list[Problem]:
+    problems = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        message = str(item["msg"]).removeprefix("Value error, ")
+        message, _, fix = message.partition(FIX_MARK)
+        if not fix:
+            fix = {
+                "missing": "add this key",
+                "extra_forbidden": "remove it, or check its spelling against the README",
+            }.get(item["type"], "")
+        problems.append(Problem(str(file), key, message, fix))
+    return problems
+
+
+def _resolve(base: Path, path: Path) -> Path:
+    return path if path.is_absolute() else (base / path)
+
+
+def load_config(path: str | Path) -> RouterConfig:
+    """Read and validate a router.yaml. Raises ConfigError naming file, key and fix."""
+    file = Path(path)
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            [Problem(str(file), "", "file not found", "pass --config PATH to an existing file")]
+        ) from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            [Problem(str(file), "", f"not valid YAML: {exc}", "fix the syntax at that line")]
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            [Problem(str(file), "", "the file is not a YAML mapping", "see config/router.yaml")]
+        )
+    try:
+        config = RouterConfig.model_validate({**raw, "source": file})
+    except ValidationError as exc:
+        raise ConfigError(_problems(file, exc)) from None
+    base = file.parent
+    routes = {
+        name: route.model_copy(update={"bundles": _resolve(base, route.bundles)})
+        for name, route in config.routes.items()
+    }
+    return config.model_copy(
+        update={
+            "routes": routes,
+            "admin_socket": _resolve(base, config.admin_socket),
+            "state_dir": _resolve(base, config.state_dir),
+        }
+    )

@@ -1,0 +1,129 @@
+"""The exception tree.
+
+Every error the router answers with knows its HTTP status, a stable `code`, and how to
+render itself in the caller's API dialect. Errors that the router itself produces are
+marked (`"source": "bundle-router"` in the body and an `X-Router-Error` header) so that an
+operator can tell them apart from errors the provider sent, which pass through untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+
+DialectName = Literal["openai", "anthropic"]
+
+
+class RouterError(Exception):
+    """An error the router answers a client request with."""
+
+    status = 500
+    code = "router_error"
+    openai_type = "api_error"
+    anthropic_type = "api_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def body(self, dialect: DialectName) -> bytes:
+        """The JSON error body in the client's dialect."""
+        message = f"bundle-router: {self.message}"
+        if dialect == "anthropic":
+            return orjson.dumps(
+                {
+                    "type": "error",
+                    "error": {
+                        "type": self.anthropic_type,
+                        "message": message,
+                        "code": self.code,
+                        "source": "bundle-router",
+                    },
+                }
+            )
+        return orjson.dumps(
+            {
+                "error": {
+                    "message": message,
+                    "type": self.openai_type,
+                    "param": None,
+                    "code": self.code,
+                    "source": "bundle-router",
+                }
+            }
+        )
+
+    def sse_event(self, dialect: DialectName) -> bytes:
+        """The same error as one SSE event, for a stream that already started."""
+        if dialect == "anthropic":
+            return b"event: error\ndata: " + self.body(dialect) + b"\n\n"
+        return b"data: " + self.body(dialect) + b"\n\n"
+
+
+class BadRequest(RouterError):
+    status = 400
+    code = "invalid_request"
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class NotFound(RouterError):
+    status = 404
+    code = "not_found"
+    openai_type = "invalid_request_error"
+    anthropic_type = "not_found_error"
+
+
+class UnsupportedMediaType(RouterError):
+    status = 415
+    code = "unsupported_media_type"
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class PayloadTooLarge(RouterError):
+    status = 413
+    code = "request_too_large"
+    openai_type = "invalid_request_error"
+    anthropic_type = "request_too_large"
+
+
+class UpstreamUnavailable(RouterError):
+    """The provider could not be reached, or broke the connection."""
+
+    status = 502
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(RouterError):
+    status = 504
+    code = "upstream_timeout"
+    openai_type = "timeout_error"
+    anthropic_type = "timeout_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the configuration: where, what, and how to fix it."""
+
+    file: str
+    key: str
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.key}" if self.key else self.file
+        text = f"{where}: {self.message}"
+        return f"{text}\n    fix: {self.fix}" if self.fix else text
+
+
+class ConfigError(Exception):
+    """The configuration or a bundle cannot be loaded. Holds every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))

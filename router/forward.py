@@ -1,0 +1,118 @@
+"""The upstream side: one pooled aiohttp ClientSession per provider.
+
+`Upstream.send` posts a prepared body and returns the provider's response with its headers
+read. aiohttp's exceptions stop here: they are translated into the router's own errors
+(502 when the provider cannot be reached or breaks the connection, 504 when it is too slow),
+the way httpx translates transport errors at its boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from router.config import Provider
+from router.dialects import Dialect
+from router.errors import RouterError, UpstreamTimeout, UpstreamUnavailable
+
+CLIENT_KEY_HEADERS = ("authorization", "x-api-key")
+
+
+class Upstream:
+    """One provider: where it is, how to authenticate, and its connection pool."""
+
+    def __init__(self, name: str, provider: Provider, dialect: Dialect) -> None:
+        self.name = name
+        self.provider = provider
+        self.dialect = dialect
+        self.url = provider.base_url.rstrip("/") + dialect.upstream_path
+        parts = urlsplit(provider.base_url)
+        self.where = f"{parts.scheme}://{parts.hostname}:{parts.port or ''}".rstrip(":")
+        api_key = os.environ.get(provider.api_key_env) if provider.api_key_env else None
+        self._auth = dialect.auth_headers(api_key) if api_key else {}
+        self._base_headers = {
+            **dialect.default_headers(),
+            "Content-Type": "application/json",
+            **self._auth,
+        }
+        t = provider.timeouts
+        self._json_timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect)
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=t.connect, sock_read=t.stream_idle
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self.provider.max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            skip_auto_headers=("User-Agent",),
+            raise_for_status=False,
+            auto_decompress=True,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def headers_for(self, client_headers: Mapping[str, str]) -> dict[str, str]:
+        """The headers that go upstream: an allowlist of the client's, then ours.
+
+        Host, X-Forwarded-* and everything not on the dialect's list stay behind. The
+        client's own key goes upstream only when the provider allows pass-through and no
+        router key is configured."""
+        headers = dict(self._base_headers)
+        for name in self.dialect.forward_headers:
+            value = client_headers.get(name)
+            if value is not None:
+                headers[name] = value
+        if self.provider.pass_client_key and not self._auth:
+            for name in CLIENT_KEY_HEADERS:
+                value = client_headers.get(name)
+                if value is not None:
+                    headers[name] = value
+        return headers
+
+    async def send(
+        self, body: bytes, headers: Mapping[str, str], *, stream: bool
+    ) -> aiohttp.ClientResponse:
+        assert self._session is not None, "Upstream.start() was not awaited"
+        try:
+            return await self._session.post(
+                self.url,
+                data=body,
+                headers=headers,
+                timeout=self._stream_timeout if stream else self._json_timeout,
+                allow_redirects=False,
+            )
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.translate(exc) from exc
+
+    def translate(self, exc: aiohttp.ClientError | asyncio.TimeoutError) -> RouterError:
+        """aiohttp's error -> the router's error."""
+        if isinstance(exc, asyncio.TimeoutError):
+            what = (
+                "accept a connection"
+                if isinstance(exc, aiohttp.ConnectionTimeoutError)
+                else ("answer")
+            )
+            return UpstreamTimeout(
+                f"provider {self.name} ({self.where}) did not {what} in time; "
+                f"timeouts are providers.{self.name}.timeouts in the config",
+            )
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return UpstreamUnavailable(
+                f"cannot connect to provider {self.name} at {self.where}: {exc.os_error}",
+                code="upstream_connect_failed",
+            )
+        return UpstreamUnavailable(
+            f"provider {self.name} ({self.where}) broke the connection: {type(exc).__name__}",
+            code="upstream_connection_broken",
+        )

@@ -1,0 +1,63 @@
+"""Sticky weighted routing: immutable weight tables and the session hash.
+
+A session key hashes (mmh3, unsigned, seed 0) with its route name to one of 10,000 buckets.
+A weight table lays the versions out over the buckets: the candidate first, from bucket 0
+upward, the active (control) version last, any other version between. Raising the
+candidate's weight therefore only moves buckets from the active version to the candidate,
+so during a ramp a session never flips candidate -> active -> candidate.
+
+A table is never changed in place; a new one replaces it by one assignment, so a request
+sees the old table or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import random
+from bisect import bisect_right
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import mmh3
+
+BASIS_POINTS = 10_000
+
+
+def bucket_of(route: str, session_key: str) -> int:
+    """The stable bucket 0..9999 of a session on a route."""
+    return int(mmh3.hash(f"{route}\x00{session_key}", 0, False)) % BASIS_POINTS
+
+
+def random_bucket() -> int:
+    return random.randrange(BASIS_POINTS)
+
+
+@dataclass(frozen=True, slots=True)
+class WeightTable:
+    """Versions laid out over the buckets. Build with `WeightTable.build`."""
+
+    weights: Mapping[str, int]  # version -> basis points, in layout order
+    order: tuple[str, ...]
+    bounds: tuple[int, ...]  # exclusive upper bucket of each version in `order`
+
+    @classmethod
+    def build(cls, weights: Mapping[str, int], active: str, candidate: str | None) -> WeightTable:
+        if sum(weights.values()) != BASIS_POINTS:
+            raise ValueError(f"weights sum to {sum(weights.values())} basis points, not 10000")
+        if any(w < 0 for w in weights.values()):
+            raise ValueError("a weight is negative")
+        middle = sorted(v for v in weights if v not in (active, candidate))
+        order = ([candidate] if candidate is not None and candidate in weights else []) + middle
+        if active in weights:
+            order.append(active)
+        bounds, total = [], 0
+        for version in order:
+            total += weights[version]
+            bounds.append(total)
+        return cls(MappingProxyType({v: weights[v] for v in order}), tuple(order), tuple(bounds))
+
+    def choose(self, bucket: int) -> str:
+        return self.order[bisect_right(self.bounds, bucket)]
+
+    def percent(self, version: str) -> float:
+        return self.weights.get(version, 0) / 100

@@ -1,0 +1,143 @@
+"""Composition root: build the apps, bind the sites, run on uvloop, drain on a signal.
+
+Two listeners: the proxy (`listen`) and the operator side (`metrics_listen`: /healthz,
+/readyz). On SIGTERM or SIGINT the router first reports unready, then stops accepting and
+gives in-flight requests and streams up to `drain_timeout` seconds to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from router.catalog import Catalog, load_catalog
+from router.config import split_address
+from router.dialects import DIALECTS
+from router.fake_provider import FakeProvider, load_profile
+from router.forward import Upstream
+from router.proxy import LiveRoute, Proxy
+
+log = logging.getLogger("router")
+DRAIN_TIMEOUT = 30.0
+
+
+class Health:
+    """/healthz answers while the process runs; /readyz only while it takes traffic."""
+
+    def __init__(self) -> None:
+        self.ready = False
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.ready:
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready"}, status=503)
+
+
+def build_upstreams(catalog: Catalog) -> dict[str, Upstream]:
+    return {
+        name: Upstream(name, provider, DIALECTS[provider.dialect])
+        for name, provider in catalog.config.providers.items()
+    }
+
+
+def build_proxy_app(catalog: Catalog, upstreams: dict[str, Upstream]) -> web.Application:
+    routes = {name: LiveRoute(spec, upstreams) for name, spec in catalog.routes.items()}
+    max_body = catalog.config.limits.max_body_bytes
+    proxy = Proxy(routes, max_body)
+    app = web.Application(client_max_size=max_body)
+    proxy.add_routes(app)
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        for upstream in upstreams.values():
+            await upstream.start()
+        yield
+        for upstream in upstreams.values():
+            await upstream.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def build_health_app(health: Health) -> web.Application:
+    app = web.Application()
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    return app
+
+
+async def _start(app: web.Application, address: str) -> web.AppRunner:
+    runner = web.AppRunner(
+        app, handler_cancellation=True, access_log=None, shutdown_timeout=DRAIN_TIMEOUT
+    )
+    await runner.setup()
+    host, port = split_address(address)
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    return runner
+
+
+async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
+    """Run until SIGTERM/SIGINT. `fake_provider` (HOST:PORT) also runs the fake provider
+    in this process, for trying the router with no keys and no network."""
+    catalog = load_catalog(config_path)
+    for warning in catalog.warnings:
+        log.warning("%s", warning)
+    runners: list[web.AppRunner] = []
+    if fake_provider:
+        runners.append(await _start(FakeProvider(load_profile(None)).app(), fake_provider))
+        log.info("fake provider on http://%s", fake_provider)
+    health = Health()
+    upstreams = build_upstreams(catalog)
+    config = catalog.config
+    runners.append(await _start(build_proxy_app(catalog, upstreams), config.listen))
+    runners.append(await _start(build_health_app(health), config.metrics_listen))
+    health.ready = True
+    log.info(
+        "bundle-router serving %s on http://%s (health on http://%s)",
+        ", ".join(catalog.routes),
+        config.listen,
+        config.metrics_listen,
+    )
+    await wait_for_signal()
+    log.info("draining: unready, then finishing in-flight requests")
+    health.ready = False
+    for runner in reversed(runners):
+        await runner.cleanup()
+    log.info("stopped")
+    return 0
+
+
+async def serve_fake_provider(address: str, profile: Path | None) -> int:
+    runner = await _start(FakeProvider(load_profile(profile)).app(), address)
+    print(f"fake provider on http://{address}", flush=True)
+    await wait_for_signal()
+    await runner.cleanup()
+    return 0
+
+
+async def wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def run(main: Callable[[], Awaitable[int]]) -> int:
+    """Run a coroutine on uvloop where it is available."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        return asyncio.run(main())  # type: ignore[arg-type]
+    if sys.version_info >= (3, 12):
+        return uvloop.run(main())  # type: ignore[no-any-return]
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())  # type: ignore[arg-type]
