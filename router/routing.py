@@ -1,10 +1,11 @@
 """Sticky weighted routing: immutable weight tables and the session hash.
 
 A session key hashes (mmh3, unsigned, seed 0) with its route name to one of 10,000 buckets.
-A weight table lays the versions out over the buckets: the candidate first, from bucket 0
-upward, the active (control) version last, any other version between. Raising the
-candidate's weight therefore only moves buckets from the active version to the candidate,
-so during a ramp a session never flips candidate -> active -> candidate.
+A weight table lays the versions out over the buckets: the candidate from bucket 0 upward,
+any other version (say a warm one) at the top end, and the active (control) version in
+between. Raising the candidate's weight therefore only moves buckets from the active version
+to the candidate and leaves every other version's buckets where they were, so during a ramp
+a session never flips candidate -> active -> candidate.
 
 A table is never changed in place; a new one replaces it by one assignment, so a request
 sees the old table or the new one, never a mix.
@@ -46,10 +47,10 @@ class WeightTable:
             raise ValueError(f"weights sum to {sum(weights.values())} basis points, not 10000")
         if any(w < 0 for w in weights.values()):
             raise ValueError("a weight is negative")
-        middle = sorted(v for v in weights if v not in (active, candidate))
-        order = ([candidate] if candidate is not None and candidate in weights else []) + middle
+        order = [candidate] if candidate is not None and candidate in weights else []
         if active in weights:
             order.append(active)
+        order += sorted(v for v in weights if v not in (active, candidate))
         bounds, total = [], 0
         for version in order:
             total += weights[version]

@@ -22,9 +22,7 @@ def anthropic_client(router: Router, **kwargs: Any) -> anthropic.Anthropic:
 
 
 def openai_client(router: Router, **kwargs: Any) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url=f"{router.url}/v1", api_key="client-key", max_retries=0, **kwargs
-    )
+    return openai.OpenAI(base_url=f"{router.url}/v1", api_key="client-key", max_retries=0, **kwargs)
 
 
 def session_on(route: str, version: str, router: Router, dialect: str) -> str:
@@ -34,7 +32,11 @@ def session_on(route: str, version: str, router: Router, dialect: str) -> str:
         if dialect == "anthropic":
             response = httpx.post(
                 f"{router.url}/v1/messages",
-                json={"model": route, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+                json={
+                    "model": route,
+                    "max_tokens": 5,
+                    "messages": [{"role": "user", "content": "hi"}],
+                },
                 headers={"X-Session-Id": key},
             )
         else:
@@ -161,7 +163,11 @@ def test_session_stays_on_its_version(router: Router, fake: FakeProvider) -> Non
     for _ in range(20):
         response = httpx.post(
             f"{router.url}/v1/messages",
-            json={"model": "refund-agent", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+            json={
+                "model": "refund-agent",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
             headers={"X-Session-Id": "sticky-session-1"},
         )
         versions.add(response.headers["X-Bundle-Version"])
@@ -174,14 +180,22 @@ def test_body_field_session_key(router: Router, fake: FakeProvider) -> None:
     for n in range(200):
         response = httpx.post(
             f"{router.url}/v1/chat/completions",
-            json={"model": "support-agent", "user": f"user-{n}", "messages": [{"role": "user", "content": "hi"}]},
+            json={
+                "model": "support-agent",
+                "user": f"user-{n}",
+                "messages": [{"role": "user", "content": "hi"}],
+            },
         )
         seen.setdefault(response.headers["X-Bundle-Version"], []).append(n)
     assert set(seen) == {"v2.0", "v2.1"}
     for n in seen["v2.1"][:5]:
         again = httpx.post(
             f"{router.url}/v1/chat/completions",
-            json={"model": "support-agent", "user": f"user-{n}", "messages": [{"role": "user", "content": "hi"}]},
+            json={
+                "model": "support-agent",
+                "user": f"user-{n}",
+                "messages": [{"role": "user", "content": "hi"}],
+            },
         )
         assert again.headers["X-Bundle-Version"] == "v2.1"
 
@@ -199,7 +213,11 @@ def test_version_override_where_allowed(router: Router, fake: FakeProvider) -> N
 def test_request_id_is_kept(router: Router, fake: FakeProvider) -> None:
     response = httpx.post(
         f"{router.url}/v1/messages",
-        json={"model": "refund-agent", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+        json={
+            "model": "refund-agent",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
         headers={"X-Request-Id": "req-from-client-1"},
     )
     assert response.headers["X-Request-Id"] == "req-from-client-1"
@@ -213,7 +231,11 @@ def test_models_lists_routes(router: Router) -> None:
 def test_client_key_and_stray_headers_stay_behind(router: Router, fake: FakeProvider) -> None:
     httpx.post(
         f"{router.url}/v1/messages",
-        json={"model": "refund-agent", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+        json={
+            "model": "refund-agent",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
         headers={
             "x-api-key": "sk-client-secret",
             "Authorization": "Bearer sk-client-secret",
@@ -231,9 +253,7 @@ def test_client_key_and_stray_headers_stay_behind(router: Router, fake: FakeProv
     assert headers["host"] == fake.url.removeprefix("http://")
 
 
-def test_provider_key_from_env_replaces_client_key(
-    fake: FakeProvider, start_router: Any
-) -> None:
+def test_provider_key_from_env_replaces_client_key(fake: FakeProvider, start_router: Any) -> None:
     router = start_router(router_config(fake.url), env={"ANTHROPIC_API_KEY": "sk-router-key"})
     anthropic_client(router).messages.create(
         model="refund-agent", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
@@ -255,9 +275,7 @@ def test_client_key_passes_only_when_configured(fake: FakeProvider, start_router
 
 
 @pytest.mark.parametrize("policy", ["replace", "append", "reject"])
-def test_client_system_policy_anthropic(
-    policy: str, fake: FakeProvider, start_router: Any
-) -> None:
+def test_client_system_policy_anthropic(policy: str, fake: FakeProvider, start_router: Any) -> None:
     config = router_config(fake.url)
     config["routes"]["refund-agent"]["client_system"] = policy
     router = start_router(config)

@@ -1,0 +1,104 @@
+"""Injection rules of each dialect, on parsed bodies (the SDK tests cover the wire)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from router.bundles import Bundle, load_bundle
+from router.dialects import ANTHROPIC, OPENAI
+from router.errors import BadRequest
+from tests.servers import EXAMPLE_BUNDLES
+
+
+@pytest.fixture(scope="module")
+def support() -> Bundle:
+    return load_bundle(EXAMPLE_BUNDLES / "support-agent" / "v2.0", "support-agent", "prod")[0]
+
+
+@pytest.fixture(scope="module")
+def refund() -> Bundle:
+    return load_bundle(EXAMPLE_BUNDLES / "refund-agent" / "v1.5", "refund-agent", "prod")[0]
+
+
+def without_tools(bundle: Bundle) -> Bundle:
+    return dataclasses.replace(bundle, tools=(), folder=Path("/nowhere"))
+
+
+def test_openai_stream_keeps_client_stream_options(support: Bundle) -> None:
+    body: dict[str, Any] = {
+        "model": "support-agent",
+        "stream": True,
+        "stream_options": {"include_obfuscation": False},
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    OPENAI.rewrite(body, OPENAI.prepare(support), "replace")
+    assert body["stream_options"] == {"include_obfuscation": False, "include_usage": True}
+
+
+def test_openai_replace_drops_developer_messages_too(support: Bundle) -> None:
+    body: dict[str, Any] = {
+        "model": "x",
+        "messages": [
+            {"role": "developer", "content": "dev"},
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": "late system"},
+        ],
+    }
+    assert OPENAI.rewrite(body, OPENAI.prepare(support), "replace") is True
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    assert body["messages"][0]["content"] == support.prompt
+
+
+def test_openai_bundle_without_tools_sends_none(support: Bundle) -> None:
+    body: dict[str, Any] = {
+        "model": "x",
+        "tools": [{"type": "function"}],
+        "tool_choice": "auto",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    OPENAI.rewrite(body, OPENAI.prepare(without_tools(support)), "replace")
+    assert "tools" not in body and "tool_choice" not in body
+
+
+def test_client_may_set_request_shaped_params(support: Bundle) -> None:
+    body: dict[str, Any] = {
+        "model": "x",
+        "max_completion_tokens": 50,
+        "temperature": 2,
+        "tool_choice": "required",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    OPENAI.rewrite(body, OPENAI.prepare(support), "replace")
+    assert body["max_completion_tokens"] == 50  # a default: the client wins
+    assert body["temperature"] == 0.3  # pinned: the bundle wins
+    assert body["tool_choice"] == "required"
+
+
+def test_anthropic_append_turns_strings_into_blocks(refund: Bundle) -> None:
+    body: dict[str, Any] = {
+        "model": "x",
+        "system": "client",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    assert ANTHROPIC.rewrite(body, ANTHROPIC.prepare(refund), "append") is True
+    assert body["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert body["system"][1] == {"type": "text", "text": "client"}
+
+
+def test_anthropic_without_client_system_is_not_counted(refund: Bundle) -> None:
+    body: dict[str, Any] = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
+    assert ANTHROPIC.rewrite(body, ANTHROPIC.prepare(refund), "reject") is False
+    assert body["max_tokens"] == 1024 and body["model"] == refund.model
+
+
+def test_reject_policy(refund: Bundle, support: Bundle) -> None:
+    with pytest.raises(BadRequest, match="refuses one from the client"):
+        ANTHROPIC.rewrite({"system": "x", "messages": []}, ANTHROPIC.prepare(refund), "reject")
+    with pytest.raises(BadRequest, match="refuses one from the client"):
+        OPENAI.rewrite(
+            {"messages": [{"role": "system", "content": "x"}]}, OPENAI.prepare(support), "reject"
+        )
