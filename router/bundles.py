@@ -102,6 +102,24 @@ class Bundle:
                 return tool
         return None
 
+    def check_tool_call(self, name: str, arguments: Any, *, raw: bool) -> str:
+        """valid, unknown_tool, invalid_json or invalid_arguments (breaks the schema).
+
+        `raw` arguments are JSON text (OpenAI, streamed Anthropic); others are parsed."""
+        tool = self.tool(name)
+        if tool is None:
+            return "unknown_tool"
+        if raw:
+            try:
+                arguments = orjson.loads(arguments)
+            except orjson.JSONDecodeError:
+                return "invalid_json"
+        try:
+            tool.validate(arguments)
+        except fastjsonschema.JsonSchemaValueException:
+            return "invalid_arguments"
+        return "valid"
+
 
 def digest_of(
     provider: str,

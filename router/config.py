@@ -134,6 +134,19 @@ class Route(Strict):
     weights: dict[str, float] | None = None
     client_system: Literal["replace", "append", "reject"] = "replace"
     allow_version_override: bool = False
+    refusal_patterns: list[str] = []  # regexes on the answer text that also count as refusals
+
+    @model_validator(mode="after")
+    def _check_patterns(self) -> Route:
+        for pattern in self.refusal_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise fail(
+                    f"refusal pattern {pattern!r} is not a valid regex: {exc}",
+                    "fix the pattern (Python re syntax); quote it in YAML",
+                ) from None
+        return self
 
     @model_validator(mode="after")
     def _check_weights(self) -> Route:
@@ -170,6 +183,18 @@ class Route(Strict):
         return {version: round(p * 100) for version, p in self.weights.items()}
 
 
+class Telemetry(Strict):
+    window: Duration = 60.0  # the sliding window guardrails read, in 1 s slots
+    feedback_capacity: int = Field(default=100_000, ge=1)  # request ids kept for feedback
+    feedback_ttl: Duration = 3600.0  # how long a request id accepts feedback
+
+    @model_validator(mode="after")
+    def _whole_seconds(self) -> Telemetry:
+        if self.window < 1 or self.window != int(self.window) or self.window > 3600:
+            raise fail(f"window {self.window:g}s", "use whole seconds from 1s to 1h, e.g. 60s")
+        return self
+
+
 class Limits(Strict):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
 
@@ -184,6 +209,7 @@ class RouterConfig(Strict):
     prices: dict[str, Price] = {}
     routes: dict[str, Route]
     limits: Limits = Limits()
+    telemetry: Telemetry = Telemetry()
     source: Path = Field(default=Path("router.yaml"), exclude=True)
 
     @model_validator(mode="after")

@@ -92,6 +92,13 @@ class PayloadTooLarge(RouterError):
     anthropic_type = "request_too_large"
 
 
+class Conflict(RouterError):
+    status = 409
+    code = "conflict"
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
 class UpstreamUnavailable(RouterError):
     """The provider could not be reached, or broke the connection."""
 

@@ -36,7 +36,8 @@ import yaml
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-ErrorKind = Literal["500", "529", "429", "reset"]
+ErrorKind = Literal["400", "500", "529", "429", "reset"]
+BadToolCall = Literal["schema", "unknown_tool", "not_json"]
 RECENT_REQUESTS = 1000
 
 
@@ -50,12 +51,14 @@ class Behaviour(BaseModel):
     refusal_rate: float = Field(default=0.0, ge=0, le=1)
     tool_call_rate: float = Field(default=0.0, ge=0, le=1)
     invalid_tool_call_rate: float = Field(default=0.0, ge=0, le=1)  # of the tool calls
+    invalid_tool_call_kind: BadToolCall = "schema"  # how an invalid tool call is broken
     input_tokens: int | None = Field(default=None, ge=0)  # None: estimated from the request
     output_tokens: int | None = Field(default=None, ge=0)  # None: one per word of text
     cache_read_tokens: int = Field(default=0, ge=0)
     cache_write_tokens: int = Field(default=0, ge=0)
     stream_chunks: int = Field(default=4, ge=1)
     stream_interval_ms: float = Field(default=0.0, ge=0)  # between stream events
+    stream_truncate_after: int | None = Field(default=None, ge=0)  # end cleanly after N events
     text: str = "Thanks for reaching out. I have looked into your request and it is handled."
 
 
@@ -86,6 +89,8 @@ def example_arguments(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _example_value(schema: dict[str, Any]) -> Any:
+    if schema.get("examples"):
+        return schema["examples"][0]
     if "enum" in schema:
         return schema["enum"][0]
     kind = schema.get("type")
@@ -217,9 +222,18 @@ class FakeProvider:
         elif tools and self.random.random() < how.tool_call_rate:
             tool = tools[0].get("function", tools[0])
             schema = tool.get("parameters") or tool.get("input_schema") or {}
-            invalid = self.random.random() < how.invalid_tool_call_rate
-            args = broken_arguments(schema) if invalid else example_arguments(schema)
-            plan["tool"] = {"name": tool.get("name", "tool"), "arguments": args}
+            name = tool.get("name", "tool")
+            args: Any = example_arguments(schema)
+            text = orjson.dumps(args).decode()
+            if self.random.random() < how.invalid_tool_call_rate:
+                if how.invalid_tool_call_kind == "schema":
+                    args = broken_arguments(schema)
+                    text = orjson.dumps(args).decode()
+                elif how.invalid_tool_call_kind == "unknown_tool":
+                    name = "no_such_tool"
+                else:  # not_json: a JSON object broken off half way
+                    text = text[: max(1, len(text) // 2)]
+            plan["tool"] = {"name": name, "arguments": args, "text": text}
         words = len(plan["text"].split())
         plan["input_tokens"] = (
             how.input_tokens
@@ -244,8 +258,14 @@ class FakeProvider:
         status = int(kind)
         headers = {"retry-after": "1"} if status == 429 else {}
         if dialect == "anthropic":
-            kinds = {500: "api_error", 529: "overloaded_error", 429: "rate_limit_error"}
+            kinds = {
+                400: "invalid_request_error",
+                500: "api_error",
+                529: "overloaded_error",
+                429: "rate_limit_error",
+            }
             messages = {
+                400: "messages: the fake provider refused this request",
                 500: "Internal server error",
                 529: "Overloaded",
                 429: "Number of requests has exceeded your rate limit",
@@ -255,7 +275,12 @@ class FakeProvider:
                 "error": {"type": kinds[status], "message": messages[status]},
             }
         else:
-            kinds = {500: "server_error", 529: "server_error", 429: "rate_limit_exceeded"}
+            kinds = {
+                400: "invalid_request_error",
+                500: "server_error",
+                529: "server_error",
+                429: "rate_limit_exceeded",
+            }
             payload = {
                 "error": {
                     "message": f"fake provider error {status}",
@@ -284,6 +309,8 @@ class FakeProvider:
         )
         await out.prepare(request)
         events = (openai_events if dialect == "openai" else anthropic_events)(body, plan, how)
+        if how.stream_truncate_after is not None:
+            events = events[: how.stream_truncate_after]
         for index, event in enumerate(events):
             if index and how.stream_interval_ms:
                 await asyncio.sleep(how.stream_interval_ms / 1000)
@@ -313,10 +340,7 @@ def _openai_tool_call(plan: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": "call_" + uuid.uuid4().hex[:24],
         "type": "function",
-        "function": {
-            "name": plan["tool"]["name"],
-            "arguments": orjson.dumps(plan["tool"]["arguments"]).decode(),
-        },
+        "function": {"name": plan["tool"]["name"], "arguments": plan["tool"]["text"]},
     }
 
 
@@ -442,7 +466,7 @@ def anthropic_json(body: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]
                 "type": "tool_use",
                 "id": "toolu_" + uuid.uuid4().hex[:24],
                 "name": plan["tool"]["name"],
-                "input": plan["tool"]["arguments"],
+                "input": plan["tool"]["arguments"] or {},
             }
         )
     else:
@@ -488,7 +512,7 @@ def anthropic_events(body: dict[str, Any], plan: dict[str, Any], how: Behaviour)
                 {"type": "content_block_start", "index": 0, "content_block": block},
             )
         )
-        args = orjson.dumps(plan["tool"]["arguments"]).decode()
+        args = plan["tool"]["text"]
         step = max(1, -(-len(args) // how.stream_chunks))
         for i in range(0, len(args), step):
             events.append(

@@ -1,18 +1,21 @@
 """The request handler: the one place that knows the order of the data path.
 
-    read -> route -> choose -> rewrite -> forward -> relay
+    read -> route -> choose -> rewrite -> forward -> relay -> record
 
-Each stage lives in its own module (routing, dialects, forward, sse); this module only
-composes them. A `LiveRoute` is a route as it is being served: its weight table is replaced
-by one assignment, never changed in place.
+Each stage lives in its own module (routing, dialects, forward, sse, telemetry); this module
+only composes them. A `LiveRoute` is a route as it is being served: its weight table is
+replaced by one assignment, never changed in place.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 import aiohttp
@@ -22,37 +25,52 @@ from aiohttp import web
 from router.bundles import Bundle
 from router.catalog import RouteSpec
 from router.dialects import DIALECTS, Dialect, Injection
+from router.dialects.base import Reading
 from router.errors import (
     BadRequest,
+    Conflict,
     NotFound,
     PayloadTooLarge,
     RouterError,
     UnsupportedMediaType,
+    UpstreamTimeout,
+    UpstreamUnavailable,
 )
+from router.feedback import RecentRequests
 from router.forward import Upstream
 from router.routing import WeightTable, bucket_of, random_bucket
 from router.sse import EventSplitter
+from router.telemetry import RouteCounters, VersionStats
 
 # Provider response headers worth relaying to the client; everything else stays behind.
 RELAYED_HEADERS = frozenset({"content-type", "retry-after", "request-id", "openai-processing-ms"})
 RELAYED_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 SDK_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic"}
+# Outcomes that count against a version in its error rate. A provider 4xx is usually the
+# caller's doing and is counted apart; a 429 may be the new snapshot's tighter limit.
+ERROR_OUTCOMES = frozenset({"provider_5xx", "provider_429", "timeout", "connect_error"})
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One bundle version, ready to serve: what to inject and where to send it."""
+    """One bundle version, ready to serve: what to inject, where to send it, what to count."""
 
     bundle: Bundle
     injection: Injection
     upstream: Upstream
     headers: Mapping[str, str]  # X-Bundle-Version and X-Bundle-Digest
+    stats: VersionStats
 
 
 class LiveRoute:
-    """A route being served. `table` is swapped whole; the counters are plain ints."""
+    """A route being served. `table` is swapped whole; counters are plain ints."""
 
-    def __init__(self, spec: RouteSpec, upstreams: Mapping[str, Upstream]) -> None:
+    def __init__(
+        self,
+        spec: RouteSpec,
+        upstreams: Mapping[str, Upstream],
+        stats: Mapping[str, VersionStats],
+    ) -> None:
         config = spec.config
         self.name = spec.name
         self.spec = spec
@@ -63,6 +81,7 @@ class LiveRoute:
                 self.dialect.prepare(bundle),
                 upstreams[bundle.provider],
                 {"X-Bundle-Version": version, "X-Bundle-Digest": bundle.short_digest},
+                stats[version],
             )
             for version, bundle in spec.bundles.items()
         }
@@ -70,14 +89,14 @@ class LiveRoute:
         self.session_header = config.session_key.header
         self.session_field = (
             tuple(config.session_key.body_field.split("."))
-            if (config.session_key.body_field)
+            if config.session_key.body_field
             else None
         )
         self.reject_sessionless = config.session_key.missing == "reject"
         self.client_system = config.client_system
         self.allow_override = config.allow_version_override
-        self.sessionless_requests = 0
-        self.client_system_prompts = 0
+        self.refusal_patterns = [re.compile(p) for p in config.refusal_patterns]
+        self.counters = RouteCounters()
 
     def session_key(self, request: web.Request, body: dict[str, Any]) -> str | None:
         if self.session_header:
@@ -93,14 +112,35 @@ class LiveRoute:
         return f"the body field {'.'.join(self.session_field or ())}"
 
 
+class Clock:
+    """Splits a request's time into the router's own and the time spent waiting on others
+    (the provider, or a slow client draining a stream)."""
+
+    __slots__ = ("started", "waited")
+
+    def __init__(self) -> None:
+        self.started = perf_counter()
+        self.waited = 0.0
+
+    def elapsed(self) -> float:
+        return perf_counter() - self.started
+
+    def overhead(self) -> float:
+        return perf_counter() - self.started - self.waited
+
+
 class Proxy:
-    def __init__(self, routes: Mapping[str, LiveRoute], max_body_bytes: int) -> None:
+    def __init__(
+        self, routes: Mapping[str, LiveRoute], max_body_bytes: int, recent: RecentRequests
+    ) -> None:
         self.routes = routes
         self.max_body_bytes = max_body_bytes
+        self.recent = recent
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/feedback", self.feedback)
         app.router.add_get("/v1/models", self.models)
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
@@ -117,25 +157,51 @@ class Proxy:
         return web.json_response({"object": "list", "data": data}, dumps=_dumps)
 
     async def handle(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
-        headers = {"X-Request-Id": request.headers.get("X-Request-Id") or uuid.uuid4().hex}
+        clock = Clock()
+        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        headers = {"X-Request-Id": request_id}
+        target: Target | None = None
         try:
             body = await self.read_body(request)
             route = self.route_for(request, body, dialect)
             target = self.choose(route, request, body)
             headers.update(target.headers)
+            self.recent.remember(request_id, target.stats)
             if dialect.rewrite(body, target.injection, route.client_system):
-                route.client_system_prompts += 1
+                route.counters.client_system_prompts += 1
             stream = body.get("stream") is True
             upstream = target.upstream
-            response = await upstream.send(
-                orjson.dumps(body), upstream.headers_for(request.headers), stream=stream
-            )
+            payload = orjson.dumps(body)
+            sent = perf_counter()
+            try:
+                response = await upstream.send(
+                    payload, upstream.headers_for(request.headers), stream=stream
+                )
+            finally:
+                clock.waited += perf_counter() - sent
         except RouterError as exc:
+            if target is not None:
+                outcome = outcome_of_error(exc)
+                target.stats.record_request(
+                    outcome,
+                    error=outcome in ERROR_OUTCOMES or exc.status >= 500,
+                    seconds=clock.elapsed(),
+                    overhead=clock.overhead(),
+                )
             return error_response(exc, dialect, headers)
+        except asyncio.CancelledError:
+            if target is not None:  # the client left while the provider was thinking
+                target.stats.record_request(
+                    "client_disconnect",
+                    error=False,
+                    seconds=clock.elapsed(),
+                    overhead=clock.overhead(),
+                )
+            raise
         try:
             if stream and response.status == 200 and response.content_type == "text/event-stream":
-                return await self.relay_stream(request, response, target, dialect, headers)
-            return await self.relay_json(response, target, dialect, headers)
+                return await self.relay_stream(request, response, route, target, headers, clock)
+            return await self.relay_json(response, route, target, headers, clock)
         finally:
             response.close()
 
@@ -213,7 +279,7 @@ class Proxy:
                     f"{route.describe_session_source()}",
                     code="missing_session_key",
                 )
-            route.sessionless_requests += 1
+            route.counters.sessionless_requests += 1
             bucket = random_bucket()
         else:
             bucket = bucket_of(route.name, key)
@@ -222,28 +288,64 @@ class Proxy:
     async def relay_json(
         self,
         response: aiohttp.ClientResponse,
+        route: LiveRoute,
         target: Target,
-        dialect: Dialect,
         headers: dict[str, str],
-    ) -> web.Response:
+        clock: Clock,
+    ) -> web.StreamResponse:
+        dialect, stats = route.dialect, target.stats
+        started = perf_counter()
         try:
             data = await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return error_response(target.upstream.translate(exc), dialect, headers)
+            clock.waited += perf_counter() - started
+            error = target.upstream.translate(exc)
+            stats.record_request(
+                outcome_of_error(error),
+                error=True,
+                seconds=clock.elapsed(),
+                overhead=clock.overhead(),
+            )
+            return error_response(error, dialect, headers)
+        except asyncio.CancelledError:
+            clock.waited += perf_counter() - started
+            stats.record_request(
+                "client_disconnect", error=False, seconds=clock.elapsed(), overhead=clock.overhead()
+            )
+            raise
+        clock.waited += perf_counter() - started
+        status = response.status
+        outcome = outcome_of_status(status)
+        if outcome == "ok":
+            self.record_reading(
+                route, target, dialect.read_json(data, bool(route.refusal_patterns))
+            )
+        overhead = clock.overhead()
+        stats.record_request(
+            outcome, error=outcome in ERROR_OUTCOMES, seconds=clock.elapsed(), overhead=overhead
+        )
+        headers["X-Router-Overhead-Ms"] = f"{overhead * 1000:.3f}"
         return web.Response(
-            status=response.status, body=data, headers={**relayed_headers(response), **headers}
+            status=status, body=data, headers={**relayed_headers(response), **headers}
         )
 
     async def relay_stream(
         self,
         request: web.Request,
         response: aiohttp.ClientResponse,
+        route: LiveRoute,
         target: Target,
-        dialect: Dialect,
         headers: dict[str, str],
+        clock: Clock,
     ) -> web.StreamResponse:
-        """Relay an SSE stream event by event. A client that goes away ends the upstream
-        request at once (the caller closes the upstream response)."""
+        """Relay an SSE stream event by event, reading each event for the telemetry.
+
+        A client that goes away ends the upstream request at once (the caller closes the
+        upstream response). A stream that breaks, goes quiet or ends before its final event
+        ends with an error event in the client's dialect and is never counted as complete."""
+        dialect, stats = route.dialect, target.stats
+        reader = dialect.stream_reader(bool(route.refusal_patterns))
+        headers["X-Router-Overhead-Ms"] = f"{clock.overhead() * 1000:.3f}"
         out = web.StreamResponse(
             status=200,
             headers={
@@ -253,29 +355,143 @@ class Proxy:
                 **headers,
             },
         )
-        await out.prepare(request)
         splitter = EventSplitter()
-        reader = response.content
-        while True:
-            try:
-                chunk = await reader.readany()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                error = target.upstream.translate(exc)
-                await _write_quietly(out, error.sse_event(dialect.name))
-                return out
-            if not chunk:
-                break
-            events = splitter.feed(chunk)
-            if events and not await _write_quietly(
-                out, events[0] if len(events) == 1 else b"".join(events)
-            ):
-                return out  # the client went away
-        rest = splitter.flush()
-        if rest:
-            await _write_quietly(out, rest)
-        with contextlib.suppress(ConnectionResetError):
-            await out.write_eof()
+        content = response.content
+        ttft: float | None = None
+        failure: RouterError | None = None
+        outcome = "ok"
+        try:
+            await out.prepare(request)
+            while True:
+                started = perf_counter()
+                try:
+                    chunk = await content.readany()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    failure = target.upstream.translate(exc)
+                    break
+                finally:
+                    clock.waited += perf_counter() - started
+                if not chunk:
+                    break
+                events = splitter.feed(chunk)
+                if not events:
+                    continue
+                for event in events:
+                    reader.feed(event)
+                if ttft is None and reader.reading.started:
+                    ttft = clock.elapsed()
+                started = perf_counter()
+                written = await _write_quietly(
+                    out, events[0] if len(events) == 1 else b"".join(events)
+                )
+                clock.waited += perf_counter() - started
+                if not written:
+                    outcome = "client_disconnect"
+                    break
+            if outcome == "ok":
+                rest = splitter.flush()
+                if rest:
+                    reader.feed(rest)
+                    await _write_quietly(out, rest)
+                if failure is None and not reader.reading.finished:
+                    failure = UpstreamUnavailable(
+                        f"provider {target.upstream.name} ended the stream before its final "
+                        "event; the answer is incomplete",
+                        code="upstream_stream_truncated",
+                    )
+                if failure is not None:
+                    outcome = outcome_of_error(failure)
+                    await _write_quietly(out, failure.sse_event(dialect.name))
+                with contextlib.suppress(ConnectionResetError):
+                    await out.write_eof()
+        except asyncio.CancelledError:
+            outcome = "client_disconnect"
+            raise
+        finally:
+            reading = reader.finish()
+            if reading.error and outcome == "ok":
+                outcome = "provider_5xx"  # the provider reported an error inside the stream
+            self.record_reading(route, target, reading)
+            stats.record_request(
+                outcome,
+                error=outcome in ERROR_OUTCOMES,
+                seconds=clock.elapsed(),
+                overhead=clock.overhead(),
+                ttft=ttft,
+            )
         return out
+
+    def record_reading(self, route: LiveRoute, target: Target, reading: Reading) -> None:
+        stats, bundle = target.stats, target.bundle
+        stats.record_usage(reading.usage)
+        for call in reading.tool_calls:
+            stats.record_tool_call(bundle.check_tool_call(call.name, call.arguments, raw=call.raw))
+        refused = reading.refusal
+        if not refused and route.refusal_patterns and reading.text:
+            text = "".join(reading.text)
+            refused = any(p.search(text) for p in route.refusal_patterns)
+        if refused:
+            stats.record_refusal()
+
+    async def feedback(self, request: web.Request) -> web.Response:
+        """POST /v1/feedback {"request_id": ..., "passed": bool, "score": number?}."""
+        openai = DIALECTS["openai"]
+        try:
+            body = await self.read_body(request)
+            request_id = body.get("request_id") or request.headers.get("X-Request-Id")
+            passed = body.get("passed")
+            score = body.get("score")
+            if not isinstance(request_id, str) or not request_id:
+                raise BadRequest(
+                    "feedback needs 'request_id': the X-Request-Id of the answer it judges",
+                    code="missing_request_id",
+                )
+            if not isinstance(passed, bool):
+                raise BadRequest("feedback needs 'passed': true or false", code="invalid_feedback")
+            if score is not None and (
+                isinstance(score, bool) or not isinstance(score, int | float)
+            ):
+                raise BadRequest("'score' must be a number when given", code="invalid_feedback")
+            served = self.recent.lookup(request_id)
+            if served is None:
+                raise NotFound(
+                    f"request {request_id!r} is unknown or expired; feedback is kept for the "
+                    f"last {self.recent.capacity} requests, {self.recent.ttl:g} s each "
+                    "(telemetry.feedback_capacity and feedback_ttl in the config)",
+                    code="unknown_request_id",
+                )
+        except RouterError as exc:
+            return error_response(exc, openai, {})
+        stats = served.stats
+        verdict = (passed, None if score is None else float(score))
+        answer = {"request_id": request_id, "route": stats.route, "version": stats.version}
+        if served.verdict is None:
+            served.verdict = verdict
+            stats.record_feedback(*verdict)
+            return web.json_response({**answer, "recorded": True}, dumps=_dumps)
+        if served.verdict == verdict:
+            return web.json_response({**answer, "recorded": False, "duplicate": True}, dumps=_dumps)
+        conflict = Conflict(
+            f"request {request_id!r} already has a different verdict; the first one counts",
+            code="conflicting_feedback",
+        )
+        return error_response(conflict, openai, {})
+
+
+def outcome_of_status(status: int) -> str:
+    if status < 400:
+        return "ok"
+    if status == 429:
+        return "provider_429"
+    return "provider_4xx" if status < 500 else "provider_5xx"
+
+
+def outcome_of_error(exc: RouterError) -> str:
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    if isinstance(exc, UpstreamUnavailable):
+        return "connect_error"
+    return "router_error"
 
 
 async def _write_quietly(out: web.StreamResponse, data: bytes) -> bool:

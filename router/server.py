@@ -1,8 +1,8 @@
 """Composition root: build the apps, bind the sites, run on uvloop, drain on a signal.
 
-Two listeners: the proxy (`listen`) and the operator side (`metrics_listen`: /healthz,
-/readyz). On SIGTERM or SIGINT the router first reports unready, then stops accepting and
-gives in-flight requests and streams up to `drain_timeout` seconds to finish.
+Two listeners: the proxy (`listen`) and the operator side (`metrics_listen`: /metrics,
+/windows, /healthz, /readyz). On SIGTERM or SIGINT the router first reports unready, then
+stops accepting and gives in-flight requests and streams up to DRAIN_TIMEOUT s to finish.
 """
 
 from __future__ import annotations
@@ -17,11 +17,14 @@ from pathlib import Path
 from aiohttp import web
 
 from router.catalog import Catalog, load_catalog
-from router.config import split_address
+from router.config import RouterConfig, split_address
 from router.dialects import DIALECTS
 from router.fake_provider import FakeProvider, load_profile
+from router.feedback import RecentRequests
 from router.forward import Upstream
+from router.metrics import MetricsEndpoints
 from router.proxy import LiveRoute, Proxy
+from router.telemetry import Price, VersionStats
 
 log = logging.getLogger("router")
 DRAIN_TIMEOUT = 30.0
@@ -49,10 +52,42 @@ def build_upstreams(catalog: Catalog) -> dict[str, Upstream]:
     }
 
 
-def build_proxy_app(catalog: Catalog, upstreams: dict[str, Upstream]) -> web.Application:
-    routes = {name: LiveRoute(spec, upstreams) for name, spec in catalog.routes.items()}
+def price_of(config: RouterConfig, model: str) -> Price | None:
+    """USD per token; unset cache prices fall back to the input price."""
+    price = config.prices.get(model)
+    if price is None:
+        return None
+    per_token = 1e-6
+    return Price(
+        input=price.input * per_token,
+        output=price.output * per_token,
+        cache_read=(price.cached_input if price.cached_input is not None else price.input)
+        * per_token,
+        cache_write=(price.cache_write if price.cache_write is not None else price.input)
+        * per_token,
+    )
+
+
+def build_routes(catalog: Catalog, upstreams: dict[str, Upstream]) -> dict[str, LiveRoute]:
+    config = catalog.config
+    window = int(config.telemetry.window)
+    routes = {}
+    for name, spec in catalog.routes.items():
+        stats = {
+            version: VersionStats(name, version, price_of(config, bundle.model), window)
+            for version, bundle in spec.bundles.items()
+        }
+        routes[name] = LiveRoute(spec, upstreams, stats)
+    return routes
+
+
+def build_proxy_app(
+    catalog: Catalog, routes: dict[str, LiveRoute], upstreams: dict[str, Upstream]
+) -> web.Application:
+    telemetry = catalog.config.telemetry
     max_body = catalog.config.limits.max_body_bytes
-    proxy = Proxy(routes, max_body)
+    recent = RecentRequests(telemetry.feedback_capacity, telemetry.feedback_ttl)
+    proxy = Proxy(routes, max_body, recent)
     app = web.Application(client_max_size=max_body)
     proxy.add_routes(app)
 
@@ -67,10 +102,11 @@ def build_proxy_app(catalog: Catalog, upstreams: dict[str, Upstream]) -> web.App
     return app
 
 
-def build_health_app(health: Health) -> web.Application:
+def build_metrics_app(health: Health, routes: dict[str, LiveRoute]) -> web.Application:
     app = web.Application()
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    MetricsEndpoints(routes).add_routes(app)
     return app
 
 
@@ -97,8 +133,9 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     health = Health()
     upstreams = build_upstreams(catalog)
     config = catalog.config
-    runners.append(await _start(build_proxy_app(catalog, upstreams), config.listen))
-    runners.append(await _start(build_health_app(health), config.metrics_listen))
+    routes = build_routes(catalog, upstreams)
+    runners.append(await _start(build_proxy_app(catalog, routes, upstreams), config.listen))
+    runners.append(await _start(build_metrics_app(health, routes), config.metrics_listen))
     health.ready = True
     log.info(
         "bundle-router serving %s on http://%s (health on http://%s)",

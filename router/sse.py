@@ -49,3 +49,15 @@ class EventSplitter:
         """What is left when the stream ends: an unterminated event, or b''."""
         rest, self._pending = self._pending, b""
         return rest
+
+
+def event_fields(event: bytes) -> tuple[bytes, bytes | None]:
+    """The `event:` name (b"" when absent) and the joined `data:` lines (None when absent)."""
+    name = b""
+    data: list[bytes] = []
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+        elif line.startswith(b"event:"):
+            name = line[6:].strip()
+    return name, (b"\n".join(data) if data else None)

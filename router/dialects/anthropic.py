@@ -10,9 +10,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import orjson
+
 from router.bundles import Bundle
-from router.dialects.base import ClientSystemPolicy, Injection, apply_params, split_params
+from router.dialects.base import (
+    ClientSystemPolicy,
+    Injection,
+    Reading,
+    ToolCall,
+    apply_params,
+    split_params,
+)
 from router.errors import BadRequest
+from router.sse import event_fields
+from router.telemetry import Usage
 
 API_VERSION = "2023-06-01"
 
@@ -64,6 +75,31 @@ class AnthropicDialect:
         apply_params(body, injection)
         return client_system
 
+    def read_json(self, data: bytes, collect_text: bool) -> Reading:
+        reading = Reading(finished=True)
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return reading
+        if not isinstance(body, dict):
+            return reading
+        usage = body.get("usage")
+        if isinstance(usage, dict):
+            reading.usage = update_usage(Usage(), usage)
+        reading.refusal = body.get("stop_reason") == "refusal"
+        for block in body.get("content") or ():
+            kind = block.get("type")
+            if kind == "tool_use":
+                reading.tool_calls.append(
+                    ToolCall(block.get("name", ""), block.get("input", {}), raw=False)
+                )
+            elif kind == "text" and collect_text:
+                reading.text.append(block.get("text", ""))
+        return reading
+
+    def stream_reader(self, collect_text: bool) -> AnthropicStreamReader:
+        return AnthropicStreamReader(collect_text)
+
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {"x-api-key": api_key}
 
@@ -77,6 +113,87 @@ def _blocks(system: Any) -> list[Any]:
     if isinstance(system, list):
         return system
     raise BadRequest("'system' must be a string or a list of text blocks", code="invalid_system")
+
+
+def update_usage(usage: Usage, report: dict[str, Any]) -> Usage:
+    """Apply a usage report. Anthropic's counts are cumulative: `message_start` has the input
+    side, `message_delta` the final output (and, lately, the input side again)."""
+    if "input_tokens" in report:
+        usage.input = report["input_tokens"] or 0
+    if "output_tokens" in report:
+        usage.output = report["output_tokens"] or 0
+    if "cache_read_input_tokens" in report:
+        usage.cache_read = report["cache_read_input_tokens"] or 0
+    if "cache_creation_input_tokens" in report:
+        usage.cache_write = report["cache_creation_input_tokens"] or 0
+    return usage
+
+
+class AnthropicStreamReader:
+    """Reads Messages stream events. Text deltas are skipped unparsed unless the route's
+    refusal patterns need the text. Usage counts as known only once `message_delta` brings
+    the final output tokens: a stream cut before that has incomplete usage."""
+
+    def __init__(self, collect_text: bool) -> None:
+        self.reading = Reading()
+        self.collect_text = collect_text
+        self._usage = Usage()
+        self._usage_final = False
+        self._tools: dict[int, tuple[str, list[str]]] = {}
+
+    def feed(self, event: bytes) -> None:
+        name, data = event_fields(event)
+        if data is None or name == b"ping":
+            return
+        reading = self.reading
+        if name == b"content_block_delta" and b'"text_delta"' in data:
+            reading.started = True
+            if not self.collect_text:
+                return
+        try:
+            payload = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(payload, dict):
+            return
+        kind = payload.get("type")
+        if kind == "content_block_delta":
+            reading.started = True
+            delta = payload.get("delta") or {}
+            if delta.get("type") == "input_json_delta":
+                tool = self._tools.get(payload.get("index", 0))
+                if tool is not None:
+                    tool[1].append(delta.get("partial_json", ""))
+            elif delta.get("type") == "text_delta" and self.collect_text:
+                reading.text.append(delta.get("text", ""))
+        elif kind == "content_block_start":
+            block = payload.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                reading.started = True
+                self._tools[payload.get("index", 0)] = (block.get("name", ""), [])
+        elif kind == "message_start":
+            usage = (payload.get("message") or {}).get("usage")
+            if isinstance(usage, dict):
+                update_usage(self._usage, usage)
+        elif kind == "message_delta":
+            if (payload.get("delta") or {}).get("stop_reason") == "refusal":
+                reading.refusal = True
+            usage = payload.get("usage")
+            if isinstance(usage, dict):
+                update_usage(self._usage, usage)
+                self._usage_final = True
+        elif kind == "message_stop":
+            reading.finished = True
+        elif kind == "error":
+            reading.error = True
+
+    def finish(self) -> Reading:
+        reading = self.reading
+        for name, parts in self._tools.values():
+            reading.tool_calls.append(ToolCall(name, "".join(parts) or "{}", raw=True))
+        self._tools.clear()
+        reading.usage = self._usage if self._usage_final else None
+        return reading
 
 
 ANTHROPIC = AnthropicDialect()

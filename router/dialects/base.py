@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from router.bundles import Bundle
 from router.errors import DialectName
+from router.telemetry import Usage
 
 ClientSystemPolicy = Literal["replace", "append", "reject"]
 
@@ -38,6 +39,44 @@ class Injection:
     tools: list[dict[str, Any]]
     pinned: Mapping[str, Any]
     defaults: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    name: str
+    arguments: Any  # JSON text when `raw`, else the parsed object
+    raw: bool
+
+
+@dataclass(slots=True)
+class Reading:
+    """What the telemetry needs from one answer, JSON or streamed."""
+
+    usage: Usage | None = None  # None until (unless) the provider reports it
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    refusal: bool = False
+    text: list[str] = field(default_factory=list)  # only collected for refusal patterns
+    started: bool = False  # a stream has produced its first token
+    finished: bool = False  # the stream's terminal event arrived
+    error: bool = False  # the provider sent an error event inside the stream
+
+
+class StreamReader(Protocol):
+    reading: Reading
+
+    def feed(self, event: bytes) -> None:
+        """Read one whole SSE event."""
+        ...
+
+    def finish(self) -> Reading:
+        """Settle what was accumulated (streamed tool-call arguments, usage)."""
+        ...
+
+
+def has(data: bytes, key: bytes, value_start: bytes) -> bool:
+    """Does compact or spaced JSON text contain `"key":<value_start>`? A cheap filter that
+    lets the stream readers skip parsing events that cannot matter."""
+    return b'"' + key + b'":' + value_start in data or b'"' + key + b'": ' + value_start in data
 
 
 def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -81,6 +120,12 @@ class Dialect(Protocol):
 
         Returns True when the client sent a system prompt of its own."""
         ...
+
+    def read_json(self, data: bytes, collect_text: bool) -> Reading:
+        """Read a JSON answer. A body that is not the expected JSON gives an empty Reading."""
+        ...
+
+    def stream_reader(self, collect_text: bool) -> StreamReader: ...
 
     def auth_headers(self, api_key: str) -> dict[str, str]: ...
 

@@ -10,9 +10,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import orjson
+
 from router.bundles import Bundle
-from router.dialects.base import ClientSystemPolicy, Injection, apply_params, split_params
+from router.dialects.base import (
+    ClientSystemPolicy,
+    Injection,
+    Reading,
+    ToolCall,
+    apply_params,
+    has,
+    split_params,
+)
 from router.errors import BadRequest
+from router.sse import event_fields
+from router.telemetry import Usage
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
 
@@ -84,11 +96,112 @@ class OpenAIDialect:
             )
         return client_system
 
+    def read_json(self, data: bytes, collect_text: bool) -> Reading:
+        reading = Reading(finished=True)
+        try:
+            body = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return reading
+        if not isinstance(body, dict):
+            return reading
+        reading.usage = read_usage(body.get("usage"))
+        for choice in body.get("choices") or ():
+            message = choice.get("message") or {}
+            if message.get("refusal") or choice.get("finish_reason") == "content_filter":
+                reading.refusal = True
+            for call in message.get("tool_calls") or ():
+                function = call.get("function") or {}
+                reading.tool_calls.append(
+                    ToolCall(function.get("name", ""), function.get("arguments", ""), raw=True)
+                )
+            if collect_text and isinstance(message.get("content"), str):
+                reading.text.append(message["content"])
+        return reading
+
+    def stream_reader(self, collect_text: bool) -> OpenAIStreamReader:
+        return OpenAIStreamReader(collect_text)
+
     def auth_headers(self, api_key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {api_key}"}
 
     def default_headers(self) -> dict[str, str]:
         return {}
+
+
+def read_usage(usage: Any) -> Usage | None:
+    """OpenAI counts cached prompt tokens inside prompt_tokens; split them out."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens") or 0
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return Usage(
+        input=prompt - cached, output=usage.get("completion_tokens") or 0, cache_read=cached
+    )
+
+
+class OpenAIStreamReader:
+    """Reads `chat.completion.chunk` events. Once the first token has been seen, a chunk is
+    parsed only if it can carry a tool call, a refusal, a finish reason or the usage."""
+
+    def __init__(self, collect_text: bool) -> None:
+        self.reading = Reading()
+        self.collect_text = collect_text
+        self._calls: dict[tuple[int, int], tuple[list[str], list[str]]] = {}
+
+    def feed(self, event: bytes) -> None:
+        _, data = event_fields(event)
+        if data is None:
+            return
+        reading = self.reading
+        if data == b"[DONE]":
+            reading.finished = True
+            return
+        if (
+            reading.started
+            and not self.collect_text
+            and b'"tool_calls"' not in data
+            and not has(data, b"refusal", b'"')
+            and not has(data, b"finish_reason", b'"')
+            and not has(data, b"usage", b"{")
+            and b'"error"' not in data
+        ):
+            return
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(chunk, dict):
+            return
+        if "error" in chunk:
+            reading.error = True
+            return
+        usage = read_usage(chunk.get("usage"))
+        if usage is not None:
+            reading.usage = usage
+        for choice in chunk.get("choices") or ():
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            calls = delta.get("tool_calls")
+            if content or calls or delta.get("refusal"):
+                reading.started = True
+            if delta.get("refusal") or choice.get("finish_reason") == "content_filter":
+                reading.refusal = True
+            if content and self.collect_text:
+                reading.text.append(content)
+            for call in calls or ():
+                key = (choice.get("index", 0), call.get("index", 0))
+                name, arguments = self._calls.setdefault(key, ([], []))
+                function = call.get("function") or {}
+                if function.get("name"):
+                    name.append(function["name"])
+                if function.get("arguments"):
+                    arguments.append(function["arguments"])
+
+    def finish(self) -> Reading:
+        for name, arguments in self._calls.values():
+            self.reading.tool_calls.append(ToolCall("".join(name), "".join(arguments), raw=True))
+        self._calls.clear()
+        return self.reading
 
 
 OPENAI = OpenAIDialect()

@@ -1,0 +1,183 @@
+"""Prometheus exposition: a custom collector that reads the telemetry at scrape time.
+
+The hot path never touches prometheus-client (and so never takes its locks); a scrape reads
+the plain per-version counters on the event loop, between two requests, and so sees one
+consistent moment. Also serves the sliding windows as JSON for people and tools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from router import __version__
+from router.proxy import LiveRoute
+from router.telemetry import OUTCOMES, TOKEN_KINDS, TOOL_RESULTS, Histogram
+
+RV = ["route", "version"]
+
+
+def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
+    cumulative = 0
+    buckets: list[tuple[str, float]] = []
+    for bound, count in zip(histogram.bounds, histogram.counts, strict=False):
+        cumulative += count
+        buckets.append((repr(bound), cumulative))
+    buckets.append(("+Inf", cumulative + histogram.counts[-1]))
+    return buckets
+
+
+class RouterCollector(Collector):
+    def __init__(self, routes: Mapping[str, LiveRoute]) -> None:
+        self.routes = routes
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "router_requests", "Requests served, by outcome.", labels=[*RV, "outcome"]
+        )
+        duration = HistogramMetricFamily(
+            "router_request_duration_seconds",
+            "Time from the request's arrival to the end of its answer.",
+            labels=RV,
+        )
+        ttft = HistogramMetricFamily(
+            "router_time_to_first_token_seconds",
+            "Streams only: time from the request's arrival to its first token.",
+            labels=RV,
+        )
+        overhead = HistogramMetricFamily(
+            "router_overhead_seconds",
+            "Time spent in the router itself, not waiting on the provider or the client.",
+            labels=RV,
+        )
+        tokens = CounterMetricFamily("router_tokens", "Tokens by kind.", labels=[*RV, "kind"])
+        cost = CounterMetricFamily(
+            "router_cost_usd", "Cost in USD from the prices table.", labels=RV
+        )
+        unpriced = CounterMetricFamily(
+            "router_unpriced_answers",
+            "Answers whose model has no price: their cost is unknown, not zero.",
+            labels=[*RV, "model"],
+        )
+        incomplete = CounterMetricFamily(
+            "router_usage_incomplete",
+            "Answers whose usage never arrived (e.g. a cut stream): tokens and cost unknown.",
+            labels=RV,
+        )
+        tools = CounterMetricFamily(
+            "router_tool_calls",
+            "Tool calls checked against the bundle's schemas.",
+            labels=[*RV, "result"],
+        )
+        refusals = CounterMetricFamily("router_refusals", "Answers that refused.", labels=RV)
+        feedback = CounterMetricFamily(
+            "router_eval_feedback", "Online-eval verdicts.", labels=[*RV, "result"]
+        )
+        score = SummaryMetricFamily("router_eval_score", "Online-eval scores.", labels=RV)
+        weight = GaugeMetricFamily("router_weight_ratio", "Live weight, 0..1.", labels=RV)
+        build = GaugeMetricFamily(
+            "router_build_info",
+            "Loaded bundle versions; always 1.",
+            labels=[*RV, "digest", "model", "provider", "router_version"],
+        )
+        sessionless = CounterMetricFamily(
+            "router_sessionless_requests",
+            "Requests without a session key, assigned at random.",
+            labels=["route"],
+        )
+        client_system = CounterMetricFamily(
+            "router_client_system_prompts",
+            "Requests that carried their own system prompt, by the route's policy.",
+            labels=["route", "policy"],
+        )
+        for route in self.routes.values():
+            name = route.name
+            sessionless.add_metric([name], route.counters.sessionless_requests)
+            client_system.add_metric(
+                [name, route.client_system], route.counters.client_system_prompts
+            )
+            table = route.table
+            for version, target in route.targets.items():
+                s, labels = target.stats, [name, version]
+                for outcome, count in zip(OUTCOMES, s.outcomes, strict=True):
+                    requests.add_metric([*labels, outcome], count)
+                duration.add_metric(labels, _buckets(s.latency), s.latency.total)
+                ttft.add_metric(labels, _buckets(s.ttft), s.ttft.total)
+                overhead.add_metric(labels, _buckets(s.overhead), s.overhead.total)
+                for kind, count in zip(TOKEN_KINDS, s.tokens, strict=True):
+                    tokens.add_metric([*labels, kind], count)
+                cost.add_metric(labels, s.cost_usd)
+                unpriced.add_metric([*labels, target.bundle.model], s.unpriced)
+                incomplete.add_metric(labels, s.usage_incomplete)
+                for result, count in zip(TOOL_RESULTS, s.tool_calls, strict=True):
+                    tools.add_metric([*labels, result], count)
+                refusals.add_metric(labels, s.refusals)
+                feedback.add_metric([*labels, "pass"], s.eval_pass)
+                feedback.add_metric([*labels, "fail"], s.eval_fail)
+                score.add_metric(labels, s.eval_scores, s.eval_score_sum)
+                weight.add_metric(labels, table.weights.get(version, 0) / 10_000)
+                bundle = target.bundle
+                build.add_metric(
+                    [*labels, bundle.short_digest, bundle.model, bundle.provider, __version__], 1
+                )
+        yield from (
+            requests,
+            duration,
+            ttft,
+            overhead,
+            tokens,
+            cost,
+            unpriced,
+            incomplete,
+            tools,
+            refusals,
+            feedback,
+            score,
+            weight,
+            build,
+            sessionless,
+            client_system,
+        )
+
+
+class MetricsEndpoints:
+    """GET /metrics (Prometheus text) and GET /windows (sliding windows as JSON)."""
+
+    def __init__(self, routes: Mapping[str, LiveRoute]) -> None:
+        self.routes = routes
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(RouterCollector(routes))
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def windows(self, request: web.Request) -> web.Response:
+        seconds = request.query.get("seconds")
+        span = int(seconds) if seconds and seconds.isdigit() else None
+        view = {
+            route.name: {
+                version: {
+                    "weight_percent": route.table.percent(version),
+                    **target.stats.window(span).as_dict(),
+                }
+                for version, target in route.targets.items()
+            }
+            for route in self.routes.values()
+        }
+        return web.json_response(view)
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/windows", self.windows)

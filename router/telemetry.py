@@ -1,0 +1,343 @@
+"""Per-version counters and sliding windows, updated on the hot path with no lock.
+
+One process runs one event loop, and nothing else runs between two awaits, so a request's
+`record_*` call updates plain ints, floats and preallocated lists directly. The Prometheus
+collector (`router/metrics.py`) reads the same objects at scrape time, and the guardrails
+read the sliding windows through `VersionStats.window()`.
+
+Latency histograms use log-spaced buckets, eight per doubling (each bound is 2^(1/8) =
+1.09 times the last), from 1 ms to 10 min: a quantile read from them is within about 4.5 %
+of the true value anywhere in that range.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from dataclasses import dataclass
+from typing import Any
+
+OUTCOMES = (
+    "ok",
+    "provider_4xx",
+    "provider_5xx",
+    "provider_429",
+    "timeout",
+    "connect_error",
+    "client_disconnect",
+    "router_error",
+)
+OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOMES)}
+TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
+TOOL_RESULTS = ("valid", "unknown_tool", "invalid_json", "invalid_arguments")
+TOOL_INDEX = {name: i for i, name in enumerate(TOOL_RESULTS)}
+
+
+def _log_bounds(low: float, high: float, per_doubling: int) -> tuple[float, ...]:
+    bounds, k = [], 0
+    while True:
+        bound = low * 2 ** (k / per_doubling)
+        bounds.append(float(f"{bound:.6g}"))
+        if bound >= high:
+            return tuple(bounds)
+        k += 1
+
+
+LATENCY_BOUNDS = _log_bounds(0.001, 600.0, 8)  # seconds, 155 bounds
+OVERHEAD_BOUNDS = _log_bounds(0.00001, 1.0, 4)  # seconds, 10 us .. 1 s
+
+
+class Histogram:
+    """Counts per bucket (the last one is +Inf) and a sum; bisect finds the bucket."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+
+def quantile(bounds: tuple[float, ...], counts: list[int], q: float) -> float | None:
+    """The q-quantile of bucket counts, interpolated geometrically inside its bucket."""
+    n = sum(counts)
+    if n == 0:
+        return None
+    rank = q * n
+    seen = 0
+    for i, count in enumerate(counts):
+        if count and seen + count >= rank:
+            if i >= len(bounds):
+                return bounds[-1]
+            upper = bounds[i]
+            lower = bounds[i - 1] if i else upper / (bounds[1] / bounds[0])
+            fraction = (rank - seen) / count
+            return float(lower * (upper / lower) ** fraction)
+        seen += count
+    return bounds[-1]
+
+
+class WindowSlot:
+    """One second of one version's outcomes."""
+
+    __slots__ = (
+        "cost",
+        "errors",
+        "eval_fail",
+        "eval_pass",
+        "latency",
+        "priced",
+        "refusals",
+        "requests",
+        "second",
+        "tool_calls",
+        "tool_failures",
+    )
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.latency = [0] * (len(LATENCY_BOUNDS) + 1)
+        self.clear(-1)
+
+    def clear(self, second: int) -> None:
+        self.second = second
+        self.requests = 0
+        self.errors = 0
+        self.priced = 0
+        self.cost = 0.0
+        self.tool_calls = 0
+        self.tool_failures = 0
+        self.refusals = 0
+        self.eval_pass = 0
+        self.eval_fail = 0
+        latency = self.latency
+        for i in range(len(latency)):
+            latency[i] = 0
+
+
+@dataclass(frozen=True, slots=True)
+class WindowView:
+    """One version's outcomes over the last `seconds` seconds."""
+
+    seconds: int
+    requests: int
+    errors: int
+    p95_seconds: float | None
+    cost_usd: float
+    priced_requests: int
+    tool_calls: int
+    tool_failures: int
+    refusals: int
+    eval_pass: int
+    eval_fail: int
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+    @property
+    def cost_per_request(self) -> float | None:
+        return self.cost_usd / self.priced_requests if self.priced_requests else None
+
+    @property
+    def tool_failure_rate(self) -> float | None:
+        return self.tool_failures / self.tool_calls if self.tool_calls else None
+
+    @property
+    def refusal_rate(self) -> float | None:
+        return self.refusals / self.requests if self.requests else None
+
+    @property
+    def eval_pass_rate(self) -> float | None:
+        judged = self.eval_pass + self.eval_fail
+        return self.eval_pass / judged if judged else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "window_seconds": self.seconds,
+            "requests": self.requests,
+            "errors": self.errors,
+            "error_rate": self.error_rate,
+            "p95_seconds": self.p95_seconds,
+            "cost_per_request_usd": self.cost_per_request,
+            "tool_calls": self.tool_calls,
+            "tool_failures": self.tool_failures,
+            "tool_failure_rate": self.tool_failure_rate,
+            "refusals": self.refusals,
+            "refusal_rate": self.refusal_rate,
+            "eval_pass": self.eval_pass,
+            "eval_fail": self.eval_fail,
+            "eval_pass_rate": self.eval_pass_rate,
+        }
+
+
+@dataclass(slots=True)
+class Usage:
+    """Tokens of one answer, read from the provider's usage report."""
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per token (the config gives USD per million)."""
+
+    input: float
+    output: float
+    cache_read: float
+    cache_write: float
+
+    def cost(self, usage: Usage) -> float:
+        return (
+            usage.input * self.input
+            + usage.output * self.output
+            + usage.cache_read * self.cache_read
+            + usage.cache_write * self.cache_write
+        )
+
+
+class VersionStats:
+    """Everything counted for one (route, version). Written only by the event loop."""
+
+    def __init__(self, route: str, version: str, price: Price | None, window_seconds: int):
+        self.route = route
+        self.version = version
+        self.price = price
+        self.outcomes = [0] * len(OUTCOMES)
+        self.latency = Histogram(LATENCY_BOUNDS)
+        self.ttft = Histogram(LATENCY_BOUNDS)
+        self.overhead = Histogram(OVERHEAD_BOUNDS)
+        self.tokens = [0] * len(TOKEN_KINDS)
+        self.cost_usd = 0.0
+        self.unpriced = 0  # answers with usage whose model has no price
+        self.usage_incomplete = 0  # answers whose usage never arrived (e.g. a cut stream)
+        self.tool_calls = [0] * len(TOOL_RESULTS)
+        self.refusals = 0
+        self.eval_pass = 0
+        self.eval_fail = 0
+        self.eval_score_sum = 0.0
+        self.eval_scores = 0
+        self.slots = [WindowSlot() for _ in range(window_seconds)]
+        self.clock = time.monotonic  # replaceable, so tests can move time
+
+    def _slot(self) -> WindowSlot:
+        second = int(self.clock())
+        slot = self.slots[second % len(self.slots)]
+        if slot.second != second:
+            slot.clear(second)
+        return slot
+
+    def record_request(
+        self,
+        outcome: str,
+        *,
+        error: bool,
+        seconds: float,
+        overhead: float,
+        ttft: float | None = None,
+    ) -> None:
+        self.outcomes[OUTCOME_INDEX[outcome]] += 1
+        self.latency.observe(seconds)
+        self.overhead.observe(overhead)
+        if ttft is not None:
+            self.ttft.observe(ttft)
+        slot = self._slot()
+        slot.requests += 1
+        slot.latency[bisect_left(LATENCY_BOUNDS, seconds)] += 1
+        if error:
+            slot.errors += 1
+
+    def record_usage(self, usage: Usage | None) -> None:
+        """Tokens and cost of one answer; None when its usage never arrived."""
+        if usage is None:
+            self.usage_incomplete += 1
+            return
+        tokens = self.tokens
+        tokens[0] += usage.input
+        tokens[1] += usage.output
+        tokens[2] += usage.cache_read
+        tokens[3] += usage.cache_write
+        if self.price is None:
+            self.unpriced += 1
+            return
+        cost = self.price.cost(usage)
+        self.cost_usd += cost
+        slot = self._slot()
+        slot.cost += cost
+        slot.priced += 1
+
+    def record_tool_call(self, result: str) -> None:
+        self.tool_calls[TOOL_INDEX[result]] += 1
+        slot = self._slot()
+        slot.tool_calls += 1
+        if result != "valid":
+            slot.tool_failures += 1
+
+    def record_refusal(self) -> None:
+        self.refusals += 1
+        self._slot().refusals += 1
+
+    def record_feedback(self, passed: bool, score: float | None) -> None:
+        slot = self._slot()
+        if passed:
+            self.eval_pass += 1
+            slot.eval_pass += 1
+        else:
+            self.eval_fail += 1
+            slot.eval_fail += 1
+        if score is not None:
+            self.eval_score_sum += score
+            self.eval_scores += 1
+
+    def window(self, seconds: int | None = None) -> WindowView:
+        """Outcomes of the last `seconds` (at most the window size), in O(slots)."""
+        span = min(seconds or len(self.slots), len(self.slots))
+        now = int(self.clock())
+        oldest = now - span + 1
+        requests = errors = priced = calls = failures = refusals = passed = failed = 0
+        cost = 0.0
+        latency = [0] * (len(LATENCY_BOUNDS) + 1)
+        for slot in self.slots:
+            if oldest <= slot.second <= now:
+                requests += slot.requests
+                errors += slot.errors
+                priced += slot.priced
+                cost += slot.cost
+                calls += slot.tool_calls
+                failures += slot.tool_failures
+                refusals += slot.refusals
+                passed += slot.eval_pass
+                failed += slot.eval_fail
+                for i, count in enumerate(slot.latency):
+                    if count:
+                        latency[i] += count
+        return WindowView(
+            seconds=span,
+            requests=requests,
+            errors=errors,
+            p95_seconds=quantile(LATENCY_BOUNDS, latency, 0.95),
+            cost_usd=cost,
+            priced_requests=priced,
+            tool_calls=calls,
+            tool_failures=failures,
+            refusals=refusals,
+            eval_pass=passed,
+            eval_fail=failed,
+        )
+
+
+class RouteCounters:
+    """Per-route counts that belong to no version."""
+
+    __slots__ = ("client_system_prompts", "sessionless_requests")
+
+    def __init__(self) -> None:
+        self.sessionless_requests = 0
+        self.client_system_prompts = 0
