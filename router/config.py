@@ -184,6 +184,7 @@ class Route(Strict):
 
 
 class Telemetry(Strict):
+    enabled: bool = True  # false only to measure the telemetry's own cost
     window: Duration = 60.0  # the sliding window guardrails read, in 1 s slots
     feedback_capacity: int = Field(default=100_000, ge=1)  # request ids kept for feedback
     feedback_ttl: Duration = 3600.0  # how long a request id accepts feedback

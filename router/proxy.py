@@ -316,7 +316,7 @@ class Proxy:
         clock.waited += perf_counter() - started
         status = response.status
         outcome = outcome_of_status(status)
-        if outcome == "ok":
+        if outcome == "ok" and stats.enabled:
             self.record_reading(
                 route, target, dialect.read_json(data, bool(route.refusal_patterns))
             )
@@ -376,8 +376,9 @@ class Proxy:
                 events = splitter.feed(chunk)
                 if not events:
                     continue
-                for event in events:
-                    reader.feed(event)
+                if stats.enabled:
+                    for event in events:
+                        reader.feed(event)
                 if ttft is None and reader.reading.started:
                     ttft = clock.elapsed()
                 started = perf_counter()
@@ -393,7 +394,7 @@ class Proxy:
                 if rest:
                     reader.feed(rest)
                     await _write_quietly(out, rest)
-                if failure is None and not reader.reading.finished:
+                if failure is None and stats.enabled and not reader.reading.finished:
                     failure = UpstreamUnavailable(
                         f"provider {target.upstream.name} ended the stream before its final "
                         "event; the answer is incomplete",

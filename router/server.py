@@ -24,7 +24,7 @@ from router.feedback import RecentRequests
 from router.forward import Upstream
 from router.metrics import MetricsEndpoints
 from router.proxy import LiveRoute, Proxy
-from router.telemetry import Price, VersionStats
+from router.telemetry import NullStats, Price, VersionStats
 
 log = logging.getLogger("router")
 DRAIN_TIMEOUT = 30.0
@@ -71,10 +71,11 @@ def price_of(config: RouterConfig, model: str) -> Price | None:
 def build_routes(catalog: Catalog, upstreams: dict[str, Upstream]) -> dict[str, LiveRoute]:
     config = catalog.config
     window = int(config.telemetry.window)
+    kind = VersionStats if config.telemetry.enabled else NullStats
     routes = {}
     for name, spec in catalog.routes.items():
         stats = {
-            version: VersionStats(name, version, price_of(config, bundle.model), window)
+            version: kind(name, version, price_of(config, bundle.model), window)
             for version, bundle in spec.bundles.items()
         }
         routes[name] = LiveRoute(spec, upstreams, stats)

@@ -206,6 +206,8 @@ class Price:
 class VersionStats:
     """Everything counted for one (route, version). Written only by the event loop."""
 
+    enabled = True
+
     def __init__(self, route: str, version: str, price: Price | None, window_seconds: int):
         self.route = route
         self.version = version
@@ -341,3 +343,33 @@ class RouteCounters:
     def __init__(self) -> None:
         self.sessionless_requests = 0
         self.client_system_prompts = 0
+
+
+class NullStats(VersionStats):
+    """Counts nothing. Used with `telemetry.enabled: false`, which exists to measure what
+    the telemetry costs (benchmarks/telemetry.py); the proxy also skips reading answers."""
+
+    enabled = False
+
+    def record_request(
+        self,
+        outcome: str,
+        *,
+        error: bool,
+        seconds: float,
+        overhead: float,
+        ttft: float | None = None,
+    ) -> None:
+        pass
+
+    def record_usage(self, usage: Usage | None) -> None:
+        pass
+
+    def record_tool_call(self, result: str) -> None:
+        pass
+
+    def record_refusal(self) -> None:
+        pass
+
+    def record_feedback(self, passed: bool, score: float | None) -> None:
+        pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -16,7 +17,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import FakeProvider, Router, free_port, router_config
+from tests.servers import REPO, FakeProvider, Router, free_port, router_config
 
 HI = [{"role": "user", "content": "hi"}]
 OPUS = "claude-opus-4-7-20260108"  # refund-agent v1.5
@@ -402,6 +403,14 @@ def test_real_prometheus_scrapes_the_router(
         assert result, (tmp_path / "prometheus.log").read_text()[-2000:]
         assert float(result[0]["value"][1]) == 1
         assert result[0]["metric"]["job"] == "bundle-router"
+        # Every query of the Grafana dashboard is valid PromQL over these metrics.
+        dashboard = json.loads((REPO / "deploy" / "grafana" / "bundle-router.json").read_text())
+        for panel in dashboard["panels"]:
+            expr = panel["targets"][0]["expr"].replace("$route", ".*")
+            answer = httpx.get(
+                f"http://127.0.0.1:{port}/api/v1/query", params={"query": expr}
+            ).json()
+            assert answer["status"] == "success", (panel["title"], answer)
     finally:
         server.terminate()
         server.wait(timeout=10)
