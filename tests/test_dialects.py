@@ -102,3 +102,63 @@ def test_reject_policy(refund: Bundle, support: Bundle) -> None:
         OPENAI.rewrite(
             {"messages": [{"role": "system", "content": "x"}]}, OPENAI.prepare(support), "reject"
         )
+
+
+def test_openai_final_chunk_with_choices_and_usage() -> None:
+    """Some providers put the finish reason, a last tool-call delta and the usage in one chunk."""
+    reader = OPENAI.stream_reader(collect_text=False)
+    reader.feed(
+        b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},'
+        b'"finish_reason":null}]}\n\n'
+    )
+    reader.feed(
+        b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c1",'
+        b'"function":{"name":"search_help_center","arguments":"{\\"query\\":"}}]},'
+        b'"finish_reason":null}]}\n\n'
+    )
+    reader.feed(
+        b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,'
+        b'"function":{"arguments":"\\"ship\\"}"}}]},"finish_reason":"tool_calls"}],'
+        b'"usage":{"prompt_tokens":120,"completion_tokens":9,'
+        b'"prompt_tokens_details":{"cached_tokens":100}}}\n\n'
+    )
+    reader.feed(b"data: [DONE]\n\n")
+    reading = reader.finish()
+    assert reading.finished and reading.started
+    assert reading.usage is not None
+    assert (reading.usage.input, reading.usage.cache_read, reading.usage.output) == (20, 100, 9)
+    assert [(c.name, c.arguments) for c in reading.tool_calls] == [
+        ("search_help_center", '{"query":"ship"}')
+    ]
+
+
+def test_anthropic_stream_cut_before_message_delta_has_no_usage() -> None:
+    reader = ANTHROPIC.stream_reader(collect_text=False)
+    reader.feed(
+        b'event: message_start\ndata: {"type":"message_start","message":'
+        b'{"usage":{"input_tokens":50,"output_tokens":1}}}\n\n'
+    )
+    reader.feed(
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":"Hel"}}\n\n'
+    )
+    reading = reader.finish()
+    assert reading.started and not reading.finished
+    assert reading.usage is None  # incomplete, never zero
+
+
+def test_anthropic_message_delta_usage_is_cumulative() -> None:
+    reader = ANTHROPIC.stream_reader(collect_text=False)
+    reader.feed(
+        b'event: message_start\ndata: {"type":"message_start","message":{"usage":'
+        b'{"input_tokens":50,"cache_read_input_tokens":7,"output_tokens":1}}}\n\n'
+    )
+    reader.feed(
+        b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"refusal"},'
+        b'"usage":{"output_tokens":30}}\n\n'
+    )
+    reader.feed(b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    reading = reader.finish()
+    assert reading.refusal and reading.finished
+    assert reading.usage is not None
+    assert (reading.usage.input, reading.usage.cache_read, reading.usage.output) == (50, 7, 30)

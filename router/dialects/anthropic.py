@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import orjson
-
 from router.bundles import Bundle
 from router.dialects.base import (
     ClientSystemPolicy,
@@ -19,6 +17,7 @@ from router.dialects.base import (
     Reading,
     ToolCall,
     apply_params,
+    parse_object,
     split_params,
 )
 from router.errors import BadRequest
@@ -77,11 +76,8 @@ class AnthropicDialect:
 
     def read_json(self, data: bytes, collect_text: bool) -> Reading:
         reading = Reading(finished=True)
-        try:
-            body = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return reading
-        if not isinstance(body, dict):
+        body = parse_object(data)
+        if body is None:
             return reading
         usage = body.get("usage")
         if isinstance(usage, dict):
@@ -150,11 +146,8 @@ class AnthropicStreamReader:
             reading.started = True
             if not self.collect_text:
                 return
-        try:
-            payload = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(payload, dict):
+        payload = parse_object(data)
+        if payload is None:
             return
         kind = payload.get("type")
         if kind == "content_block_delta":

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import orjson
+
 from router.bundles import Bundle
 from router.errors import DialectName
 from router.telemetry import Usage
@@ -71,6 +73,15 @@ class StreamReader(Protocol):
     def finish(self) -> Reading:
         """Settle what was accumulated (streamed tool-call arguments, usage)."""
         ...
+
+
+def parse_object(data: bytes) -> dict[str, Any] | None:
+    """A JSON object from the provider, or None when the bytes are not one."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def has(data: bytes, key: bytes, value_start: bytes) -> bool:

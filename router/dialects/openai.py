@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import orjson
-
 from router.bundles import Bundle
 from router.dialects.base import (
     ClientSystemPolicy,
@@ -20,6 +18,7 @@ from router.dialects.base import (
     ToolCall,
     apply_params,
     has,
+    parse_object,
     split_params,
 )
 from router.errors import BadRequest
@@ -98,11 +97,8 @@ class OpenAIDialect:
 
     def read_json(self, data: bytes, collect_text: bool) -> Reading:
         reading = Reading(finished=True)
-        try:
-            body = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return reading
-        if not isinstance(body, dict):
+        body = parse_object(data)
+        if body is None:
             return reading
         reading.usage = read_usage(body.get("usage"))
         for choice in body.get("choices") or ():
@@ -166,11 +162,8 @@ class OpenAIStreamReader:
             and b'"error"' not in data
         ):
             return
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(chunk, dict):
+        chunk = parse_object(data)
+        if chunk is None:
             return
         if "error" in chunk:
             reading.error = True
