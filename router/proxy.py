@@ -73,7 +73,6 @@ class LiveRoute:
     ) -> None:
         config = spec.config
         self.name = spec.name
-        self.spec = spec
         self.dialect: Dialect = DIALECTS[spec.dialect]
         self.targets: dict[str, Target] = {
             version: Target(

@@ -19,6 +19,27 @@ EXAMPLE_BUNDLES = REPO / "config" / "bundles"
 START_TIMEOUT = 20.0
 
 
+def leave_mid_stream(router_url: str, header: bytes) -> bytes:
+    """Start a streamed refund-agent request over a raw socket, read the first bytes of the
+    answer, then close the connection as a client that goes away would. `header` is one
+    extra request header line, such as b"X-Session-Id: leaver"."""
+    body = (
+        b'{"model": "refund-agent", "max_tokens": 5, "stream": true, '
+        b'"messages": [{"role": "user", "content": "hi"}]}'
+    )
+    host, port = router_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + header
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        return sock.recv(4096)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any
 
@@ -11,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from tests.servers import FakeProvider, free_port, router_config
+from tests.servers import FakeProvider, free_port, leave_mid_stream, router_config
 
 HI = [{"role": "user", "content": "hi"}]
 REFUND_V14 = "claude-sonnet-4-6-20260215"
@@ -106,21 +105,7 @@ def test_openai_provider_error_passes_through(fake: FakeProvider, router: Any) -
 
 def test_client_disconnect_mid_stream_closes_upstream(fake: FakeProvider, router: Any) -> None:
     fake.behave(stream_interval_ms=200, stream_chunks=40)
-    body = (
-        b'{"model": "refund-agent", "max_tokens": 5, "stream": true, '
-        b'"messages": [{"role": "user", "content": "hi"}]}'
-    )
-    host, port = router.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(
-            b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"X-Session-Id: leaver\r\nContent-Length: "
-            + str(len(body)).encode()
-            + b"\r\n\r\n"
-            + body
-        )
-        first = sock.recv(4096)
-        assert b"200 OK" in first
+    assert b"200 OK" in leave_mid_stream(router.url, b"X-Session-Id: leaver")
     # The provider sees the close long before its 40 x 200 ms stream would have ended.
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,7 +16,14 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import REPO, FakeProvider, Router, free_port, router_config
+from tests.servers import (
+    REPO,
+    FakeProvider,
+    Router,
+    free_port,
+    leave_mid_stream,
+    router_config,
+)
 
 HI = [{"role": "user", "content": "hi"}]
 OPUS = "claude-opus-4-7-20260108"  # refund-agent v1.5
@@ -259,20 +265,7 @@ def test_client_disconnect_mid_stream_is_incomplete(
     fake: FakeProvider, telemetry_router: Router
 ) -> None:
     fake.behave(OPUS, stream_interval_ms=200, stream_chunks=30)
-    body = (
-        b'{"model": "refund-agent", "max_tokens": 5, "stream": true, '
-        b'"messages": [{"role": "user", "content": "hi"}]}'
-    )
-    host, port = telemetry_router.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(
-            b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"X-Bundle-Version: v1.5\r\nContent-Length: "
-            + str(len(body)).encode()
-            + b"\r\n\r\n"
-            + body
-        )
-        assert b"200 OK" in sock.recv(4096)
+    assert b"200 OK" in leave_mid_stream(telemetry_router.url, b"X-Bundle-Version: v1.5")
     v15 = {"route": "refund-agent", "version": "v1.5"}
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:

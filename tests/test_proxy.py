@@ -201,13 +201,16 @@ def test_body_field_session_key(router: Router, fake: FakeProvider) -> None:
 
 
 def test_version_override_where_allowed(router: Router, fake: FakeProvider) -> None:
+    """Every session goes to the pinned v2.1, though the weights give it only 10%."""
     client = openai_client(router)
-    raw = client.chat.completions.with_raw_response.create(
-        model="support-agent",
-        messages=[{"role": "user", "content": "hi"}],
-        extra_headers={"X-Bundle-Version": "v2.1"},
-    )
-    assert raw.headers["X-Bundle-Version"] == "v2.1"
+    for n in range(20):
+        raw = client.chat.completions.with_raw_response.create(
+            model="support-agent",
+            user=f"override-{n}",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"X-Bundle-Version": "v2.1"},
+        )
+        assert raw.headers["X-Bundle-Version"] == "v2.1"
 
 
 def test_request_id_is_kept(router: Router, fake: FakeProvider) -> None:
