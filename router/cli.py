@@ -9,6 +9,7 @@ from pathlib import Path
 
 from router import __version__
 from router.errors import ConfigError
+from router.state import StateError
 
 DEFAULT_CONFIG = Path("config/router.yaml")
 
@@ -38,6 +39,21 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument("--port", type=int, default=9000)
     fake.add_argument("--profile", type=Path, help="YAML or JSON behaviour per model snapshot")
 
+    audit = commands.add_parser(
+        "audit", help="print the audit trail from state_dir; --verify checks its hash chain"
+    )
+    audit.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    audit.add_argument("--route", help="only this route's records")
+    audit.add_argument("-n", "--last", type=int, metavar="N", help="only the last N records")
+    audit.add_argument("--json", action="store_true", help="one JSON record a line")
+    audit.add_argument("--verify", action="store_true", help="check the chain; exit 1 if broken")
+    audit.add_argument(
+        "--archive",
+        action="store_true",
+        help="move the log aside (kept as evidence) and start a new chain; run with the "
+        "router stopped",
+    )
+
     validate = commands.add_parser("validate", help="check the config and every bundle")
     validate.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
     return parser
@@ -57,12 +73,17 @@ def main(argv: list[str] | None = None) -> int:
             return _fake_provider(args)
         if args.command == "validate":
             return _validate(args.config)
+        if args.command == "audit":
+            return _audit(args)
     except ConfigError as exc:
         print(
             f"bundle-router: the configuration has {len(exc.problems)} problem(s):", file=sys.stderr
         )
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
+        return 2
+    except StateError as exc:
+        print(f"bundle-router: {exc}", file=sys.stderr)
         return 2
     return 1
 
@@ -101,4 +122,48 @@ def _validate(config: Path) -> int:
                 f"{bundle.model}  digest {bundle.short_digest}  tools {len(bundle.tools)}"
             )
     print(f"{config}: OK")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from router.config import load_config
+    from router.state import AUDIT_FILE, StateFile, archive, read_records, verify
+
+    state_dir = load_config(args.config).state_dir
+    path = state_dir / AUDIT_FILE
+    if args.archive:
+        archived, log = archive(state_dir)
+        log.close()
+        state = StateFile(state_dir)
+        data = state.load()
+        if data is not None:  # the new chain starts at 1: nothing in it is missing from state
+            state.save({**data, "audit_seq": log.seq})
+        print(
+            f"archived {archived} and started a new chain in {path}"
+            if archived
+            else f"started a new chain in {path}"
+        )
+        return 0
+    if args.verify:
+        result = verify(path)
+        if not result.ok:
+            print(
+                f"{path}: BROKEN at line {result.line}: {result.problem} "
+                f"({result.records} good records before it)",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{path}: OK, {result.records} records, head {result.head[:16]}")
+        return 0
+    records = [r for r in read_records(path) if not args.route or r.get("route") == args.route]
+    for record in records[-args.last :] if args.last else records:
+        if args.json:
+            import orjson
+
+            print(orjson.dumps(record).decode())
+        else:
+            print(
+                f"{record['seq']:>5} {record['at']} {record.get('route') or '-':<16} "
+                f"{record['action']:<10} by {record.get('actor', '?')}: {record.get('reason', '')}"
+            )
     return 0

@@ -126,6 +126,89 @@ class SessionKey(Strict):
         return data
 
 
+def parse_fraction(value: Any) -> float:
+    """'2%', '2.5 %' or a fraction such as 0.02 -> 0.02."""
+    if isinstance(value, bool):
+        raise fail("a rate cannot be a boolean", "write it like 2% or 0.02")
+    text = str(value).strip()
+    try:
+        number = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise fail(f"{value!r} is not a rate", "write it like 2% or 0.02") from None
+    if not 0 <= number <= 1:
+        raise fail(f"{value!r} is not between 0% and 100%", "write it like 2% or 0.02")
+    return number
+
+
+Fraction = Annotated[float, BeforeValidator(parse_fraction)]
+
+
+def _off_is_none(value: Any) -> Any:
+    """`off` (which YAML reads as false) switches a rule off."""
+    return None if value is False or value == "off" else value
+
+
+class RateRule(Strict):
+    """A rate of bad outcomes: over an absolute `max`, and/or more than `max_over_control`
+    above the control's rate (in points: 5% means control 1% -> candidate 6% trips)."""
+
+    max: Fraction | None = None
+    max_over_control: Fraction | None = None
+    min_samples: int = Field(default=20, ge=1)
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> RateRule:
+        if self.max is None and self.max_over_control is None:
+            raise fail("the rule sets no limit", "set max, max_over_control or both")
+        return self
+
+
+class LatencyRule(Strict):
+    """The candidate's p95 latency may be at most `max_over_control` above the control's."""
+
+    max_over_control: Duration = 0.2
+    min_samples: int = Field(default=30, ge=1)
+
+
+class CostRule(Strict):
+    """The candidate's cost per request may be at most `max_ratio` times the control's."""
+
+    max_ratio: float = Field(default=2.0, gt=1.0)
+    min_samples: int = Field(default=50, ge=1)
+
+
+class EvalRule(Strict):
+    """The candidate's online-eval pass rate (POST /v1/feedback) must stay at least `min`."""
+
+    min: Fraction
+    min_samples: int = Field(default=50, ge=1)
+
+
+Off = BeforeValidator(_off_is_none)
+
+
+class Guardrails(Strict):
+    """Rules comparing the candidate (canary) with the active version (control). Each rule
+    may be `off`. `confidence` is per rule: a healthy canary falsely trips a rule with
+    probability at most 1 - confidence over the whole canary, however often it is checked."""
+
+    confidence: float = Field(default=0.9999, gt=0.5, lt=1.0)
+    check_interval: Duration = 0.1
+    error_rate: Annotated[RateRule | None, Off] = RateRule(max=0.02, min_samples=10)
+    p95_latency: Annotated[LatencyRule | None, Off] = LatencyRule()
+    cost_per_request: Annotated[CostRule | None, Off] = CostRule()
+    tool_call_failure_rate: Annotated[RateRule | None, Off] = RateRule(max_over_control=0.05)
+    refusal_rate: Annotated[RateRule | None, Off] = RateRule(max_over_control=0.05)
+    eval_pass_rate: Annotated[EvalRule | None, Off] = None
+
+
+def _guardrails_setting(value: Any) -> Any:
+    """`guardrails: off` asks for an unguarded canary; no block at all means the defaults."""
+    if value is False or value == "off":
+        return "off"
+    return value
+
+
 class Route(Strict):
     bundles: Path
     session_key: SessionKey = SessionKey(header="X-Session-Id")
@@ -135,6 +218,13 @@ class Route(Strict):
     client_system: Literal["replace", "append", "reject"] = "replace"
     allow_version_override: bool = False
     refusal_patterns: list[str] = []  # regexes on the answer text that also count as refusals
+    guardrails: Annotated[Guardrails | Literal["off"], BeforeValidator(_guardrails_setting)] = (
+        Guardrails()
+    )
+
+    @property
+    def guarded(self) -> bool:
+        return self.guardrails != "off"
 
     @model_validator(mode="after")
     def _check_patterns(self) -> Route:
@@ -196,6 +286,17 @@ class Telemetry(Strict):
         return self
 
 
+class Notify(Strict):
+    """Where changes are announced: a Slack-compatible incoming webhook. The URL is a secret,
+    so it is read from the environment variable `webhook_url_env`; `webhook_url` is for
+    local receivers only. Sent off the data path with retries and backoff."""
+
+    webhook_url_env: str | None = None
+    webhook_url: str | None = None
+    timeout: Duration = 5.0
+    attempts: int = Field(default=6, ge=1, le=20)
+
+
 class Limits(Strict):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
 
@@ -210,6 +311,7 @@ class RouterConfig(Strict):
     prices: dict[str, Price] = {}
     routes: dict[str, Route]
     limits: Limits = Limits()
+    notify: Notify = Notify()
     telemetry: Telemetry = Telemetry()
     source: Path = Field(default=Path("router.yaml"), exclude=True)
 

@@ -34,7 +34,7 @@ from typing import Any, Literal
 import orjson
 import yaml
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 ErrorKind = Literal["400", "500", "529", "429", "reset"]
 BadToolCall = Literal["schema", "unknown_tool", "not_json"]
@@ -156,7 +156,10 @@ class FakeProvider:
         if "behaviour" in change:
             model = change.get("model")
             base = self.profile.behaviour(str(model)) if model else self.profile.default
-            merged = Behaviour.model_validate({**base.model_dump(), **change["behaviour"]})
+            try:
+                merged = Behaviour.model_validate({**base.model_dump(), **change["behaviour"]})
+            except ValidationError as exc:
+                return web.json_response({"error": str(exc)}, status=400)
             if model:
                 self.profile.models[model] = merged
             else:

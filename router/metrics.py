@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from router import __version__
 from router.proxy import LiveRoute
+from router.rollout import ROLLED_BACK, Rollouts
 from router.telemetry import OUTCOMES, TOKEN_KINDS, TOOL_RESULTS, Histogram
 
 RV = ["route", "version"]
@@ -38,8 +39,9 @@ def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
 
 
 class RouterCollector(Collector):
-    def __init__(self, routes: Mapping[str, LiveRoute]) -> None:
+    def __init__(self, routes: Mapping[str, LiveRoute], rollouts: Rollouts) -> None:
         self.routes = routes
+        self.rollouts = rollouts
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -130,7 +132,36 @@ class RouterCollector(Collector):
                 build.add_metric(
                     [*labels, bundle.short_digest, bundle.model, bundle.provider, __version__], 1
                 )
+        trips = CounterMetricFamily(
+            "router_guardrail_trips",
+            "Canaries rolled back by a guardrail, by rule.",
+            labels=[*RV, "rule"],
+        )
+        for (route_name, version, rule), count in self.rollouts.trips.items():
+            trips.add_metric([route_name, version, rule], count)
+        rolled_back = GaugeMetricFamily(
+            "router_candidate_rolled_back",
+            "1 while the route's candidate is rolled back and held at 0 until a person acts.",
+            labels=RV,
+        )
+        for route_name, state in self.rollouts.states.items():
+            if state.candidate:
+                rolled_back.add_metric(
+                    [route_name, state.candidate], float(state.candidate_state == ROLLED_BACK)
+                )
+        notifier = self.rollouts.notifier
+        notifications = CounterMetricFamily(
+            "router_notifications",
+            "Change announcements to the webhook, by result.",
+            labels=["result"],
+        )
+        notifications.add_metric(["sent"], notifier.sent)
+        notifications.add_metric(["failed"], notifier.failed)
+        notifications.add_metric(["dropped"], notifier.dropped)
         yield from (
+            trips,
+            rolled_back,
+            notifications,
             requests,
             duration,
             ttft,
@@ -153,10 +184,11 @@ class RouterCollector(Collector):
 class MetricsEndpoints:
     """GET /metrics (Prometheus text) and GET /windows (sliding windows as JSON)."""
 
-    def __init__(self, routes: Mapping[str, LiveRoute]) -> None:
+    def __init__(self, routes: Mapping[str, LiveRoute], rollouts: Rollouts) -> None:
         self.routes = routes
+        self.rollouts = rollouts
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(RouterCollector(routes))
+        self.registry.register(RouterCollector(routes, rollouts))
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -178,6 +210,11 @@ class MetricsEndpoints:
         }
         return web.json_response(view)
 
+    async def rollout_state(self, request: web.Request) -> web.Response:
+        """GET /rollouts: live deploy state and the guardrail verdicts, read-only."""
+        return web.json_response(self.rollouts.describe())
+
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/windows", self.windows)
+        app.router.add_get("/rollouts", self.rollout_state)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -22,8 +23,12 @@ from router.dialects import DIALECTS
 from router.fake_provider import FakeProvider, load_profile
 from router.feedback import RecentRequests
 from router.forward import Upstream
+from router.guardrails import Guard
 from router.metrics import MetricsEndpoints
+from router.notify import Notifier
 from router.proxy import LiveRoute, Proxy
+from router.rollout import Rollouts, restore
+from router.state import AuditLog, StateFile
 from router.telemetry import NullStats, Price, VersionStats
 
 log = logging.getLogger("router")
@@ -103,12 +108,51 @@ def build_proxy_app(
     return app
 
 
-def build_metrics_app(health: Health, routes: dict[str, LiveRoute]) -> web.Application:
+def build_metrics_app(
+    health: Health, routes: dict[str, LiveRoute], rollouts: Rollouts
+) -> web.Application:
     app = web.Application()
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
-    MetricsEndpoints(routes).add_routes(app)
+    MetricsEndpoints(routes, rollouts).add_routes(app)
     return app
+
+
+def build_notifier(config: RouterConfig) -> Notifier:
+    notify = config.notify
+    url = notify.webhook_url
+    if notify.webhook_url_env:
+        url = os.environ.get(notify.webhook_url_env) or url
+        if not url:
+            log.warning(
+                "notify.webhook_url_env names %s, which is not set: changes are only logged",
+                notify.webhook_url_env,
+            )
+    return Notifier(url, timeout=notify.timeout, attempts=notify.attempts)
+
+
+def build_rollouts(catalog: Catalog, routes: dict[str, LiveRoute], notifier: Notifier) -> Rollouts:
+    """Restore live state from `state_dir` (raises StateError when it cannot be trusted)."""
+    config = catalog.config
+    state_dir = config.state_dir
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    state_file, audit = StateFile(state_dir), AuditLog(state_dir)
+    restored = restore(catalog, state_file, audit)
+    for note in restored.notes:
+        log.warning("%s", note)
+    guards: dict[str, Guard | None] = {}
+    intervals = []
+    for name, spec in catalog.routes.items():
+        rules = spec.config.guardrails
+        if rules == "off":
+            guards[name] = None
+            if spec.config.candidate:
+                log.warning("route %s: the canary is unguarded (guardrails: off)", name)
+        else:
+            guards[name] = Guard(rules)
+            intervals.append(rules.check_interval)
+    interval = min(intervals, default=0.1)
+    return Rollouts(routes, guards, restored, state_file, audit, notifier, interval)
 
 
 async def _start(app: web.Application, address: str) -> web.AppRunner:
@@ -135,8 +179,12 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     upstreams = build_upstreams(catalog)
     config = catalog.config
     routes = build_routes(catalog, upstreams)
+    notifier = build_notifier(config)
+    rollouts = build_rollouts(catalog, routes, notifier)
+    await notifier.start()
+    await rollouts.start()
     runners.append(await _start(build_proxy_app(catalog, routes, upstreams), config.listen))
-    runners.append(await _start(build_metrics_app(health, routes), config.metrics_listen))
+    runners.append(await _start(build_metrics_app(health, routes, rollouts), config.metrics_listen))
     health.ready = True
     log.info(
         "bundle-router serving %s on http://%s (health on http://%s)",
@@ -149,6 +197,8 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     health.ready = False
     for runner in reversed(runners):
         await runner.cleanup()
+    await rollouts.close()
+    await notifier.close()
     log.info("stopped")
     return 0
 

@@ -175,6 +175,37 @@ class WindowView:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """One version's cumulative counts at one moment. `since(earlier)` gives the counts
+    between two moments, which is what a sequential test needs (a sliding window is not)."""
+
+    requests: int = 0
+    errors: int = 0
+    latency: tuple[int, ...] = (0,) * (len(LATENCY_BOUNDS) + 1)  # counts per LATENCY_BOUNDS bucket
+    priced: int = 0
+    cost_usd: float = 0.0
+    tool_calls: int = 0
+    tool_failures: int = 0
+    refusals: int = 0
+    eval_pass: int = 0
+    eval_fail: int = 0
+
+    def since(self, earlier: Totals) -> Totals:
+        return Totals(
+            requests=self.requests - earlier.requests,
+            errors=self.errors - earlier.errors,
+            latency=tuple(a - b for a, b in zip(self.latency, earlier.latency, strict=True)),
+            priced=self.priced - earlier.priced,
+            cost_usd=self.cost_usd - earlier.cost_usd,
+            tool_calls=self.tool_calls - earlier.tool_calls,
+            tool_failures=self.tool_failures - earlier.tool_failures,
+            refusals=self.refusals - earlier.refusals,
+            eval_pass=self.eval_pass - earlier.eval_pass,
+            eval_fail=self.eval_fail - earlier.eval_fail,
+        )
+
+
 @dataclass(slots=True)
 class Usage:
     """Tokens of one answer, read from the provider's usage report."""
@@ -213,11 +244,13 @@ class VersionStats:
         self.version = version
         self.price = price
         self.outcomes = [0] * len(OUTCOMES)
+        self.errors = 0
         self.latency = Histogram(LATENCY_BOUNDS)
         self.ttft = Histogram(LATENCY_BOUNDS)
         self.overhead = Histogram(OVERHEAD_BOUNDS)
         self.tokens = [0] * len(TOKEN_KINDS)
         self.cost_usd = 0.0
+        self.priced = 0  # answers with usage and a price: the denominator of cost per request
         self.unpriced = 0  # answers with usage whose model has no price
         self.usage_incomplete = 0  # answers whose usage never arrived (e.g. a cut stream)
         self.tool_calls = [0] * len(TOOL_RESULTS)
@@ -254,6 +287,7 @@ class VersionStats:
         slot.requests += 1
         slot.latency[bisect_left(LATENCY_BOUNDS, seconds)] += 1
         if error:
+            self.errors += 1
             slot.errors += 1
 
     def record_usage(self, usage: Usage | None) -> None:
@@ -271,6 +305,7 @@ class VersionStats:
             return
         cost = self.price.cost(usage)
         self.cost_usd += cost
+        self.priced += 1
         slot = self._slot()
         slot.cost += cost
         slot.priced += 1
@@ -297,6 +332,22 @@ class VersionStats:
         if score is not None:
             self.eval_score_sum += score
             self.eval_scores += 1
+
+    def totals(self) -> Totals:
+        """Everything counted so far; the guardrails subtract two of these."""
+        tools = self.tool_calls
+        return Totals(
+            requests=sum(self.outcomes),
+            errors=self.errors,
+            latency=tuple(self.latency.counts),
+            priced=self.priced,
+            cost_usd=self.cost_usd,
+            tool_calls=sum(tools),
+            tool_failures=sum(tools) - tools[0],
+            refusals=self.refusals,
+            eval_pass=self.eval_pass,
+            eval_fail=self.eval_fail,
+        )
 
     def window(self, seconds: int | None = None) -> WindowView:
         """Outcomes of the last `seconds` (at most the window size), in O(slots)."""

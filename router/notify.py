@@ -1,0 +1,99 @@
+"""Announcements of changes: a Slack-compatible webhook, sent off the data path.
+
+`Notifier.send()` only puts the message on a bounded queue and returns; one background task
+POSTs it with retries and exponential backoff. A slow or dead webhook therefore never slows
+a request or a rollback: the change is already made and durable before it is announced.
+The webhook URL is a secret (it carries its own token) and is never logged; logs name only
+its host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from router.tasks import Background
+
+log = logging.getLogger("router.notify")
+QUEUE_SIZE = 1000
+FIRST_BACKOFF = 0.5  # seconds; doubles after each failed attempt
+MAX_BACKOFF = 30.0
+
+
+class Notifier:
+    def __init__(self, url: str | None, *, timeout: float = 5.0, attempts: int = 6) -> None:
+        self.url = url
+        self.host = urlsplit(url).netloc.rpartition("@")[2] if url else None
+        self.timeout = timeout
+        self.attempts = attempts
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
+        self.sent = 0
+        self.failed = 0  # messages given up on after every attempt
+        self.dropped = 0  # messages that found the queue full
+        self.background = Background()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self.url:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+            self.background.start(self._run(), "notifier")
+
+    async def close(self) -> None:
+        await self.background.stop()
+        if self._session:
+            await self._session.close()
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue `message` ({"text": ..., plus structured fields}); never blocks."""
+        log.info("%s", message["text"])
+        if not self.url:
+            return
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            log.error("webhook queue full; not announced: %s", message["text"])
+
+    async def _run(self) -> None:
+        while True:
+            message = await self.queue.get()
+            await self._deliver(message)
+
+    async def _deliver(self, message: dict[str, Any]) -> None:
+        assert self._session is not None and self.url is not None
+        body = orjson.dumps(message)
+        backoff = FIRST_BACKOFF
+        for attempt in range(1, self.attempts + 1):
+            try:
+                async with self._session.post(
+                    self.url, data=body, headers={"Content-Type": "application/json"}
+                ) as response:
+                    if response.status < 300:
+                        self.sent += 1
+                        return
+                    problem = f"HTTP {response.status}"
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problem = type(exc).__name__
+            if attempt < self.attempts:
+                log.warning(
+                    "webhook to %s failed (%s), attempt %d of %d; retrying in %.1fs",
+                    self.host,
+                    problem,
+                    attempt,
+                    self.attempts,
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        self.failed += 1
+        log.error(
+            "webhook to %s failed %d times; giving up on: %s",
+            self.host,
+            self.attempts,
+            message["text"],
+        )

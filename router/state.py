@@ -1,0 +1,233 @@
+"""Durable state and the audit log, both in `state_dir`.
+
+- `state.json` holds the live state of every route (weights, roles, trips). It is replaced
+  whole and durably: write a temp file, fsync it, rename it over the old one, fsync the
+  folder. A crash leaves the old file or the new one, never a mix.
+- `audit.jsonl` is append-only, one JSON record a line. Each record has a sequence number
+  and the sha256 of the previous record, so an edited, dropped or reordered line breaks the
+  chain. Each append is fsynced before the change is acknowledged.
+
+The audit record of a change is written before the state file, and the state file names the
+last record it includes (`audit_seq`). A crash between the two is repaired at start by
+replaying the newer records, so a change that reached the log is never lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+GENESIS = "0" * 64
+STATE_FILE = "state.json"
+AUDIT_FILE = "audit.jsonl"
+
+
+class StateError(Exception):
+    """The durable state cannot be used as it is; the message says what to do."""
+
+
+def utc_now() -> str:
+    """'2026-11-26T14:03:12.123Z'."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a crash leaves either the old or the new file."""
+    temp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, path)
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class StateFile:
+    """`state.json`: {"audit_seq": N, "routes": {name: {...}}}."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / STATE_FILE
+
+    def load(self) -> dict[str, Any] | None:
+        try:
+            data = orjson.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except orjson.JSONDecodeError as exc:
+            raise StateError(
+                f"{self.path} is not valid JSON ({exc}); it is only ever replaced whole, so "
+                "something else wrote it. Restore it from a backup, or move it away to rebuild "
+                "the state from the config and the audit log"
+            ) from None
+        if not isinstance(data, dict) or not isinstance(data.get("routes"), dict):
+            raise StateError(f"{self.path} has no 'routes' mapping; restore it or move it away")
+        return data
+
+    def save(self, data: dict[str, Any]) -> None:
+        write_durably(self.path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
+
+
+def _digest(record: dict[str, Any]) -> str:
+    body = {key: value for key, value in record.items() if key != "hash"}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    records: int
+    head: str  # hash of the last good record
+    last_seq: int
+    problem: str | None = None  # what is broken, and on which line
+    line: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """Every complete record, in order (a torn last line is skipped)."""
+    with contextlib.suppress(FileNotFoundError), path.open("rb") as file:
+        for line in file:
+            if line.endswith(b"\n"):
+                yield orjson.loads(line)
+
+
+def verify(path: Path) -> Verification:
+    """Check the chain of every complete line: sequence numbers, previous hashes, hashes."""
+    head, seq, count = GENESIS, 0, 0
+    try:
+        file = path.open("rb")
+    except FileNotFoundError:
+        return Verification(0, GENESIS, 0)
+    with file:
+        for number, line in enumerate(file, start=1):
+            if not line.endswith(b"\n"):
+                break  # a torn last line: repaired at start, not a broken chain
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                return Verification(count, head, seq, "the line is not JSON", number)
+            problem = None
+            if not isinstance(record, dict):
+                problem = "the line is not a JSON object"
+            elif record.get("prev") != head:
+                problem = "its 'prev' is not the hash of the record before it"
+            elif record.get("seq") != seq + 1:
+                problem = f"its seq is {record.get('seq')!r}, expected {seq + 1}"
+            elif record.get("hash") != _digest(record):
+                problem = "its hash does not match its content (the record was edited)"
+            if problem:
+                return Verification(count, head, seq, problem, number)
+            head, seq, count = record["hash"], record["seq"], count + 1
+    return Verification(count, head, seq)
+
+
+class AuditLog:
+    """The append-only, hash-chained audit log. `open()` before the first `append()`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / AUDIT_FILE
+        self.head = GENESIS
+        self.seq = 0
+        self._fd: int | None = None
+
+    def open(self) -> str | None:
+        """Repair a torn last line, verify the chain, open for appending. Returns a note
+        about the repair, if one was made. Raises StateError on a broken chain."""
+        note = self._repair_torn_tail()
+        result = verify(self.path)
+        if not result.ok:
+            raise StateError(
+                f"the audit log {self.path} is broken at line {result.line}: {result.problem}. "
+                "The router will not add to a log it cannot vouch for. Keep the old log as "
+                "evidence and start a new chain with: bundle-router audit --archive "
+                "--config CONFIG"
+            )
+        self.head, self.seq = result.head, result.last_seq
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return note
+
+    def _repair_torn_tail(self) -> str | None:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        if not data or data.endswith(b"\n"):
+            return None
+        cut = data.rfind(b"\n") + 1
+        tail = data[cut:]
+        with self.path.open("r+b") as file:
+            try:
+                record = orjson.loads(tail)
+                complete = isinstance(record, dict) and record.get("hash") == _digest(record)
+            except orjson.JSONDecodeError:
+                complete = False
+            if complete:  # the crash came between the record and its newline
+                file.seek(len(data))
+                file.write(b"\n")
+                note = "completed the last audit record's line"
+            else:
+                file.truncate(cut)
+                note = f"removed a torn last audit line ({len(tail)} bytes)"
+            file.flush()
+            os.fsync(file.fileno())
+        return note
+
+    def append(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Add seq, time and the chain to `entry`, write it and fsync. Returns the record."""
+        if self._fd is None:
+            raise RuntimeError("AuditLog.open() was not called")
+        record = {"seq": self.seq + 1, "at": utc_now(), **entry, "prev": self.head}
+        record["hash"] = _digest(record)
+        os.write(self._fd, orjson.dumps(record) + b"\n")
+        os.fsync(self._fd)
+        self.seq, self.head = record["seq"], record["hash"]
+        return record
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def archive(folder: Path) -> tuple[Path | None, AuditLog]:
+    """Move the audit log aside (kept as evidence) and start a new chain whose first record
+    names the old file and its last good hash. Returns (archived path, the new open log)."""
+    log = AuditLog(folder)
+    archived = None
+    details: dict[str, Any] = {}
+    if log.path.exists():
+        result = verify(log.path)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        archived = log.path.with_name(f"audit-{stamp}.jsonl")
+        os.replace(log.path, archived)
+        _fsync_folder(folder)
+        details = {
+            "archived": archived.name,
+            "archived_records": result.records,
+            "archived_head": result.head,
+            "archived_problem": result.problem,
+            "archived_line": result.line,
+        }
+    log.open()
+    log.append({"action": "audit_started", "actor": "operator", "details": details})
+    return archived, log

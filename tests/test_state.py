@@ -1,0 +1,151 @@
+"""Durable state and the hash-chained audit log: writes, verification, repair, archive."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from router.state import (
+    AuditLog,
+    StateError,
+    StateFile,
+    archive,
+    read_records,
+    verify,
+    write_durably,
+)
+
+
+def _log_with(folder: Path, count: int) -> AuditLog:
+    log = AuditLog(folder)
+    log.open()
+    for i in range(count):
+        log.append({"action": "weights", "actor": "alice", "route": "r", "reason": f"step {i}"})
+    return log
+
+
+def test_state_file_is_replaced_whole(tmp_path: Path) -> None:
+    state = StateFile(tmp_path)
+    assert state.load() is None
+    state.save({"audit_seq": 1, "routes": {"r": {"active": "v1"}}})
+    state.save({"audit_seq": 2, "routes": {"r": {"active": "v2"}}})
+    assert state.load() == {"audit_seq": 2, "routes": {"r": {"active": "v2"}}}
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temp file left behind
+    assert (tmp_path / "state.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_state_file_written_by_something_else_is_refused(tmp_path: Path) -> None:
+    write_durably(tmp_path / "state.json", b"{not json")
+    with pytest.raises(StateError, match="not valid JSON"):
+        StateFile(tmp_path).load()
+
+
+def test_records_chain_and_verify(tmp_path: Path) -> None:
+    log = _log_with(tmp_path, 3)
+    log.close()
+    records = list(read_records(log.path))
+    assert [r["seq"] for r in records] == [1, 2, 3]
+    assert records[1]["prev"] == records[0]["hash"]
+    result = verify(log.path)
+    assert result.ok and result.records == 3 and result.head == records[-1]["hash"]
+    reopened = AuditLog(tmp_path)
+    reopened.open()
+    assert reopened.append({"action": "x"})["seq"] == 4  # the chain continues after a restart
+    reopened.close()
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda lines: [lines[0], lines[1].replace(b"alice", b"mallory"), lines[2]], "edited"),
+        (lambda lines: [lines[0], lines[2]], "prev"),
+        (lambda lines: [lines[1], lines[0], lines[2]], "prev"),
+    ],
+    ids=["edited", "dropped", "reordered"],
+)
+def test_tampering_breaks_the_chain_and_the_router_refuses_to_start(
+    tmp_path: Path, edit: object, problem: str
+) -> None:
+    _log_with(tmp_path, 3).close()
+    path = tmp_path / "audit.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(edit(lines)))  # type: ignore[operator]
+    result = verify(path)
+    assert not result.ok and problem in (result.problem or "")
+    with pytest.raises(StateError, match=r"broken at line \d.*bundle-router audit --archive"):
+        AuditLog(tmp_path).open()
+
+
+def test_a_torn_last_line_is_cut_at_start(tmp_path: Path) -> None:
+    _log_with(tmp_path, 2).close()
+    path = tmp_path / "audit.jsonl"
+    with path.open("ab") as file:
+        file.write(b'{"seq": 3, "at": "2026-')  # the crash came mid-write
+    log = AuditLog(tmp_path)
+    assert "removed a torn last audit line" in (log.open() or "")
+    assert log.append({"action": "x"})["seq"] == 3
+    log.close()
+    assert verify(path).ok and verify(path).records == 3
+
+
+def test_a_complete_record_missing_only_its_newline_is_kept(tmp_path: Path) -> None:
+    _log_with(tmp_path, 2).close()
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(path.read_bytes()[:-1])
+    log = AuditLog(tmp_path)
+    assert "completed" in (log.open() or "")
+    log.close()
+    assert verify(path).records == 2
+
+
+def test_archive_keeps_the_old_log_and_starts_a_new_chain(tmp_path: Path) -> None:
+    _log_with(tmp_path, 2).close()
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(path.read_bytes().replace(b"alice", b"mallory", 1))
+    archived, log = archive(tmp_path)
+    log.close()
+    assert archived is not None and archived.exists()
+    first = next(read_records(path))
+    assert first["action"] == "audit_started"
+    assert first["details"]["archived"] == archived.name and first["details"]["archived_line"] == 1
+    assert verify(path).ok
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "router", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_audit_command_prints_verifies_and_archives(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    _log_with(state_dir, 3).close()
+    config = tmp_path / "router.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "state_dir": "state",
+                "providers": {"p": {"dialect": "openai", "base_url": "http://127.0.0.1:1"}},
+                "routes": {"r": {"bundles": "b", "active": "v1"}},
+            }
+        )
+    )
+    shown = _cli("audit", "--config", str(config), "--last", "2")
+    assert shown.returncode == 0 and shown.stdout.count("by alice") == 2, shown
+    as_json = _cli("audit", "--config", str(config), "--json")
+    assert [orjson.loads(line)["seq"] for line in as_json.stdout.splitlines()] == [1, 2, 3]
+    ok = _cli("audit", "--config", str(config), "--verify")
+    assert ok.returncode == 0 and "OK, 3 records" in ok.stdout
+    path = state_dir / "audit.jsonl"
+    path.write_bytes(path.read_bytes().replace(b"step 1", b"step 9"))
+    broken = _cli("audit", "--config", str(config), "--verify")
+    assert broken.returncode == 1 and "BROKEN at line 2" in broken.stderr
+    archived = _cli("audit", "--config", str(config), "--archive")
+    assert archived.returncode == 0 and "started a new chain" in archived.stdout
+    assert _cli("audit", "--config", str(config), "--verify").returncode == 0
