@@ -237,11 +237,12 @@ def _tripped(verdict: Verdict) -> Verdict:
 
 
 def _quantile_upper_bound(counts: tuple[int, ...], n: int, q: float, alpha: float) -> float | None:
-    """The smallest bucket bound b with P(latency <= b) >= q at confidence 1 - alpha."""
-    below = 0
+    """The smallest bucket bound b with P(latency > b) < 1 - q at confidence 1 - alpha.
+    (Judged as the small share above b, where the confidence sequence is tightest.)"""
+    above = n
     for i, count in enumerate(counts[: len(LATENCY_BOUNDS)]):
-        below += count
-        if below / n > q and surely_above(below, n, q, alpha):
+        above -= count
+        if above / n < 1.0 - q and surely_below(above, n, 1.0 - q, alpha):
             return LATENCY_BOUNDS[i]
     return None
 

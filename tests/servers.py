@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import yaml
 
+from router.state import read_records
+
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_BUNDLES = REPO / "config" / "bundles"
 START_TIMEOUT = 20.0
@@ -138,17 +140,43 @@ def router_config(provider_url: str, **overrides: Any) -> dict[str, Any]:
 class Router:
     def __init__(self, tmp: Path, config: dict[str, Any], env: dict[str, str] | None = None):
         tmp.mkdir(parents=True, exist_ok=True)
+        self.tmp = tmp
         self.config = config
         self.config_path = tmp / "router.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
+        self.state_dir = tmp / config.get("state_dir", "run/state")
         self.url = f"http://{config['listen']}"
         self.metrics_url = f"http://{config['metrics_listen']}"
+        self.env = env or {}
+        self.starts = 0
+        self.start()
+
+    def start(self) -> None:
+        """Start (or start again, on the same config and state) the router process."""
+        self.starts += 1
+        log = "router.log" if self.starts == 1 else f"router-{self.starts}.log"
         self.process = Process(
             ["serve", "--config", str(self.config_path)],
             f"{self.metrics_url}/readyz",
-            tmp / "router.log",
-            env or {},
+            self.tmp / log,
+            self.env,
         )
 
     def stop(self) -> int:
         return self.process.stop()
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no flush, as in a crash."""
+        self.process.proc.kill()
+        self.process.proc.wait()
+        self.process.stop()
+
+    def rollouts(self) -> dict[str, Any]:
+        """Live deploy state and guardrail verdicts (GET /rollouts on the metrics port)."""
+        response = httpx.get(f"{self.metrics_url}/rollouts", timeout=5)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def audit(self) -> list[dict[str, Any]]:
+        return list(read_records(self.state_dir / "audit.jsonl"))
