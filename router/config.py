@@ -192,7 +192,7 @@ class Guardrails(Strict):
     may be `off`. `confidence` is per rule: a healthy canary falsely trips a rule with
     probability at most 1 - confidence over the whole canary, however often it is checked."""
 
-    confidence: float = Field(default=0.9999, gt=0.5, lt=1.0)
+    confidence: float = Field(default=0.9998, gt=0.5, lt=1.0)
     check_interval: Duration = 0.1
     error_rate: Annotated[RateRule | None, Off] = RateRule(max=0.02, min_samples=10)
     p95_latency: Annotated[LatencyRule | None, Off] = LatencyRule()

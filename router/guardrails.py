@@ -25,11 +25,12 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any
 
 from router.confidence import surely_above, surely_below, upper_bound
 from router.config import CostRule, EvalRule, Guardrails, LatencyRule, RateRule
-from router.telemetry import LATENCY_BOUNDS, Totals, VersionStats, quantile
+from router.telemetry import GUARD_LATENCY_BOUNDS, Totals, VersionStats, quantile
 
 P95 = 0.95
 
@@ -162,25 +163,33 @@ class Guard:
 
     def _latency(self, rule: LatencyRule, candidate: Totals, control: Totals) -> Verdict:
         n, n_control = candidate.requests, control.requests
-        control_p95 = quantile(LATENCY_BOUNDS, list(control.latency), P95)
+        control_p95 = quantile(GUARD_LATENCY_BOUNDS, control.latency, P95)
         verdict = Verdict(
             "p95_latency",
             "seconds",
-            quantile(LATENCY_BOUNDS, list(candidate.latency), P95),
+            quantile(GUARD_LATENCY_BOUNDS, candidate.latency, P95),
             None if control_p95 is None else control_p95 + rule.max_over_control,
             n,
             rule.min_samples,
             1.0 - self.alpha,
         )
-        if verdict.waiting or n_control < rule.min_samples:
+        if verdict.waiting or n_control < rule.min_samples or control_p95 is None:
+            return verdict
+        faster = list(accumulate(candidate.latency))  # answers at or below each bound
+        # Only a candidate with over 5 % of its answers above the control's p95 plus the
+        # margin can trip; skip the bounds otherwise.
+        if (
+            n - faster[bisect_left(GUARD_LATENCY_BOUNDS, control_p95 + rule.max_over_control)]
+            <= (1.0 - P95) * n
+        ):
             return verdict
         alpha = self.alpha / 2
         ceiling = _quantile_upper_bound(control.latency, n_control, P95, alpha)
         if ceiling is None:
             return verdict
-        # Requests surely slower than the ceiling: buckets whose lower edge is at or above it.
-        first = bisect_left(LATENCY_BOUNDS, ceiling + rule.max_over_control) + 1
-        slow = sum(candidate.latency[first:])
+        # Answers surely slower than the ceiling: in buckets whose lower edge is at or above it.
+        last_fast = bisect_left(GUARD_LATENCY_BOUNDS, ceiling + rule.max_over_control)
+        slow = n - faster[last_fast]
         tripped = surely_above(slow, n, 1.0 - P95, alpha)
         return _tripped(verdict) if tripped else verdict
 
@@ -239,11 +248,12 @@ def _tripped(verdict: Verdict) -> Verdict:
 def _quantile_upper_bound(counts: tuple[int, ...], n: int, q: float, alpha: float) -> float | None:
     """The smallest bucket bound b with P(latency > b) < 1 - q at confidence 1 - alpha.
     (Judged as the small share above b, where the confidence sequence is tightest.)"""
-    above = n
-    for i, count in enumerate(counts[: len(LATENCY_BOUNDS)]):
-        above -= count
+    below = list(accumulate(counts))
+    # Below the q-quantile estimate no bound can qualify; start there.
+    for i in range(bisect_left(below, q * n), len(GUARD_LATENCY_BOUNDS)):
+        above = n - below[i]
         if above / n < 1.0 - q and surely_below(above, n, 1.0 - q, alpha):
-            return LATENCY_BOUNDS[i]
+            return GUARD_LATENCY_BOUNDS[i]
     return None
 
 

@@ -4,8 +4,8 @@ Every change of weights or roles, whatever its source (the config at first start
 operator, a guardrail trip, later the ramp), goes through `Rollouts.change`, which
 
     swaps the route's weight table (one assignment: the next request sees it)
- -> appends an audit record (fsynced)
- -> replaces the state file (durably)
+ -> appends an audit record (fsynced: from here on the change survives a crash)
+ -> replaces the state file (durably; a crash before this is repaired from the log at start)
  -> announces it (queued; the webhook never holds anything up)
 
 and returns only once the change is durable. Changes are serialised by one asyncio lock;
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -190,6 +191,7 @@ class Rollouts:
         self.check_interval = check_interval
         self.watches: dict[str, Watch] = {}
         self.trips: dict[tuple[str, str, str], int] = {}  # (route, version, rule) -> count
+        self.last_change: dict[str, dict[str, Any]] = {}  # route -> how long its last change took
         self.lock = asyncio.Lock()
         self._restored = restored
         self.background = Background()
@@ -224,14 +226,18 @@ class Rollouts:
         action: str,
         reason: str,
         details: Mapping[str, Any] | None = None,
+        decided: float | None = None,
     ) -> dict[str, Any]:
-        """Swap, audit, persist, announce. Returns the audit record once it is durable."""
+        """Swap, audit, persist, announce. Returns the audit record once it is durable.
+        `decided` (a perf_counter reading) is when the change was decided, if earlier."""
+        decided = decided if decided is not None else time.perf_counter()
         table = after.table()  # validates the weights before anything changes
         async with self.lock:
             before = self.states.get(name)
             route = self.routes[name]
             old_table = route.table
             route.table = table  # the swap: one assignment
+            swapped, swapped_at = time.perf_counter(), time.time()
             self.states[name] = after
             entry = {
                 "action": action,
@@ -243,21 +249,34 @@ class Rollouts:
                 "details": dict(details or {}),
             }
             try:
-                record = await asyncio.to_thread(self._persist, entry)
+                record = await asyncio.to_thread(self.audit.append, entry)
             except OSError:
                 if action != "trip":  # a trip stays in force in memory even if the disk fails
                     route.table = old_table
                     if before is not None:
                         self.states[name] = before
-                log.exception("could not make the %s on %s durable", action, name)
+                log.exception("could not write the audit record of the %s on %s", action, name)
                 raise
+            # The audit record is the commitment: if the state file cannot be written now,
+            # the next start replays the record into it.
+            try:
+                await asyncio.to_thread(self._save, record["seq"])
+            except OSError:
+                log.exception(
+                    "could not write %s; audit record %d holds the change and the next start "
+                    "replays it",
+                    self.state_file.path,
+                    record["seq"],
+                )
+            self.last_change[name] = {
+                "action": action,
+                "audit_seq": record["seq"],
+                "swapped_at_unix": swapped_at,
+                "decision_to_swap_seconds": swapped - decided,
+                "decision_to_durable_seconds": time.perf_counter() - decided,
+            }
             self._rewatch(name, after, before)
         self.notifier.send(self._message(name, before, after, record))
-        return record
-
-    def _persist(self, entry: dict[str, Any]) -> dict[str, Any]:
-        record = self.audit.append(entry)
-        self._save(record["seq"])
         return record
 
     def _save(self, audit_seq: int) -> None:
@@ -292,6 +311,7 @@ class Rollouts:
 
     async def trip(self, name: str, verdict: Verdict) -> dict[str, Any]:
         """Drain the canary to 0 (its weight goes to the control) and mark it rolled back."""
+        decided = time.perf_counter()
         before = self.states[name]
         candidate = before.candidate
         assert candidate is not None
@@ -310,6 +330,7 @@ class Rollouts:
             action="trip",
             reason=f"guardrail {verdict.describe()}",
             details={"verdict": verdict.as_dict()},
+            decided=decided,
         )
 
     def _message(
@@ -353,5 +374,6 @@ class Rollouts:
                 **state.as_dict(),
                 "guarded": self.guards.get(name) is not None,
                 "verdicts": [v.as_dict() for v in watch.verdicts()] if watch else [],
+                "last_change": self.last_change.get(name),
             }
         return view

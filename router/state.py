@@ -199,8 +199,9 @@ class AuditLog:
         record = {"seq": self.seq + 1, "at": utc_now(), **entry, "prev": self.head}
         record["hash"] = _digest(record)
         os.write(self._fd, orjson.dumps(record) + b"\n")
-        os.fsync(self._fd)
+        # The line is in the file now, so the chain moves on even if the fsync fails.
         self.seq, self.head = record["seq"], record["hash"]
+        os.fsync(self._fd)
         return record
 
     def close(self) -> None:

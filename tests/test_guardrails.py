@@ -10,14 +10,14 @@ import pytest
 
 from router.config import Guardrails, Route
 from router.guardrails import Guard, Watch
-from router.telemetry import LATENCY_BOUNDS, Price, Totals, Usage, VersionStats
+from router.telemetry import GUARD_LATENCY_BOUNDS, Price, Totals, Usage, VersionStats
 
 
 def totals(requests: int, latency_ms: float = 100.0, slow: int = 0, **counts: Any) -> Totals:
     """`requests` answers at `latency_ms`, `slow` of them at ten times that."""
-    latency = [0] * (len(LATENCY_BOUNDS) + 1)
-    latency[bisect_left(LATENCY_BOUNDS, latency_ms / 1000)] += requests - slow
-    latency[bisect_left(LATENCY_BOUNDS, latency_ms / 100)] += slow
+    latency = [0] * (len(GUARD_LATENCY_BOUNDS) + 1)
+    latency[bisect_left(GUARD_LATENCY_BOUNDS, latency_ms / 1000)] += requests - slow
+    latency[bisect_left(GUARD_LATENCY_BOUNDS, latency_ms / 100)] += slow
     return Totals(requests=requests, latency=tuple(latency), **counts)
 
 

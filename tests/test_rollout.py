@@ -16,6 +16,7 @@ import pytest
 
 from router.state import AuditLog, verify
 from tests.servers import FakeProvider, Router, router_config
+from tests.test_metrics import scrape, value
 from tests.traffic import burst, served_by
 
 CONTROL_MODEL = "claude-sonnet-4-6-20260215"  # refund-agent v1.4, the active version
@@ -70,7 +71,7 @@ async def test_a_regression_trips_its_rule_and_drains_the_canary(
     router = start_router(half_canary(fake.url, canary_percent))
     trip = await drive_until_trip(router)
     assert trip["rule"] == rule, trip
-    assert trip["samples"] >= trip["min_samples"] and trip["confidence"] == 0.9999
+    assert trip["samples"] >= trip["min_samples"] and trip["confidence"] == 0.9998
 
     after = await burst(router.url, 200, concurrency=50)
     assert served_by(after, "v1.5") == 0 and served_by(after, "v1.4") == 200, after
@@ -88,6 +89,11 @@ async def test_a_regression_trips_its_rule_and_drains_the_canary(
         "v1.5": canary_percent * 100,
     }
     assert record["after"]["candidate_state"] == "rolled_back"
+    metrics = scrape(router)
+    rv = {"route": "refund-agent", "version": "v1.5"}
+    assert value(metrics, "router_weight_ratio", **rv) == 0.0
+    assert value(metrics, "router_candidate_rolled_back", **rv) == 1.0
+    assert value(metrics, "router_guardrail_trips_total", rule=rule, **rv) == 1.0
 
 
 async def test_a_healthy_canary_under_sustained_traffic_does_not_trip(
@@ -208,3 +214,16 @@ async def test_a_change_that_reached_the_audit_log_but_not_the_state_file_is_rep
     assert served_by(results, "v1.5") == 0, results
     assert "replayed audit record 3 (trip on refund-agent)" in router.process.output()
     assert orjson.loads((router.state_dir / "state.json").read_bytes())["audit_seq"] == 3
+
+
+def test_a_broken_audit_chain_stops_the_start_with_the_way_out(
+    fake: FakeProvider, start_router: Callable[..., Router]
+) -> None:
+    router = start_router(half_canary(fake.url))
+    router.stop()
+    path = router.state_dir / "audit.jsonl"
+    path.write_bytes(path.read_bytes().replace(b'"actor":"config"', b'"actor":"mallory"', 1))
+    with pytest.raises(RuntimeError, match="exited 2") as failure:
+        router.start()
+    assert "audit log" in str(failure.value) and "broken at line 1" in str(failure.value)
+    assert "bundle-router audit --archive" in str(failure.value)
