@@ -1,15 +1,21 @@
-"""The console script: `bundle-router COMMAND ...` (also `python -m router`)."""
+"""The console script: `bundle-router COMMAND ...` (also `python -m router`).
+
+The admin commands (status, weights, deploy, promote, rollback, drill, reload) talk to a
+running router over its admin socket and import only the standard library, so that a
+rollback typed during an incident starts at once. The other commands import what they
+need inside their own function.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from router import __version__
-from router.errors import ConfigError
-from router.state import StateError
 
 DEFAULT_CONFIG = Path("config/router.yaml")
 
@@ -56,11 +62,55 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check the config and every bundle")
     validate.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
+    _admin_commands(commands)
     return parser
+
+
+ADMIN_COMMANDS = ("status", "weights", "deploy", "promote", "rollback", "drill", "reload")
+
+
+def _admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help)
+        command.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+        command.add_argument(
+            "--socket", type=Path, help="the admin socket (default: admin_socket in --config)"
+        )
+        command.add_argument("--actor", default="", help="a label for the audit log")
+        command.add_argument("--json", action="store_true", help="print the answer as JSON")
+        return command
+
+    add("status", "every route at a glance: versions, weights, windows, guardrails")
+    weights = add("weights", "set a route's weights: weights ROUTE v1.4=90 v1.5=10")
+    weights.add_argument("route")
+    weights.add_argument("weights", nargs="+", metavar="VERSION=PERCENT")
+    weights.add_argument("--reason", default="")
+    deploy = add("deploy", "make a version the route's candidate, at weight 0")
+    deploy.add_argument("route")
+    deploy.add_argument("version")
+    deploy.add_argument("--reason", default="")
+    promote = add("promote", "make the candidate active at 100%; the old active stays warm")
+    promote.add_argument("route")
+    promote.add_argument("--reason", default="")
+    rollback = add("rollback", "drain a live candidate, or else go back to the last warm version")
+    rollback.add_argument("route", nargs="?")
+    rollback.add_argument("--reason", default="")
+    rollback.add_argument("--to", metavar="VERSION", help="a version off the warm stack")
+    rollback.add_argument("--force", action="store_true", help="needed with --to")
+    drill = add("drill", "a timed real rollback, then rolled forward")
+    drill.add_argument("route")
+    drill.add_argument("--force", action="store_true", help="needed on a prod router")
+    reload = add("reload", "read config and bundles again; keep the old ones on any error")
+    reload.add_argument("--reason", default="")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ADMIN_COMMANDS:
+        return _admin(args)
+    from router.errors import ConfigError
+    from router.state import StateError
+
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -167,3 +217,75 @@ def _audit(args: argparse.Namespace) -> int:
                 f"{record['action']:<10} by {record.get('actor', '?')}: {record.get('reason', '')}"
             )
     return 0
+
+
+def _admin(args: argparse.Namespace) -> int:
+    from router.admin_client import AdminError, call, render_status, socket_path
+
+    try:
+        path = socket_path(args.config, args.socket)
+        if args.command == "status":
+            answer = call(path, "GET", "/status", actor=args.actor)
+            print(json.dumps(answer, indent=2) if args.json else render_status(answer), end="")
+            if args.json:
+                print()
+            return 0
+        body = _admin_body(args)
+        answer = call(path, "POST", f"/{args.command}", body, actor=args.actor)
+    except AdminError as exc:
+        print(f"bundle-router {args.command}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(answer, indent=2) if args.json else _summary(args.command, answer))
+    return 0
+
+
+def _admin_body(args: argparse.Namespace) -> dict[str, object]:
+    from router.admin_client import AdminError
+
+    body: dict[str, object] = {"reason": getattr(args, "reason", "")}
+    if getattr(args, "route", None):
+        body["route"] = args.route
+    if args.command == "weights":
+        weights = {}
+        for pair in args.weights:
+            version, sep, percent = pair.partition("=")
+            try:
+                weights[version] = float(percent)
+            except ValueError:
+                raise AdminError(f"{pair!r} is not VERSION=PERCENT (e.g. v1.4=90)") from None
+            if not sep or not version:
+                raise AdminError(f"{pair!r} is not VERSION=PERCENT (e.g. v1.4=90)")
+        body["weights"] = weights
+    if args.command == "deploy":
+        body["version"] = args.version
+    if args.command == "rollback" and args.to:
+        body.update(to=args.to, force=args.force)
+    if args.command == "drill":
+        body["force"] = args.force
+    return body
+
+
+def _summary(command: str, answer: dict[str, Any]) -> str:
+    """One line a person reads after a change."""
+    if command == "drill":
+        return (
+            f"drill on {answer['route']}: rolled back to {answer['rolled_back_to']}; swap "
+            f"{float(answer['command_to_swap_seconds']) * 1000:.1f} ms, durable "
+            f"{float(answer['command_to_durable_seconds']) * 1000:.1f} ms, first request "
+            f"{float(answer['command_to_first_request_seconds']) * 1000:.1f} ms; rolled forward"
+        )
+    if command == "reload":
+        changes = {k: v for k, v in answer.items() if v and k != "notes"}
+        notes = "".join(f"\n  note: {n}" for n in answer.get("notes") or [])
+        return f"reloaded: {changes or 'no routes, versions or providers changed'}{notes}"
+    after = answer.get("after") or {}
+    weights = " ".join(f"{v}={p / 100:g}%" for v, p in after.get("weights", {}).items() if p)
+    candidate = after.get("candidate")
+    if candidate:
+        candidate = f"{candidate} ({after.get('candidate_state')})"
+    what = f"; {answer['what']}" if answer.get("what") else ""
+    return (
+        f"{command} on {answer['route']}: active {after.get('active')}, candidate "
+        f"{candidate or 'none'}, weights {weights}{what}\n"
+        f"audit record {answer['seq']} by {answer['actor']}: {answer['reason']}"
+    )

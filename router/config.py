@@ -306,7 +306,9 @@ class RouterConfig(Strict):
     listen: Address = "127.0.0.1:8080"
     metrics_listen: Address = "127.0.0.1:9464"
     admin_socket: Path = Path("run/admin.sock")
+    admin_allow: list[str | int] = []  # user names or uids; empty: the router's own uid and root
     state_dir: Path = Path("run/state")
+    warm_window: Duration = 48 * 3600.0  # how long a replaced active stays warm for rollback
     providers: dict[str, Provider]
     prices: dict[str, Price] = {}
     routes: dict[str, Route]

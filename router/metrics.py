@@ -22,7 +22,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from router import __version__
 from router.proxy import LiveRoute
-from router.rollout import ROLLED_BACK, Rollouts
+from router.rollout import Rollouts
+from router.stack import ROLLED_BACK
 from router.telemetry import OUTCOMES, TOKEN_KINDS, TOOL_RESULTS, Histogram
 
 RV = ["route", "version"]
@@ -158,8 +159,17 @@ class RouterCollector(Collector):
         notifications.add_metric(["sent"], notifier.sent)
         notifications.add_metric(["failed"], notifier.failed)
         notifications.add_metric(["dropped"], notifier.dropped)
+        drills = HistogramMetricFamily(
+            "router_rollback_duration_seconds",
+            "Rollback drills: from the command to the first request served by the previous "
+            "version.",
+            labels=["route"],
+        )
+        for route_name, histogram in self.rollouts.drill_durations.items():
+            drills.add_metric([route_name], _buckets(histogram), histogram.total)
         yield from (
             trips,
+            drills,
             rolled_back,
             notifications,
             requests,

@@ -70,20 +70,14 @@ class LiveRoute:
         spec: RouteSpec,
         upstreams: Mapping[str, Upstream],
         stats: Mapping[str, VersionStats],
+        counters: RouteCounters | None = None,
     ) -> None:
         config = spec.config
         self.name = spec.name
         self.dialect: Dialect = DIALECTS[spec.dialect]
-        self.targets: dict[str, Target] = {
-            version: Target(
-                bundle,
-                self.dialect.prepare(bundle),
-                upstreams[bundle.provider],
-                {"X-Bundle-Version": version, "X-Bundle-Digest": bundle.short_digest},
-                stats[version],
-            )
-            for version, bundle in spec.bundles.items()
-        }
+        self.targets: dict[str, Target] = {}
+        for bundle in spec.bundles.values():
+            self.add_target(bundle, upstreams[bundle.provider], stats[bundle.version])
         self.table = WeightTable.build(config.basis_points(), config.active, config.candidate)
         self.session_header = config.session_key.header
         self.session_field = (
@@ -95,7 +89,17 @@ class LiveRoute:
         self.client_system = config.client_system
         self.allow_override = config.allow_version_override
         self.refusal_patterns = [re.compile(p) for p in config.refusal_patterns]
-        self.counters = RouteCounters()
+        self.counters = counters or RouteCounters()
+
+    def add_target(self, bundle: Bundle, upstream: Upstream, stats: VersionStats) -> None:
+        """Make a version servable (one dict assignment; weights decide if it gets traffic)."""
+        self.targets[bundle.version] = Target(
+            bundle,
+            self.dialect.prepare(bundle),
+            upstream,
+            {"X-Bundle-Version": bundle.version, "X-Bundle-Digest": bundle.short_digest},
+            stats,
+        )
 
     def session_key(self, request: web.Request, body: dict[str, Any]) -> str | None:
         if self.session_header:

@@ -17,76 +17,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
-from router.catalog import Catalog
-from router.config import Route
+from router.catalog import Catalog, RouteSpec
 from router.guardrails import Guard, Verdict, Watch
 from router.notify import Notifier
 from router.proxy import LiveRoute
-from router.routing import WeightTable
+from router.stack import (
+    ROLLED_BACK,
+    Refused,
+    RouteState,
+    archive_expired,
+    rollback,
+    with_drill,
+)
 from router.state import AuditLog, StateError, StateFile, read_records, utc_now
 from router.tasks import Background
+from router.telemetry import LATENCY_BOUNDS, Histogram
 
 log = logging.getLogger("router.rollout")
-
-LIVE = "live"
-ROLLED_BACK = "rolled_back"
-
-
-@dataclass(frozen=True, slots=True)
-class RouteState:
-    """A route's live deploy state: who is active, the canary and its fate, the weights."""
-
-    active: str
-    candidate: str | None
-    weights: Mapping[str, int]  # basis points, summing to 10000
-    candidate_state: str | None = None  # LIVE or ROLLED_BACK while there is a candidate
-    trip: Mapping[str, Any] | None = None  # why the candidate was rolled back
-    digests: Mapping[str, str] = field(default_factory=dict)  # version -> digest when first seen
-
-    @classmethod
-    def from_config(cls, route: Route, digests: Mapping[str, str]) -> RouteState:
-        return cls(
-            active=route.active,
-            candidate=route.candidate,
-            weights=route.basis_points(),
-            candidate_state=LIVE if route.candidate else None,
-            digests=dict(digests),
-        )
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RouteState:
-        return cls(
-            active=data["active"],
-            candidate=data.get("candidate"),
-            weights={version: int(points) for version, points in data["weights"].items()},
-            candidate_state=data.get("candidate_state"),
-            trip=data.get("trip"),
-            digests=dict(data.get("digests") or {}),
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "active": self.active,
-            "candidate": self.candidate,
-            "weights": dict(self.weights),
-            "candidate_state": self.candidate_state,
-            "trip": dict(self.trip) if self.trip else None,
-            "digests": dict(self.digests),
-        }
-
-    def table(self) -> WeightTable:
-        return WeightTable.build(self.weights, self.active, self.candidate)
-
-    @property
-    def canary_live(self) -> bool:
-        return self.candidate is not None and self.candidate_state == LIVE
-
-    def describe_weights(self) -> str:
-        return " ".join(f"{v}={p / 100:g}%" for v, p in self.weights.items())
 
 
 @dataclass(slots=True)
@@ -122,41 +73,11 @@ def restore(catalog: Catalog, state_file: StateFile, audit: AuditLog) -> Restore
             replayed = True
     states, new_routes = {}, {}
     for name, spec in catalog.routes.items():
-        digests = {version: bundle.digest for version, bundle in spec.bundles.items()}
-        configured = RouteState.from_config(spec.config, digests)
         if name not in saved:
-            new_routes[name] = configured
+            new_routes[name] = RouteState.from_config(spec.config, _digests(spec))
             continue
-        state = RouteState.from_dict(saved[name])
-        used = {state.active, *state.weights} | ({state.candidate} if state.candidate else set())
-        missing = sorted(v for v in used if v not in digests)
-        if missing:
-            raise StateError(
-                f"live state of route {name} uses {', '.join(map(str, missing))}, which "
-                f"{spec.config.bundles} no longer has. Restore those bundle folders; the router "
-                "will not guess where that traffic should go"
-            )
-        for version, digest in state.digests.items():
-            if version in digests and digests[version] != digest:
-                notes.append(
-                    f"route {name}: bundle {version} changed since it was first served "
-                    f"(digest {digest[:12]} -> {digests[version][:12]}); bump its version"
-                )
-        # Versions added to the config since: record their digests, weight 0.
-        weights = {**{v: 0 for v in digests if v not in state.weights}, **state.weights}
-        state = replace(state, weights=weights, digests={**digests, **state.digests})
-        if (configured.active, configured.candidate, _nonzero(configured.weights)) != (
-            state.active,
-            state.candidate,
-            _nonzero(state.weights),
-        ):
-            notes.append(
-                f"route {name}: the config asks for active {configured.active}, candidate "
-                f"{configured.candidate}, {configured.describe_weights()}; live state has "
-                f"active {state.active}, candidate {state.candidate}, "
-                f"{state.describe_weights()}. Live state is kept; change it with the admin "
-                "commands, not the config"
-            )
+        state, found, changed = reconcile(spec, RouteState.from_dict(saved[name]))
+        notes += found + changed  # at start a changed bundle is a warning: availability first
         states[name] = state
     unknown = {name: value for name, value in saved.items() if name not in catalog.routes}
     for name in unknown:
@@ -164,8 +85,54 @@ def restore(catalog: Catalog, state_file: StateFile, audit: AuditLog) -> Restore
     return Restored(states, notes, new_routes, unknown, replayed)
 
 
+def reconcile(spec: RouteSpec, state: RouteState) -> tuple[RouteState, list[str], list[str]]:
+    """Live state checked against freshly loaded bundles: (state with new versions recorded
+    at weight 0, notes on where the config disagrees, notes on bundles changed in place).
+    Raises StateError when live state uses a version the bundles folder no longer has."""
+    name, digests = spec.name, _digests(spec)
+    used = {state.active, *state.weights} | ({state.candidate} if state.candidate else set())
+    missing = sorted(v for v in used if v not in digests)
+    if missing:
+        raise StateError(
+            f"live state of route {name} uses {', '.join(missing)}, which "
+            f"{spec.config.bundles} no longer has. Restore those bundle folders; the router "
+            "will not guess where that traffic should go"
+        )
+    changed = [
+        f"route {name}: bundle {version} changed since it was first served (digest "
+        f"{digest[:12]} -> {digests[version][:12]}); bump its version"
+        for version, digest in state.digests.items()
+        if version in digests and digests[version] != digest
+    ]
+    weights = {**dict.fromkeys(digests, 0), **state.weights}
+    state = replace(state, weights=weights, digests={**digests, **state.digests})
+    configured = RouteState.from_config(spec.config, digests)
+    notes = []
+    if (configured.active, configured.candidate, _nonzero(configured.weights)) != (
+        state.active,
+        state.candidate,
+        _nonzero(state.weights),
+    ):
+        notes.append(
+            f"route {name}: the config asks for active {configured.active}, candidate "
+            f"{configured.candidate}, {configured.describe_weights()}; live state has "
+            f"active {state.active}, candidate {state.candidate}, {state.describe_weights()}. "
+            "Live state is kept; change it with the admin commands (bundle-router weights, "
+            "promote, rollback), not the config"
+        )
+    return state, notes, changed
+
+
+def _digests(spec: RouteSpec) -> dict[str, str]:
+    return {version: bundle.digest for version, bundle in spec.bundles.items()}
+
+
 def _nonzero(weights: Mapping[str, int]) -> dict[str, int]:
     return {version: points for version, points in weights.items() if points}
+
+
+Move = Callable[[RouteState], RouteState]
+WARM_CHECK_SECONDS = 60.0
 
 
 class Rollouts:
@@ -180,18 +147,21 @@ class Rollouts:
         audit: AuditLog,
         notifier: Notifier,
         check_interval: float,
+        warm_window: float,
     ) -> None:
         self.routes = routes
-        self.guards = guards
+        self.guards = dict(guards)
         self.states = dict(restored.states)
         self.unknown_routes = restored.unknown_routes
         self.state_file = state_file
         self.audit = audit
         self.notifier = notifier
         self.check_interval = check_interval
+        self.warm_window = warm_window
         self.watches: dict[str, Watch] = {}
         self.trips: dict[tuple[str, str, str], int] = {}  # (route, version, rule) -> count
         self.last_change: dict[str, dict[str, Any]] = {}  # route -> how long its last change took
+        self.drill_durations: dict[str, Histogram] = {}  # route -> command to first request
         self.lock = asyncio.Lock()
         self._restored = restored
         self.background = Background()
@@ -204,23 +174,28 @@ class Rollouts:
         if self._restored.replayed:
             await asyncio.to_thread(self._save, self.audit.seq)
         for name, state in self._restored.new_routes.items():
-            await self.change(
-                name,
-                state,
-                actor="config",
-                action="init",
-                reason="first start: initial weights from the config",
-            )
+            await self.add_route(name, state, actor="config", reason="first start")
         self.background.start(self._watch_loop(), "guardrails")
+        self.background.start(self._warm_loop(), "warm-window")
 
     async def close(self) -> None:
         await self.background.stop()
         self.audit.close()
 
+    async def add_route(self, name: str, state: RouteState, *, actor: str, reason: str) -> None:
+        """A route with no live state yet starts from its config."""
+        await self._apply(
+            name,
+            lambda _: state,
+            actor=actor,
+            action="init",
+            reason=f"{reason}: initial weights from the config",
+        )
+
     async def change(
         self,
         name: str,
-        after: RouteState,
+        move: Move,
         *,
         actor: str,
         action: str,
@@ -228,12 +203,43 @@ class Rollouts:
         details: Mapping[str, Any] | None = None,
         decided: float | None = None,
     ) -> dict[str, Any]:
-        """Swap, audit, persist, announce. Returns the audit record once it is durable.
-        `decided` (a perf_counter reading) is when the change was decided, if earlier."""
+        """Apply `move` to the route's current state: swap, audit, persist, announce.
+
+        The move runs under the lock, on the state as it is then, so two changes never
+        overwrite each other; a move may raise `Refused`. Returns the audit record once it
+        is durable. `decided` (a perf_counter reading) is when the change was decided."""
+
+        def on_current(before: RouteState | None) -> RouteState:
+            if before is None:
+                raise Refused(f"unknown route {name!r}", status=404, code="unknown_route")
+            return move(before)
+
+        return await self._apply(
+            name,
+            on_current,
+            actor=actor,
+            action=action,
+            reason=reason,
+            details=details,
+            decided=decided,
+        )
+
+    async def _apply(
+        self,
+        name: str,
+        compute: Callable[[RouteState | None], RouteState],
+        *,
+        actor: str,
+        action: str,
+        reason: str,
+        details: Mapping[str, Any] | None = None,
+        decided: float | None = None,
+    ) -> dict[str, Any]:
         decided = decided if decided is not None else time.perf_counter()
-        table = after.table()  # validates the weights before anything changes
         async with self.lock:
             before = self.states.get(name)
+            after = compute(before)
+            table = after.table()  # checks the weights before anything changes
             route = self.routes[name]
             old_table = route.table
             route.table = table  # the swap: one assignment
@@ -270,6 +276,9 @@ class Rollouts:
                 )
             self.last_change[name] = {
                 "action": action,
+                "actor": actor,
+                "reason": reason,
+                "at": record["at"],
                 "audit_seq": record["seq"],
                 "swapped_at_unix": swapped_at,
                 "decision_to_swap_seconds": swapped - decided,
@@ -277,6 +286,14 @@ class Rollouts:
             }
             self._rewatch(name, after, before)
         self.notifier.send(self._message(name, before, after, record))
+        return record
+
+    async def note(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        """Audit and announce an event that changes no route's state (a reload, say)."""
+        async with self.lock:
+            record = await asyncio.to_thread(self.audit.append, dict(entry))
+        text = f"{record['action']} by {record['actor']} at {record['at'][11:19]}Z"
+        self.notifier.send({"text": f"{text}: {record['reason']}", **record})
         return record
 
     def _save(self, audit_seq: int) -> None:
@@ -301,6 +318,20 @@ class Rollouts:
                 guard, targets[after.candidate].stats, targets[after.active].stats
             )
 
+    def rewatch(self, name: str) -> None:
+        """After a reload changed the route's rules: watch again (the evidence starts afresh)."""
+        self.watches.pop(name, None)
+        state = self.states.get(name)
+        if state is not None:
+            self._rewatch(name, state)
+
+    def forget(self, name: str) -> None:
+        """A route left the config: stop serving its state, but keep it in the state file."""
+        self.watches.pop(name, None)
+        state = self.states.pop(name, None)
+        if state is not None:
+            self.unknown_routes[name] = state.as_dict()
+
     async def _watch_loop(self) -> None:
         while True:
             await asyncio.sleep(self.check_interval)
@@ -309,29 +340,104 @@ class Rollouts:
                 if verdict is not None:
                     await self.trip(name, verdict)
 
-    async def trip(self, name: str, verdict: Verdict) -> dict[str, Any]:
+    async def trip(self, name: str, verdict: Verdict) -> dict[str, Any] | None:
         """Drain the canary to 0 (its weight goes to the control) and mark it rolled back."""
         decided = time.perf_counter()
-        before = self.states[name]
-        candidate = before.candidate
-        assert candidate is not None
-        weights = dict(before.weights)
-        weights[before.active] = weights.get(before.active, 0) + weights[candidate]
-        weights[candidate] = 0
-        trip = {**verdict.as_dict(), "at": utc_now(), "description": verdict.describe()}
-        after = replace(before, weights=weights, candidate_state=ROLLED_BACK, trip=trip)
-        self.watches.pop(name, None)  # judge once; a person re-enables the canary
-        key = (name, candidate, verdict.rule)
+        watched = self.watches.pop(name, None)  # judge once; a person re-enables the canary
+        candidate = watched.candidate.version if watched else None
+
+        def drain(state: RouteState) -> RouteState:
+            if state.candidate != candidate or not state.canary_live:
+                raise Refused("the canary changed while it was judged")
+            assert candidate is not None
+            weights = dict(state.weights)
+            weights[state.active] = weights.get(state.active, 0) + weights[candidate]
+            weights[candidate] = 0
+            trip = {**verdict.as_dict(), "at": utc_now(), "description": verdict.describe()}
+            return replace(state, weights=weights, candidate_state=ROLLED_BACK, trip=trip)
+
+        try:
+            record = await self.change(
+                name,
+                drain,
+                actor="guardrail",
+                action="trip",
+                reason=f"guardrail {verdict.describe()}",
+                details={"verdict": verdict.as_dict()},
+                decided=decided,
+            )
+        except Refused:
+            return None  # a person moved first; nothing to drain
+        key = (name, str(candidate), verdict.rule)
         self.trips[key] = self.trips.get(key, 0) + 1
-        return await self.change(
-            name,
-            after,
-            actor="guardrail",
-            action="trip",
-            reason=f"guardrail {verdict.describe()}",
-            details={"verdict": verdict.as_dict()},
-            decided=decided,
+        return record
+
+    async def _warm_loop(self) -> None:
+        """Warm versions past `warm_window` move to archived."""
+        while True:
+            await asyncio.sleep(WARM_CHECK_SECONDS)
+            oldest = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - self.warm_window))
+            for name, state in list(self.states.items()):
+                if archive_expired(state, oldest) is None:
+                    continue
+
+                def expire(current: RouteState, oldest: str = oldest) -> RouteState:
+                    return archive_expired(current, oldest) or current
+
+                await self.change(
+                    name,
+                    expire,
+                    actor="router",
+                    action="archive",
+                    reason=f"warm for longer than the warm window ({self.warm_window:g} s)",
+                )
+
+    async def drill(
+        self, name: str, probe: Callable[[], Awaitable[str]], *, actor: str, started: float
+    ) -> dict[str, Any]:
+        """A real rollback on the live path, timed, then rolled forward.
+
+        `probe` sends one real request through the proxy and returns the version that
+        served it; `started` is when the command arrived (perf_counter)."""
+        now = utc_now()
+        previous: dict[str, RouteState] = {}
+
+        def roll_back(state: RouteState) -> RouteState:
+            previous["state"] = state
+            return rollback(state, now)[0]
+
+        record = await self.change(
+            name, roll_back, actor=actor, action="drill", reason="rollback drill", decided=started
         )
+        timing = self.last_change[name]
+        expected = record["after"]["active"]
+        served = await probe()
+        first_request = time.perf_counter() - started
+        if served != expected:
+            raise Refused(
+                f"the drill's probe was served by {served}, not {expected}; the rollback did "
+                "not take effect on the live path",
+                status=500,
+                code="drill_failed",
+            )
+        result = {
+            "route": name,
+            "rolled_back_to": expected,
+            "command_to_swap_seconds": timing["decision_to_swap_seconds"],
+            "command_to_durable_seconds": timing["decision_to_durable_seconds"],
+            "command_to_first_request_seconds": first_request,
+        }
+        before = previous["state"]
+        self.drill_durations.setdefault(name, Histogram(LATENCY_BOUNDS)).observe(first_request)
+        await self.change(
+            name,
+            lambda _: with_drill(before, now, first_request),
+            actor=actor,
+            action="drill_forward",
+            reason=f"rolled forward after the drill (rollback took {first_request:.3f} s)",
+            details={"drill": result},
+        )
+        return result
 
     def _message(
         self, name: str, before: RouteState | None, after: RouteState, record: Mapping[str, Any]

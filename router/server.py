@@ -17,19 +17,19 @@ from pathlib import Path
 
 from aiohttp import web
 
+from router.admin import Admin, prepare_socket
+from router.assemble import build_guards, build_routes, build_upstreams
 from router.catalog import Catalog, load_catalog
 from router.config import RouterConfig, split_address
-from router.dialects import DIALECTS
 from router.fake_provider import FakeProvider, load_profile
 from router.feedback import RecentRequests
 from router.forward import Upstream
-from router.guardrails import Guard
 from router.metrics import MetricsEndpoints
 from router.notify import Notifier
 from router.proxy import LiveRoute, Proxy
+from router.reload import Reloader
 from router.rollout import Rollouts, restore
 from router.state import AuditLog, StateFile
-from router.telemetry import NullStats, Price, VersionStats
 
 log = logging.getLogger("router")
 DRAIN_TIMEOUT = 30.0
@@ -48,43 +48,6 @@ class Health:
         if self.ready:
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "not ready"}, status=503)
-
-
-def build_upstreams(catalog: Catalog) -> dict[str, Upstream]:
-    return {
-        name: Upstream(name, provider, DIALECTS[provider.dialect])
-        for name, provider in catalog.config.providers.items()
-    }
-
-
-def price_of(config: RouterConfig, model: str) -> Price | None:
-    """USD per token; unset cache prices fall back to the input price."""
-    price = config.prices.get(model)
-    if price is None:
-        return None
-    per_token = 1e-6
-    return Price(
-        input=price.input * per_token,
-        output=price.output * per_token,
-        cache_read=(price.cached_input if price.cached_input is not None else price.input)
-        * per_token,
-        cache_write=(price.cache_write if price.cache_write is not None else price.input)
-        * per_token,
-    )
-
-
-def build_routes(catalog: Catalog, upstreams: dict[str, Upstream]) -> dict[str, LiveRoute]:
-    config = catalog.config
-    window = int(config.telemetry.window)
-    kind = VersionStats if config.telemetry.enabled else NullStats
-    routes = {}
-    for name, spec in catalog.routes.items():
-        stats = {
-            version: kind(name, version, price_of(config, bundle.model), window)
-            for version, bundle in spec.bundles.items()
-        }
-        routes[name] = LiveRoute(spec, upstreams, stats)
-    return routes
 
 
 def build_proxy_app(
@@ -140,19 +103,13 @@ def build_rollouts(catalog: Catalog, routes: dict[str, LiveRoute], notifier: Not
     restored = restore(catalog, state_file, audit)
     for note in restored.notes:
         log.warning("%s", note)
-    guards: dict[str, Guard | None] = {}
-    intervals = []
+    guards, interval = build_guards(catalog)
     for name, spec in catalog.routes.items():
-        rules = spec.config.guardrails
-        if rules == "off":
-            guards[name] = None
-            if spec.config.candidate:
-                log.warning("route %s: the canary is unguarded (guardrails: off)", name)
-        else:
-            guards[name] = Guard(rules)
-            intervals.append(rules.check_interval)
-    interval = min(intervals, default=0.1)
-    return Rollouts(routes, guards, restored, state_file, audit, notifier, interval)
+        if guards[name] is None and spec.config.candidate:
+            log.warning("route %s: the canary is unguarded (guardrails: off)", name)
+    return Rollouts(
+        routes, guards, restored, state_file, audit, notifier, interval, config.warm_window
+    )
 
 
 async def _start(app: web.Application, address: str) -> web.AppRunner:
@@ -162,6 +119,16 @@ async def _start(app: web.Application, address: str) -> web.AppRunner:
     await runner.setup()
     host, port = split_address(address)
     await web.TCPSite(runner, host, port, reuse_address=True).start()
+    return runner
+
+
+async def _start_unix(app: web.Application, path: Path) -> web.AppRunner:
+    """The admin app on a Unix socket: mode 0600 in a 0700 folder."""
+    prepare_socket(path)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    await web.UnixSite(runner, str(path)).start()
+    os.chmod(path, 0o600)
     return runner
 
 
@@ -176,27 +143,32 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
         runners.append(await _start(FakeProvider(load_profile(None)).app(), fake_provider))
         log.info("fake provider on http://%s", fake_provider)
     health = Health()
-    upstreams = build_upstreams(catalog)
+    upstreams = build_upstreams(catalog.config)
     config = catalog.config
     routes = build_routes(catalog, upstreams)
     notifier = build_notifier(config)
     rollouts = build_rollouts(catalog, routes, notifier)
     await notifier.start()
     await rollouts.start()
+    reloader = Reloader(config_path, catalog, routes, upstreams, rollouts)
     runners.append(await _start(build_proxy_app(catalog, routes, upstreams), config.listen))
     runners.append(await _start(build_metrics_app(health, routes, rollouts), config.metrics_listen))
+    admin = Admin(config, routes, rollouts, reloader)
+    runners.append(await _start_unix(admin.app(), config.admin_socket))
     health.ready = True
     log.info(
-        "bundle-router serving %s on http://%s (health on http://%s)",
+        "bundle-router serving %s on http://%s (health on http://%s, admin on %s)",
         ", ".join(catalog.routes),
         config.listen,
         config.metrics_listen,
+        config.admin_socket,
     )
     await wait_for_signal()
     log.info("draining: unready, then finishing in-flight requests")
     health.ready = False
     for runner in reversed(runners):
         await runner.cleanup()
+    await reloader.close()
     await rollouts.close()
     await notifier.close()
     log.info("stopped")

@@ -1,0 +1,434 @@
+"""The admin API: HTTP over a Unix socket, for `bundle-router status`, `rollback` and friends.
+
+The socket is mode 0600 in a 0700 folder, and every connection's peer is identified with
+SO_PEERCRED: only uids on the allowlist (`admin_allow`; by default the router's own uid and
+root) get an answer. The actor written to the audit log is the peer's user name, plus the
+label the CLI sends (`--actor`). Every change goes through `Rollouts.change`.
+
+    GET  /status                       every route at a glance (the CLI prints it as a table)
+    GET  /routes                       live deploy state
+    GET  /windows                      sliding windows
+    GET  /audit?route=R&n=N&after=SEQ  the audit trail
+    POST /weights   {route, weights: {version: percent}, reason}
+    POST /deploy    {route, version, reason}
+    POST /promote   {route, reason}
+    POST /rollback  {route?, reason, to?, force?}
+    POST /drill     {route, force?}
+    POST /reload    {reason}
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import socket
+import statistics
+import struct
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from router.config import RouterConfig, split_address
+from router.proxy import LiveRoute
+from router.reload import Reloader
+from router.rollout import Rollouts
+from router.routing import BASIS_POINTS
+from router.stack import Refused, RouteState, promote, rollback, set_weights
+from router.state import StateError, read_records, utc_now
+
+log = logging.getLogger("router.admin")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PEERCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+def allowed_uids(config: RouterConfig) -> set[int]:
+    if not config.admin_allow:
+        return {os.getuid(), 0}
+    uids = set()
+    for entry in config.admin_allow:
+        if isinstance(entry, int):
+            uids.add(entry)
+            continue
+        try:
+            uids.add(pwd.getpwnam(entry).pw_uid)
+        except KeyError:
+            log.warning("admin_allow: no user named %r on this machine; ignored", entry)
+    return uids
+
+
+def peer_uid(request: web.Request) -> int | None:
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is None:
+        return None
+    _, uid, _ = PEERCRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size)
+    )
+    return int(uid)
+
+
+def user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    return web.Response(status=status, body=body, content_type="application/json")
+
+
+def _json(data: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(data), content_type="application/json")
+
+
+def prepare_socket(path: Path) -> None:
+    """Prepare `path` for the admin socket: a 0700 folder, and no stale socket file.
+    Refuses when another router is already listening there."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    if path.exists():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # left by a router that did not stop cleanly
+        else:
+            raise StateError(
+                f"another router is serving the admin socket {path}; stop it, or give this "
+                "one its own admin_socket (and state_dir)"
+            )
+        finally:
+            probe.close()
+
+
+class Admin:
+    def __init__(
+        self,
+        config: RouterConfig,
+        routes: Mapping[str, LiveRoute],
+        rollouts: Rollouts,
+        reloader: Reloader,
+    ) -> None:
+        self.config = config
+        self.routes = routes
+        self.rollouts = rollouts
+        self.reloader = reloader
+        self.allowed = allowed_uids(config)
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._peer_check, self._refusals])
+        app.router.add_get("/status", self.status)
+        app.router.add_get("/routes", self.route_states)
+        app.router.add_get("/windows", self.windows)
+        app.router.add_get("/audit", self.audit)
+        app.router.add_post("/weights", self.weights)
+        app.router.add_post("/deploy", self.deploy)
+        app.router.add_post("/promote", self.promote)
+        app.router.add_post("/rollback", self.rollback)
+        app.router.add_post("/drill", self.drill)
+        app.router.add_post("/reload", self.reload)
+        return app
+
+    @web.middleware
+    async def _peer_check(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        uid = peer_uid(request)
+        if uid is None or uid not in self.allowed:
+            who = "an unknown peer" if uid is None else f"{user_name(uid)} (uid {uid})"
+            log.warning("admin: refused %s %s from %s", request.method, request.path, who)
+            return _error(
+                403,
+                "forbidden",
+                f"{who} may not use this router's admin socket; run as the router's user or "
+                "root, or add the user to admin_allow in the config",
+            )
+        label = request.headers.get("X-Actor", "").strip()
+        name = user_name(uid)
+        request["actor"] = f"{name} ({label})" if label and label != name else name
+        return await handler(request)
+
+    @web.middleware
+    async def _refusals(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except Refused as exc:
+            return _error(exc.status, exc.code, exc.message)
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = orjson.loads(await request.read() or b"{}")
+        except orjson.JSONDecodeError:
+            raise Refused("the body is not JSON", status=400, code="invalid_json") from None
+        if not isinstance(body, dict):
+            raise Refused("the body must be a JSON object", status=400, code="invalid_json")
+        return body
+
+    def _route(self, body: Mapping[str, Any], *, optional: bool = False) -> str:
+        name = body.get("route")
+        if not name and optional and len(self.rollouts.states) == 1:
+            return next(iter(self.rollouts.states))
+        if not name:
+            raise Refused(
+                f"name the route: {', '.join(self.rollouts.states)}", status=400, code="no_route"
+            )
+        if name not in self.rollouts.states:
+            raise Refused(
+                f"unknown route {name!r}; routes: {', '.join(self.rollouts.states)}",
+                status=404,
+                code="unknown_route",
+            )
+        return str(name)
+
+    @staticmethod
+    def _reason(body: Mapping[str, Any], default: str) -> str:
+        return str(body.get("reason") or default)
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def route_states(self, request: web.Request) -> web.Response:
+        return _json(self.rollouts.describe())
+
+    async def windows(self, request: web.Request) -> web.Response:
+        return _json(
+            {
+                name: {v: t.stats.window().as_dict() for v, t in route.targets.items()}
+                for name, route in self.routes.items()
+            }
+        )
+
+    async def audit(self, request: web.Request) -> web.Response:
+        route = request.query.get("route")
+        after = int(request.query.get("after", "0") or 0)
+        n = int(request.query.get("n", "0") or 0)
+        records = [
+            r
+            for r in read_records(self.rollouts.audit.path)
+            if r["seq"] > after and (not route or r.get("route") == route)
+        ]
+        return _json(records[-n:] if n else records)
+
+    async def status(self, request: web.Request) -> web.Response:
+        last = _last_records(self.rollouts.audit.path)
+        routes = {}
+        for name, state in self.rollouts.states.items():
+            route = self.routes[name]
+            watch = self.rollouts.watches.get(name)
+            versions = []
+            for version in _ordered(state, route):
+                target = route.targets[version]
+                window = target.stats.window()
+                versions.append(
+                    {
+                        "version": version,
+                        "role": state.role(version),
+                        "weight_percent": state.weights.get(version, 0) / 100,
+                        "model": target.bundle.model,
+                        "digest": target.bundle.short_digest,
+                        "window": {
+                            "seconds": window.seconds,
+                            "requests": window.requests,
+                            "error_rate": window.error_rate,
+                            "p95_seconds": window.p95_seconds,
+                            "cost_per_request_usd": window.cost_per_request,
+                        },
+                    }
+                )
+            drills = [float(d["seconds"]) for d in state.drills]
+            routes[name] = {
+                "dialect": route.dialect.name,
+                "guarded": self.rollouts.guards.get(name) is not None,
+                "active": state.active,
+                "candidate": state.candidate,
+                "candidate_state": state.candidate_state,
+                "trip": dict(state.trip) if state.trip else None,
+                "warm": [w.version for w in state.warm],
+                "versions": versions,
+                "guardrails": [v.as_dict() for v in watch.verdicts()] if watch else [],
+                "last_change": last.get(name),
+                "drills": {
+                    "count": len(drills),
+                    "median_seconds": statistics.median(drills) if drills else None,
+                    "last_seconds": drills[-1] if drills else None,
+                    "trend": _trend(drills),
+                },
+            }
+        return _json({"routes": routes, "environment": self.config.environment})
+
+    # -- changing -------------------------------------------------------------------------
+
+    async def weights(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        name = self._route(body)
+        given = body.get("weights")
+        if not isinstance(given, dict) or not given:
+            raise Refused(
+                "give weights as VERSION=PERCENT, e.g. v1.4=90 v1.5=10",
+                status=400,
+                code="no_weights",
+            )
+        known = self.routes[name].targets
+        points = {}
+        for version, percent in given.items():
+            if version not in known:
+                raise Refused(
+                    f"route {name} has no version {version!r}; its versions are "
+                    f"{', '.join(known)} (deploy a new one first)",
+                    status=400,
+                    code="unknown_version",
+                )
+            if not isinstance(percent, int | float) or not 0 <= percent <= 100:
+                raise Refused(
+                    f"weight of {version} must be a percent from 0 to 100, not {percent!r}",
+                    status=400,
+                    code="bad_weight",
+                )
+            points[str(version)] = round(float(percent) * 100)
+        if sum(points.values()) != BASIS_POINTS:
+            raise Refused(
+                f"the weights add up to {sum(points.values()) / 100:g}%, not 100%",
+                status=400,
+                code="weights_not_100",
+            )
+        record = await self.rollouts.change(
+            name,
+            lambda state: set_weights(state, points),
+            actor=request["actor"],
+            action="weights",
+            reason=self._reason(body, "weights set by hand"),
+        )
+        return _json(record)
+
+    async def deploy(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        name, version = self._route(body), body.get("version")
+        if not isinstance(version, str) or not version:
+            raise Refused("name the version to deploy", status=400, code="no_version")
+        record = await self.reloader.deploy(
+            name, version, actor=request["actor"], reason=self._reason(body, f"deploy {version}")
+        )
+        return _json(record)
+
+    async def promote(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        name = self._route(body)
+        now = utc_now()
+        record = await self.rollouts.change(
+            name,
+            lambda state: promote(state, now),
+            actor=request["actor"],
+            action="promote",
+            reason=self._reason(body, "promoted by hand"),
+        )
+        return _json(record)
+
+    async def rollback(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        body = await self._body(request)
+        name = self._route(body, optional=True)
+        to, force, now = body.get("to"), bool(body.get("force")), utc_now()
+        if to is not None and to not in self.routes[name].targets:
+            raise Refused(f"route {name} has no version {to!r}", status=400, code="unknown_version")
+        done: dict[str, str] = {}
+
+        def move(state: RouteState) -> RouteState:
+            after, done["what"] = rollback(state, now, to=to, force=force)
+            return after
+
+        record = await self.rollouts.change(
+            name,
+            move,
+            actor=request["actor"],
+            action="rollback",
+            reason=self._reason(body, "rolled back by hand"),
+            decided=started,
+        )
+        timing = self.rollouts.last_change[name]
+        return _json({**record, "what": done["what"], "timing": timing})
+
+    async def drill(self, request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        body = await self._body(request)
+        name = self._route(body)
+        if self.config.environment == "prod" and not body.get("force"):
+            raise Refused(
+                "a drill rolls back live traffic for a moment; this router runs with "
+                "environment: prod, so add --force if you mean it",
+                status=400,
+                code="force_needed",
+            )
+        result = await self.rollouts.drill(
+            name, lambda: self._probe(name), actor=request["actor"], started=started
+        )
+        return _json(result)
+
+    async def _probe(self, name: str) -> str:
+        """One real request through the proxy listener; the version that served it."""
+        route = self.routes[name]
+        host, port = split_address(self.config.listen)
+        host = "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
+        content = "bundle-router drill probe: answer with one word"
+        body: dict[str, Any] = {
+            "model": name,
+            "max_tokens": 1,
+            "messages": [{"role": "user", "content": content}],
+        }
+        headers = {"X-Route": name}
+        key = f"drill-{time.time_ns()}"
+        if route.session_header:
+            headers[route.session_header] = key
+        elif route.session_field:
+            *parents, last = route.session_field
+            node = body
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = key
+        url = f"http://{host}:{port}{route.dialect.path}"
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+            session.post(url, json=body, headers=headers) as answer,
+        ):
+            await answer.read()
+            return answer.headers.get("X-Bundle-Version", f"none (HTTP {answer.status})")
+
+    async def reload(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        summary = await self.reloader.reload(
+            actor=request["actor"], reason=self._reason(body, "reload")
+        )
+        return _json(summary)
+
+
+def _ordered(state: RouteState, route: LiveRoute) -> list[str]:
+    """Candidate, active, warm (newest first), then the rest."""
+    first = [v for v in (state.candidate, state.active) if v]
+    warm = [w.version for w in reversed(state.warm)]
+    rest = sorted(v for v in route.targets if v not in first and v not in warm)
+    return [v for v in [*first, *warm, *rest] if v in route.targets]
+
+
+def _trend(seconds: list[float]) -> str | None:
+    """How the last three drills compare with the three before them."""
+    if len(seconds) < 4:
+        return None
+    recent, earlier = statistics.median(seconds[-3:]), statistics.median(seconds[-6:-3])
+    if recent < earlier * 0.8:
+        return "faster"
+    if recent > earlier * 1.25:
+        return "slower"
+    return "steady"
+
+
+def _last_records(path: Path) -> dict[str, dict[str, Any]]:
+    last: dict[str, dict[str, Any]] = {}
+    for record in read_records(path):
+        if record.get("route"):
+            last[record["route"]] = {
+                key: record.get(key) for key in ("seq", "at", "action", "actor", "reason")
+            }
+    return last

@@ -1,0 +1,235 @@
+"""Reading config and bundles again while serving: `reload`, and `deploy` of one version.
+
+Everything is loaded and checked before anything changes. On any problem the router keeps
+serving what it had and the caller gets the problems, as nginx does with a bad config. On
+success each route is swapped by one dict assignment: a request in flight keeps the route
+object it started with, the next one gets the new one. Versions whose bundle did not change
+keep their counters, so the guardrails keep their evidence. Live weights never come from
+the config: a route's weights change only through the change function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+from router.assemble import build_guards, build_route, build_upstreams, new_stats
+from router.bundles import load_route_bundles
+from router.catalog import Catalog, load_catalog
+from router.errors import ConfigError
+from router.forward import Upstream
+from router.proxy import LiveRoute
+from router.rollout import Move, Rollouts, reconcile
+from router.stack import Refused, RouteState, deploy
+from router.state import StateError
+from router.tasks import Background
+
+log = logging.getLogger("router.reload")
+RETIRE_AFTER = 60.0  # seconds an old upstream pool stays open for requests still using it
+
+
+def _problems(exc: ConfigError) -> Refused:
+    lines = "\n".join(f"  {problem}" for problem in exc.problems)
+    return Refused(
+        f"the new configuration has {len(exc.problems)} problem(s); nothing was changed:\n{lines}",
+        status=400,
+        code="invalid_config",
+    )
+
+
+def _recorder(found: RouteState) -> Move:
+    """A move that records versions found on disk (weight 0), leaving the rest as it is."""
+
+    def record(current: RouteState) -> RouteState:
+        return dataclasses.replace(
+            current,
+            weights={**found.weights, **current.weights},
+            digests={**found.digests, **current.digests},
+        )
+
+    return record
+
+
+class Reloader:
+    def __init__(
+        self,
+        config_path: Path,
+        catalog: Catalog,
+        routes: MutableMapping[str, LiveRoute],
+        upstreams: MutableMapping[str, Upstream],
+        rollouts: Rollouts,
+    ) -> None:
+        self.config_path = config_path
+        self.catalog = catalog
+        self.routes = routes
+        self.upstreams = upstreams
+        self.rollouts = rollouts
+        self.lock = asyncio.Lock()
+        self.background = Background()
+
+    async def close(self) -> None:
+        await self.background.stop()
+
+    async def reload(self, *, actor: str, reason: str) -> dict[str, Any]:
+        async with self.lock:
+            try:
+                catalog = await asyncio.to_thread(load_catalog, self.config_path)
+            except ConfigError as exc:
+                raise _problems(exc) from None
+            return await self._apply(catalog, actor=actor, reason=reason)
+
+    async def _apply(self, catalog: Catalog, *, actor: str, reason: str) -> dict[str, Any]:
+        config, rollouts = catalog.config, self.rollouts
+        # 1. Check everything against live state before touching anything.
+        reconciled: dict[str, RouteState] = {}
+        notes: list[str] = list(catalog.warnings)
+        for name, spec in catalog.routes.items():
+            state = rollouts.states.get(name)
+            if state is None:
+                continue
+            try:
+                reconciled[name], found, changed = reconcile(spec, state)
+            except StateError as exc:
+                raise Refused(f"{exc}; nothing was changed", code="version_missing") from None
+            if changed:
+                raise Refused("; ".join(changed) + "; nothing was changed", code="digest_changed")
+            notes += found
+        # 2. Build the new pieces; start new upstream pools.
+        old_upstreams = dict(self.upstreams)
+        upstreams = build_upstreams(config, old_upstreams)
+        started = [u for u in upstreams.values() if u not in old_upstreams.values()]
+        for upstream in started:
+            await upstream.start()
+        routes = {
+            name: build_route(config, spec, upstreams, self.routes.get(name))
+            for name, spec in catalog.routes.items()
+        }
+        # 3. Swap, one assignment per name; retire what is gone.
+        self.upstreams.update(upstreams)
+        for name in [n for n in self.upstreams if n not in upstreams]:
+            del self.upstreams[name]
+        retired = [u for u in old_upstreams.values() if u not in upstreams.values()]
+        if retired:
+            self.background.start(self._retire(retired), "retire-upstreams")
+        added = [n for n in routes if n not in self.routes]
+        removed = [n for n in self.routes if n not in routes]
+        for name, route in routes.items():
+            self.routes[name] = route
+        for name in removed:
+            del self.routes[name]
+            rollouts.forget(name)
+        old_guards = {n: g.rules if g else None for n, g in rollouts.guards.items()}
+        rollouts.guards, rollouts.check_interval = build_guards(catalog)
+        rollouts.warm_window = config.warm_window
+        self.catalog = catalog
+        # 4. Record: new routes start from their config, new versions are recorded at 0.
+        for name in added:
+            spec = catalog.routes[name]
+            digests = {v: b.digest for v, b in spec.bundles.items()}
+            await rollouts.add_route(
+                name, RouteState.from_config(spec.config, digests), actor=actor, reason="reload"
+            )
+        new_versions = {}
+        for name, state in reconciled.items():
+            fresh = sorted(set(state.digests) - set(rollouts.states[name].digests))
+            if fresh:
+                new_versions[name] = fresh
+                await rollouts.change(
+                    name,
+                    _recorder(state),
+                    actor=actor,
+                    action="versions_added",
+                    reason=f"reload found {', '.join(fresh)} (weight 0)",
+                )
+        for name in routes:
+            before = old_guards.get(name)
+            guard = rollouts.guards.get(name)
+            if name not in added and before != (guard.rules if guard else None):
+                rollouts.rewatch(name)
+        summary = {
+            "routes_added": added,
+            "routes_removed": removed,
+            "versions_added": new_versions,
+            "providers_replaced": sorted(u.name for u in retired),
+            "notes": notes,
+        }
+        await rollouts.note(
+            {
+                "action": "reload",
+                "actor": actor,
+                "route": None,
+                "reason": reason,
+                "details": summary,
+            }
+        )
+        for note in notes:
+            log.warning("%s", note)
+        return summary
+
+    async def _retire(self, upstreams: list[Upstream]) -> None:
+        await asyncio.sleep(RETIRE_AFTER)
+        for upstream in upstreams:
+            await upstream.close()
+
+    async def deploy(self, name: str, version: str, *, actor: str, reason: str) -> dict[str, Any]:
+        """Load `version` from the route's bundle folder and make it the candidate at 0."""
+        async with self.lock:
+            spec = self.catalog.routes.get(name)
+            route = self.routes.get(name)
+            if spec is None or route is None:
+                raise Refused(
+                    f"unknown route {name!r}; routes: {', '.join(self.routes)}",
+                    status=404,
+                    code="unknown_route",
+                )
+            config = self.catalog.config
+            try:
+                bundles, _ = await asyncio.to_thread(
+                    load_route_bundles, name, spec.config.bundles, config.environment
+                )
+            except ConfigError as exc:
+                raise _problems(exc) from None
+            bundle = bundles.get(version)
+            if bundle is None:
+                raise Refused(
+                    f"no bundle in {spec.config.bundles} declares version {version} (found: "
+                    f"{', '.join(sorted(bundles))}); add {spec.config.bundles}/{version}/"
+                    "bundle.yaml first",
+                    status=404,
+                    code="unknown_version",
+                )
+            provider = config.providers.get(bundle.provider)
+            if provider is None or provider.dialect != spec.dialect:
+                raise Refused(
+                    f"{version} uses provider {bundle.provider!r}, which is not a configured "
+                    f"{spec.dialect} provider; route {name} speaks {spec.dialect}",
+                    status=400,
+                    code="wrong_provider",
+                )
+            loaded = route.targets.get(version)
+            if loaded is None:  # servable at weight 0 before the change makes it the candidate
+                route.add_target(
+                    bundle, self.upstreams[bundle.provider], new_stats(config, name, bundle)
+                )
+            try:
+                record = await self.rollouts.change(
+                    name,
+                    lambda state: deploy(state, version, bundle.digest),
+                    actor=actor,
+                    action="deploy",
+                    reason=reason,
+                    details={"version": version, "digest": bundle.digest, "model": bundle.model},
+                )
+            except Refused:
+                if loaded is None:
+                    del route.targets[version]
+                raise
+            if version not in spec.bundles:
+                spec = dataclasses.replace(spec, bundles={**spec.bundles, version: bundle})
+                routes = {**self.catalog.routes, name: spec}
+                self.catalog = dataclasses.replace(self.catalog, routes=routes)
+            return record

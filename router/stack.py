@@ -1,0 +1,273 @@
+"""A route's deploy stack: who is active, the canary, the warm versions, and the moves
+between them. Each move is a pure function from one `RouteState` to the next; it refuses
+with a `Refused` that says what to do instead. `Rollouts.change` applies the result.
+
+    deploy   -> the version becomes the candidate, at weight 0
+    weights  -> traffic split (a rolled-back candidate given weight again is re-enabled)
+    promote  -> the candidate becomes active at 100 %; the old active goes on top of `warm`
+    rollback -> drains a live candidate; else pops `warm`: the active is rolled back and the
+                top warm version becomes active at 100 %
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from router.config import Route
+from router.routing import BASIS_POINTS, WeightTable
+
+LIVE = "live"
+ROLLED_BACK = "rolled_back"
+DRILLS_KEPT = 12
+
+
+class Refused(Exception):
+    """A move that does not apply to the route as it is. `status` is the HTTP status."""
+
+    def __init__(self, message: str, *, status: int = 409, code: str = "refused") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class Warm:
+    version: str
+    since: str  # when it stopped being active (UTC, ISO 8601)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteState:
+    """A route's live deploy state."""
+
+    active: str
+    candidate: str | None
+    weights: Mapping[str, int]  # basis points, summing to 10000
+    candidate_state: str | None = None  # LIVE or ROLLED_BACK while there is a candidate
+    trip: Mapping[str, Any] | None = None  # why the candidate was rolled back
+    digests: Mapping[str, str] = field(default_factory=dict)  # version -> digest when first seen
+    warm: tuple[Warm, ...] = ()  # previous actives, the last one on top
+    rolled_back: tuple[str, ...] = ()  # versions rolled back from active
+    archived: tuple[str, ...] = ()  # warm versions past the warm window
+    drills: tuple[Mapping[str, Any], ...] = ()  # the last DRILLS_KEPT drills: at, seconds
+
+    @classmethod
+    def from_config(cls, route: Route, digests: Mapping[str, str]) -> RouteState:
+        return cls(
+            active=route.active,
+            candidate=route.candidate,
+            weights=route.basis_points(),
+            candidate_state=LIVE if route.candidate else None,
+            digests=dict(digests),
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RouteState:
+        return cls(
+            active=data["active"],
+            candidate=data.get("candidate"),
+            weights={version: int(points) for version, points in data["weights"].items()},
+            candidate_state=data.get("candidate_state"),
+            trip=data.get("trip"),
+            digests=dict(data.get("digests") or {}),
+            warm=tuple(Warm(w["version"], w["since"]) for w in data.get("warm") or ()),
+            rolled_back=tuple(data.get("rolled_back") or ()),
+            archived=tuple(data.get("archived") or ()),
+            drills=tuple(data.get("drills") or ()),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "active": self.active,
+            "candidate": self.candidate,
+            "weights": dict(self.weights),
+            "candidate_state": self.candidate_state,
+            "trip": dict(self.trip) if self.trip else None,
+            "digests": dict(self.digests),
+            "warm": [{"version": w.version, "since": w.since} for w in self.warm],
+            "rolled_back": list(self.rolled_back),
+            "archived": list(self.archived),
+            "drills": [dict(d) for d in self.drills],
+        }
+
+    def table(self) -> WeightTable:
+        return WeightTable.build(self.weights, self.active, self.candidate)
+
+    @property
+    def canary_live(self) -> bool:
+        return self.candidate is not None and self.candidate_state == LIVE
+
+    def role(self, version: str) -> str:
+        """active, candidate, rolled_back (as candidate or from active), warm, archived or
+        available (loaded, never given a role)."""
+        if version == self.active:
+            return "active"
+        if version == self.candidate:
+            return "candidate" if self.candidate_state == LIVE else ROLLED_BACK
+        if any(w.version == version for w in self.warm):
+            return "warm"
+        if version in self.rolled_back:
+            return ROLLED_BACK
+        if version in self.archived:
+            return "archived"
+        return "available"
+
+    def describe_weights(self) -> str:
+        return " ".join(f"{v}={p / 100:g}%" for v, p in self.weights.items() if p)
+
+
+def _all_on(state: RouteState, version: str) -> dict[str, int]:
+    weights = dict.fromkeys(state.weights, 0)
+    weights[version] = BASIS_POINTS
+    return weights
+
+
+def _without(versions: tuple[str, ...], *drop: str | None) -> tuple[str, ...]:
+    return tuple(v for v in versions if v not in drop)
+
+
+def _warm_without(warm: tuple[Warm, ...], *drop: str | None) -> tuple[Warm, ...]:
+    return tuple(w for w in warm if w.version not in drop)
+
+
+def set_weights(state: RouteState, points: Mapping[str, int]) -> RouteState:
+    """Versions not named get 0. Giving a rolled-back candidate weight re-enables it: that
+    is the person's decision the trip waits for."""
+    if sum(points.values()) != BASIS_POINTS:
+        raise Refused(
+            f"the weights add up to {sum(points.values()) / 100:g}%, not 100%",
+            status=400,
+            code="weights_not_100",
+        )
+    weights = {**dict.fromkeys(state.weights, 0), **points}
+    after = replace(state, weights=weights)
+    candidate = state.candidate
+    if candidate and state.candidate_state == ROLLED_BACK and weights.get(candidate, 0) > 0:
+        after = replace(after, candidate_state=LIVE, trip=None)
+    return after
+
+
+def deploy(state: RouteState, version: str, digest: str) -> RouteState:
+    if version == state.active:
+        raise Refused(f"{version} is already the active version", code="already_active")
+    recorded = state.digests.get(version)
+    if recorded is not None and recorded != digest:
+        raise Refused(
+            f"{version} changed since it was deployed (digest {recorded[:12]}, now "
+            f"{digest[:12]}); bump the version",
+            code="digest_changed",
+        )
+    current = state.candidate
+    if current and current != version and state.canary_live and state.weights.get(current):
+        raise Refused(
+            f"candidate {current} is live at {state.weights[current] / 100:g}%; promote it or "
+            "roll it back first",
+            code="candidate_live",
+        )
+    weights = dict(state.weights)
+    freed = weights.get(version, 0)
+    weights[version] = 0
+    weights[state.active] = weights.get(state.active, 0) + freed
+    rolled_back = state.rolled_back
+    archived = state.archived
+    if current and current != version:  # the old candidate leaves the stage
+        if state.candidate_state == ROLLED_BACK:
+            rolled_back = (*_without(rolled_back, current), current)
+        else:
+            archived = (*_without(archived, current), current)
+    return replace(
+        state,
+        candidate=version,
+        candidate_state=LIVE,
+        trip=None,
+        weights=weights,
+        digests={**state.digests, version: digest},
+        warm=_warm_without(state.warm, version),
+        rolled_back=_without(rolled_back, version),
+        archived=_without(archived, version),
+    )
+
+
+def promote(state: RouteState, now: str) -> RouteState:
+    candidate = state.candidate
+    if candidate is None:
+        raise Refused("there is no candidate to promote; deploy one first", code="no_candidate")
+    if state.candidate_state == ROLLED_BACK:
+        reason = (state.trip or {}).get("description", "rolled back")
+        raise Refused(
+            f"candidate {candidate} was rolled back ({reason}); give it weight again with "
+            "`weights` and let it bake, or deploy another version",
+            code="candidate_rolled_back",
+        )
+    return replace(
+        state,
+        active=candidate,
+        candidate=None,
+        candidate_state=None,
+        trip=None,
+        weights=_all_on(state, candidate),
+        warm=(*_warm_without(state.warm, candidate, state.active), Warm(state.active, now)),
+    )
+
+
+def rollback(
+    state: RouteState, now: str, *, to: str | None = None, force: bool = False
+) -> tuple[RouteState, str]:
+    """The next state and what was done, in words."""
+    if to is None and state.canary_live and state.candidate is not None:
+        candidate = state.candidate
+        weights = dict(state.weights)
+        weights[state.active] = weights.get(state.active, 0) + weights.get(candidate, 0)
+        weights[candidate] = 0
+        trip = {"rule": "manual", "at": now, "description": "rolled back by a person"}
+        after = replace(state, weights=weights, candidate_state=ROLLED_BACK, trip=trip)
+        return after, f"drained candidate {candidate}; {state.active} serves all traffic"
+    if to is not None:
+        if not force:
+            raise Refused(
+                f"rollback --to {to} skips the warm stack; add --force if that is what you mean",
+                status=400,
+                code="force_needed",
+            )
+        if to == state.active:
+            raise Refused(f"{to} is already active", code="already_active")
+        target = to
+    elif state.warm:
+        target = state.warm[-1].version
+    else:
+        raise Refused(
+            f"nothing is warm to roll back to (active {state.active}, no candidate live); "
+            "name a version with --to VERSION --force",
+            code="nothing_warm",
+        )
+    after = replace(
+        state,
+        active=target,
+        weights=_all_on(state, target),
+        warm=_warm_without(state.warm, target),
+        rolled_back=(*_without(state.rolled_back, state.active, target), state.active),
+        archived=_without(state.archived, target),
+        candidate=None if state.candidate == target else state.candidate,
+        candidate_state=None if state.candidate == target else state.candidate_state,
+    )
+    return after, f"{state.active} rolled back; {target} is active at 100%"
+
+
+def archive_expired(state: RouteState, oldest: str) -> RouteState | None:
+    """Warm versions that stopped being active before `oldest` (ISO time) move to archived."""
+    expired = [w.version for w in state.warm if w.since < oldest]
+    if not expired:
+        return None
+    return replace(
+        state,
+        warm=_warm_without(state.warm, *expired),
+        archived=(*_without(state.archived, *expired), *expired),
+    )
+
+
+def with_drill(state: RouteState, at: str, seconds: float) -> RouteState:
+    drills = (*state.drills, {"at": at, "seconds": seconds})[-DRILLS_KEPT:]
+    return replace(state, drills=drills)

@@ -1,0 +1,270 @@
+"""The admin CLI against a real router subprocess: rollback, promote, deploy, weights,
+drill, reload, who may use the socket, and the audit trail of it all."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from router.admin_client import call
+from tests.servers import EXAMPLE_BUNDLES, REPO, FakeProvider, Router, router_config
+from tests.test_metrics import scrape, value
+from tests.traffic import burst, served_by
+
+
+def cli(router: Router, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "router", *args, "--config", str(router.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+
+
+def ok(router: Router, *args: str) -> str:
+    done = cli(router, *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def own_bundles(tmp: Path) -> Path:
+    """A copy of the example bundles that a test may add to and break."""
+    folder = tmp / "bundles"
+    shutil.copytree(EXAMPLE_BUNDLES, folder)
+    return folder
+
+
+def with_bundles(config: dict[str, Any], folder: Path) -> dict[str, Any]:
+    for name, route in config["routes"].items():
+        route["bundles"] = str(folder / name)
+    return config
+
+
+def new_version(folder: Path, route: str, source: str, version: str) -> None:
+    shutil.copytree(folder / route / source, folder / route / version)
+    bundle = folder / route / version / "bundle.yaml"
+    bundle.write_text(bundle.read_text().replace(f"version: {source}", f"version: {version}"))
+
+
+@pytest.fixture
+def admin_router(fake: FakeProvider, start_router: Callable[..., Router]) -> Router:
+    return start_router(router_config(fake.url))
+
+
+async def test_rollback_drains_the_canary_then_pops_the_warm_stack(admin_router: Router) -> None:
+    router = admin_router
+    out = ok(router, "rollback", "refund-agent", "--reason", "canary looks off")
+    assert "drained candidate v1.5" in out
+    assert served_by(await burst(router.url, 100), "v1.5") == 0
+
+    refused = cli(router, "rollback", "refund-agent")
+    assert refused.returncode == 1
+    assert "nothing is warm to roll back to" in refused.stderr and "--force" in refused.stderr
+
+    ok(router, "weights", "refund-agent", "v1.4=50", "v1.5=50")  # a person re-enables it
+    ok(router, "promote", "refund-agent")
+    assert served_by(await burst(router.url, 100), "v1.5") == 100
+    status = orjson.loads(ok(router, "status", "--json"))["routes"]["refund-agent"]
+    assert status["active"] == "v1.5" and status["warm"] == ["v1.4"]
+
+    out = ok(router, "rollback", "refund-agent", "--reason", "v1.5 answers badly")
+    assert "v1.5 rolled back; v1.4 is active at 100%" in out
+    results = await burst(router.url, 200, concurrency=50)
+    assert served_by(results, "v1.4") == 200, results
+    status = orjson.loads(ok(router, "status", "--json"))["routes"]["refund-agent"]
+    roles = {v["version"]: v["role"] for v in status["versions"]}
+    assert roles == {"v1.4": "active", "v1.5": "rolled_back"} and status["warm"] == []
+
+
+async def test_rollback_to_a_named_version_needs_force(admin_router: Router) -> None:
+    refused = cli(admin_router, "rollback", "refund-agent", "--to", "v1.5")
+    assert refused.returncode == 1 and "add --force" in refused.stderr
+    ok(admin_router, "rollback", "refund-agent")  # drain the canary first
+    ok(admin_router, "rollback", "refund-agent", "--to", "v1.5", "--force")
+    assert served_by(await burst(admin_router.url, 50), "v1.5") == 50
+
+
+async def test_deploy_promote_and_a_changed_digest_is_refused(
+    fake: FakeProvider, start_router: Callable[..., Router], tmp_path: Path
+) -> None:
+    folder = own_bundles(tmp_path)
+    router = start_router(with_bundles(router_config(fake.url), folder))
+    refused = cli(router, "deploy", "refund-agent", "v1.6")
+    assert refused.returncode == 1 and "no bundle" in refused.stderr
+
+    new_version(folder, "refund-agent", "v1.5", "v1.6")
+    refused = cli(router, "deploy", "refund-agent", "v1.6")
+    assert "candidate v1.5 is live at 5%" in refused.stderr
+    ok(router, "rollback", "refund-agent")
+    out = ok(router, "deploy", "refund-agent", "v1.6", "--reason", "new refund policy")
+    assert "candidate v1.6 (live)" in out
+    assert served_by(await burst(router.url, 100), "v1.6") == 0  # deployed at weight 0
+    ok(router, "weights", "refund-agent", "v1.4=90", "v1.6=10")
+    ok(router, "promote", "refund-agent")
+    results = await burst(router.url, 100)
+    assert served_by(results, "v1.6") == 100, results
+
+    prompt = folder / "refund-agent" / "v1.5" / "prompt.txt"
+    prompt.write_text(prompt.read_text() + "\nA silent edit.\n")
+    refused = cli(router, "deploy", "refund-agent", "v1.5")
+    assert refused.returncode == 1
+    assert "v1.5 changed since it was deployed" in refused.stderr
+    assert "bump the version" in refused.stderr
+
+
+async def test_weights_must_name_known_versions_and_sum_to_100(admin_router: Router) -> None:
+    for args, message in [
+        (("v1.4=90", "v1.5=5"), "add up to 95%, not 100%"),
+        (("v1.4=90", "v9=10"), "has no version 'v9'"),
+        (("v1.4",), "is not VERSION=PERCENT"),
+    ]:
+        refused = cli(admin_router, "weights", "refund-agent", *args)
+        assert refused.returncode == 1 and message in refused.stderr, refused.stderr
+    ok(admin_router, "weights", "refund-agent", "v1.4=99.5", "v1.5=0.5")
+    state = admin_router.rollouts()["refund-agent"]
+    assert state["weights"] == {"v1.4": 9950, "v1.5": 50}
+
+
+def test_a_drill_records_its_duration(admin_router: Router) -> None:
+    refused = cli(admin_router, "drill", "refund-agent")
+    assert refused.returncode == 1 and "environment: prod" in refused.stderr
+    out = ok(admin_router, "drill", "refund-agent", "--force", "--actor", "monthly drill")
+    assert "rolled back to v1.4" in out and "rolled forward" in out
+    records = admin_router.audit()
+    drill, forward = records[-2], records[-1]
+    assert drill["action"] == "drill" and drill["after"]["weights"]["v1.5"] == 0
+    assert forward["action"] == "drill_forward"
+    assert forward["after"]["weights"] == {"v1.4": 9500, "v1.5": 500}  # rolled forward
+    timing = forward["details"]["drill"]
+    assert 0 < timing["command_to_swap_seconds"] <= timing["command_to_durable_seconds"]
+    assert timing["command_to_durable_seconds"] <= timing["command_to_first_request_seconds"]
+    metrics = scrape(admin_router)
+    count = value(metrics, "router_rollback_duration_seconds_count", route="refund-agent")
+    assert count == 1.0
+    status = orjson.loads(ok(admin_router, "status", "--json"))["routes"]["refund-agent"]
+    assert status["drills"]["count"] == 1
+    assert status["drills"]["median_seconds"] == timing["command_to_first_request_seconds"]
+    assert "drills: median" in ok(admin_router, "status")
+
+
+async def test_reload_with_a_broken_bundle_keeps_the_old_config(
+    fake: FakeProvider, start_router: Callable[..., Router], tmp_path: Path
+) -> None:
+    folder = own_bundles(tmp_path)
+    router = start_router(with_bundles(router_config(fake.url), folder))
+    bundle = folder / "support-agent" / "v2.1" / "bundle.yaml"
+    good = bundle.read_text()
+    bundle.write_text(good.replace("model: gpt-5.4-2026-03-05", "model: gpt-5.4-latest"))
+    refused = cli(router, "reload")
+    assert refused.returncode == 1
+    assert "nothing was changed" in refused.stderr and "latest" in refused.stderr
+    results = await burst(router.url, 50)
+    assert results.total() == served_by(results, "v1.4") + served_by(results, "v1.5") == 50
+
+    bundle.write_text(good)
+    new_version(folder, "refund-agent", "v1.5", "v1.6")
+    out = ok(router, "reload", "--reason", "new bundle folder")
+    assert "'refund-agent': ['v1.6']" in out
+    state = router.rollouts()["refund-agent"]
+    assert state["weights"]["v1.6"] == 0 and state["weights"]["v1.5"] == 500  # live wins
+    assert router.audit()[-1]["action"] == "reload"
+
+
+def test_the_cli_fails_clearly(admin_router: Router, tmp_path: Path) -> None:
+    missing = subprocess.run(
+        [sys.executable, "-m", "router", "status", "--socket", str(tmp_path / "nope.sock")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert missing.returncode == 1 and "no admin socket at" in missing.stderr
+    refused = cli(admin_router, "promote", "no-such-route")
+    assert refused.returncode == 1 and "unknown route 'no-such-route'" in refused.stderr
+
+
+def test_a_uid_outside_the_allowlist_is_refused(
+    fake: FakeProvider, start_router: Callable[..., Router]
+) -> None:
+    config = router_config(fake.url)
+    config["admin_allow"] = [65534]  # only nobody: the router's own root is not on the list
+    router = start_router(config)
+    refused = cli(router, "rollback", "refund-agent")
+    assert refused.returncode == 1
+    assert "root (uid 0) may not use this router's admin socket" in refused.stderr
+    assert router.rollouts()["refund-agent"]["weights"]["v1.5"] == 500  # nothing happened
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="dropping to nobody needs root")
+def test_nobody_cannot_reach_the_socket(admin_router: Router) -> None:
+    """The socket is 0600 in a 0700 folder: another user is refused before SO_PEERCRED."""
+    socket_path = admin_router.tmp / "run" / "admin.sock"
+    assert socket_path.stat().st_mode & 0o777 == 0o600
+    assert socket_path.parent.stat().st_mode & 0o777 == 0o700
+    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+    done = subprocess.run(
+        [python, "-m", "router", "rollback", "refund-agent", "--socket", str(socket_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        user="nobody",
+        cwd="/",
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 1, done
+    assert "permission denied" in done.stderr and "router's own user and root" in done.stderr
+    assert admin_router.rollouts()["refund-agent"]["weights"]["v1.5"] == 500
+
+
+def test_every_change_is_audited_with_its_actor_and_reason(admin_router: Router) -> None:
+    steps = [
+        ("weights", "refund-agent", "v1.4=80", "v1.5=20", "--reason", "more canary"),
+        ("rollback", "refund-agent", "--reason", "canary errors"),
+        ("weights", "refund-agent", "v1.4=90", "v1.5=10", "--reason", "try again"),
+        ("promote", "refund-agent", "--reason", "bake passed"),
+    ]
+    for step in steps:
+        ok(admin_router, *step, "--actor", "oncall-alex")
+    records = [r for r in admin_router.audit() if r["action"] != "init"]
+    assert [(r["action"], r["actor"], r["reason"]) for r in records] == [
+        ("weights", "root (oncall-alex)", "more canary"),
+        ("rollback", "root (oncall-alex)", "canary errors"),
+        ("weights", "root (oncall-alex)", "try again"),
+        ("promote", "root (oncall-alex)", "bake passed"),
+    ]
+    assert all(r["before"] and r["after"] for r in records)
+
+
+async def test_weight_flips_every_100ms_under_load_lose_no_request(admin_router: Router) -> None:
+    socket_path = admin_router.tmp / "run" / "admin.sock"
+    stop = threading.Event()
+    flips = 0
+
+    def flip() -> None:
+        nonlocal flips
+        while not stop.is_set():
+            share = (flips % 5) * 10
+            weights = {"v1.4": 100 - share, "v1.5": share}
+            call(socket_path, "POST", "/weights", {"route": "refund-agent", "weights": weights})
+            flips += 1
+            time.sleep(0.1)
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    try:
+        results = await burst(admin_router.url, 3000, concurrency=30)
+    finally:
+        stop.set()
+        flipper.join(timeout=10)
+    assert flips >= 5
+    assert sum(count for key, count in results.items() if key.startswith("200 ")) == 3000, results
