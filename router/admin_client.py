@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,10 @@ def render_status(status: dict[str, Any]) -> str:
                 f"  rolled back: {route['trip'].get('description')} at {route['trip']['at']}"
             )
         if route["guardrails"]:
-            lines.append("  guardrails: " + "; ".join(_margin(v) for v in route["guardrails"]))
+            margins = "; ".join(_margin(v) for v in route["guardrails"])
+            lines += textwrap.wrap(
+                margins, 100, initial_indent="  guardrails: ", subsequent_indent="    "
+            )
         change = route["last_change"]
         if change:
             lines.append(

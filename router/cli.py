@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("-n", "--last", type=int, metavar="N", help="only the last N records")
     audit.add_argument("--json", action="store_true", help="one JSON record a line")
     audit.add_argument("--verify", action="store_true", help="check the chain; exit 1 if broken")
+    audit.add_argument("-f", "--follow", action="store_true", help="keep printing new records")
     audit.add_argument(
         "--archive",
         action="store_true",
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in ADMIN_COMMANDS:
         return _admin(args)
+    import logging
+
     from router.errors import ConfigError
     from router.state import StateError
 
@@ -205,18 +208,38 @@ def _audit(args: argparse.Namespace) -> int:
             return 1
         print(f"{path}: OK, {result.records} records, head {result.head[:16]}")
         return 0
-    records = [r for r in read_records(path) if not args.route or r.get("route") == args.route]
-    for record in records[-args.last :] if args.last else records:
-        if args.json:
-            import orjson
 
-            print(orjson.dumps(record).decode())
-        else:
-            print(
-                f"{record['seq']:>5} {record['at']} {record.get('route') or '-':<16} "
-                f"{record['action']:<10} by {record.get('actor', '?')}: {record.get('reason', '')}"
-            )
+    def wanted(record: dict[str, Any]) -> bool:
+        return not args.route or record.get("route") == args.route
+
+    records = [r for r in read_records(path) if wanted(r)]
+    for record in records[-args.last :] if args.last else records:
+        _print_record(record, args.json)
+    if args.follow:
+        seen = records[-1]["seq"] if records else 0
+        try:
+            while True:  # the log is append-only: poll for records after the last one seen
+                time.sleep(0.5)
+                for record in read_records(path):
+                    if record["seq"] > seen and (
+                        not args.route or record.get("route") == args.route
+                    ):
+                        _print_record(record, args.json)
+                    seen = max(seen, record["seq"])
+        except KeyboardInterrupt:
+            return 0
     return 0
+
+
+def _print_record(record: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(record), flush=True)
+        return
+    print(
+        f"{record['seq']:>5} {record['at']} {record.get('route') or '-':<16} "
+        f"{record['action']:<14} by {record.get('actor', '?')}: {record.get('reason', '')}",
+        flush=True,
+    )
 
 
 def _admin(args: argparse.Namespace) -> int:

@@ -401,6 +401,7 @@ class Rollouts:
         served it; `started` is when the command arrived (perf_counter)."""
         now = utc_now()
         previous: dict[str, RouteState] = {}
+        watched = self.watches.get(name)  # the canary's evidence survives its drill
 
         def roll_back(state: RouteState) -> RouteState:
             previous["state"] = state
@@ -437,6 +438,8 @@ class Rollouts:
             reason=f"rolled forward after the drill (rollback took {first_request:.3f} s)",
             details={"drill": result},
         )
+        if watched is not None and name in self.watches:
+            self.watches[name] = watched
         return result
 
     def _message(

@@ -4,6 +4,7 @@ drill, reload, who may use the socket, and the audit trail of it all."""
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -136,7 +137,15 @@ async def test_weights_must_name_known_versions_and_sum_to_100(admin_router: Rou
     assert state["weights"] == {"v1.4": 9950, "v1.5": 50}
 
 
-def test_a_drill_records_its_duration(admin_router: Router) -> None:
+def _canary_samples(router: Router) -> int:
+    verdicts = router.rollouts()["refund-agent"]["verdicts"]
+    return int(next(v["samples"] for v in verdicts if v["rule"] == "error_rate"))
+
+
+async def test_a_drill_records_its_duration(admin_router: Router) -> None:
+    await burst(admin_router.url, 200)
+    samples = _canary_samples(admin_router)
+    assert samples > 0
     refused = cli(admin_router, "drill", "refund-agent")
     assert refused.returncode == 1 and "environment: prod" in refused.stderr
     out = ok(admin_router, "drill", "refund-agent", "--force", "--actor", "monthly drill")
@@ -156,6 +165,7 @@ def test_a_drill_records_its_duration(admin_router: Router) -> None:
     assert status["drills"]["count"] == 1
     assert status["drills"]["median_seconds"] == timing["command_to_first_request_seconds"]
     assert "drills: median" in ok(admin_router, "status")
+    assert _canary_samples(admin_router) == samples  # the canary's evidence survives its drill
 
 
 async def test_reload_with_a_broken_bundle_keeps_the_old_config(
@@ -268,3 +278,30 @@ async def test_weight_flips_every_100ms_under_load_lose_no_request(admin_router:
         flipper.join(timeout=10)
     assert flips >= 5
     assert sum(count for key, count in results.items() if key.startswith("200 ")) == 3000, results
+
+
+def test_audit_follow_prints_new_records_as_they_land(admin_router: Router) -> None:
+    command = ["audit", "--follow", "--config", str(admin_router.config_path)]
+    with subprocess.Popen(
+        [sys.executable, "-m", "router", *command], stdout=subprocess.PIPE, text=True, cwd=REPO
+    ) as follower:
+        lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=lambda: [lines.put(x) for x in follower.stdout or ()])
+        reader.start()
+        try:
+            first = [lines.get(timeout=10) for _ in range(2)]  # the first-start records
+            assert all(" init " in line for line in first), first
+            ok(admin_router, "rollback", "refund-agent", "--reason", "seen by the follower")
+            line = lines.get(timeout=10)
+            assert " rollback " in line and "seen by the follower" in line
+        finally:
+            follower.terminate()
+            reader.join(timeout=10)
+
+
+def test_status_reads_at_a_glance(admin_router: Router) -> None:
+    text = ok(admin_router, "status")
+    assert "refund-agent  (anthropic, guarded)" in text
+    assert "v1.5      candidate       5.00%" in text
+    assert "guardrails: error_rate waiting (0/10)" in text
+    assert "last change: init by config" in text

@@ -99,8 +99,9 @@ async def test_a_regression_trips_its_rule_and_drains_the_canary(
 async def test_a_healthy_canary_under_sustained_traffic_does_not_trip(
     fake: FakeProvider, start_router: Callable[..., Router]
 ) -> None:
-    """The same behaviour on both versions (opus costs ~5x, under the example's limit of
-    6x): sustained traffic with tool calls, refusals and errors at everyday rates."""
+    """The same behaviour on both versions (Opus costs about 6x per answer, under the
+    example's limit of 8x): sustained traffic with tool calls, refusals and errors at
+    everyday rates."""
     everyday = {
         "tool_call_rate": 0.3,
         "invalid_tool_call_rate": 0.02,
