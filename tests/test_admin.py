@@ -305,3 +305,26 @@ def test_status_reads_at_a_glance(admin_router: Router) -> None:
     assert "v1.5      candidate       5.00%" in text
     assert "guardrails: error_rate waiting (0/10)" in text
     assert "last change: init by config" in text
+
+
+async def test_reloads_under_load_lose_no_request(admin_router: Router) -> None:
+    socket_path = admin_router.tmp / "run" / "admin.sock"
+    stop = threading.Event()
+    reloads = 0
+
+    def reload() -> None:
+        nonlocal reloads
+        while not stop.is_set():
+            call(socket_path, "POST", "/reload", {"reason": "under load"})
+            reloads += 1
+            time.sleep(0.1)
+
+    reloader = threading.Thread(target=reload)
+    reloader.start()
+    try:
+        results = await burst(admin_router.url, 2000, concurrency=30)
+    finally:
+        stop.set()
+        reloader.join(timeout=30)
+    assert reloads >= 3
+    assert sum(count for key, count in results.items() if key.startswith("200 ")) == 2000, results
