@@ -14,6 +14,7 @@ label the CLI sends (`--actor`). Every change goes through `Rollouts.change`.
     POST /promote   {route, reason}
     POST /rollback  {route?, reason, to?, force?}
     POST /drill     {route, force?}
+    POST /rollout   {route, action: start|pause|resume|abort, reason}
     POST /reload    {reason}
 """
 
@@ -36,6 +37,7 @@ from aiohttp import web
 
 from router.config import RouterConfig, split_address
 from router.proxy import LiveRoute
+from router.ramp import Ramps
 from router.reload import Reloader
 from router.rollout import Rollouts
 from router.routing import BASIS_POINTS
@@ -115,11 +117,13 @@ class Admin:
         routes: Mapping[str, LiveRoute],
         rollouts: Rollouts,
         reloader: Reloader,
+        ramps: Ramps,
     ) -> None:
         self.config = config
         self.routes = routes
         self.rollouts = rollouts
         self.reloader = reloader
+        self.ramps = ramps
         self.allowed = allowed_uids(config)
 
     def app(self) -> web.Application:
@@ -133,6 +137,7 @@ class Admin:
         app.router.add_post("/promote", self.promote)
         app.router.add_post("/rollback", self.rollback)
         app.router.add_post("/drill", self.drill)
+        app.router.add_post("/rollout", self.rollout)
         app.router.add_post("/reload", self.reload)
         return app
 
@@ -251,6 +256,7 @@ class Admin:
                 "versions": versions,
                 "guardrails": [v.as_dict() for v in watch.verdicts()] if watch else [],
                 "last_change": last.get(name),
+                "rollout": self.ramps.describe(name),
                 "drills": {
                     "count": len(drills),
                     "median_seconds": statistics.median(drills) if drills else None,
@@ -395,6 +401,20 @@ class Admin:
         ):
             await answer.read()
             return answer.headers.get("X-Bundle-Version", f"none (HTTP {answer.status})")
+
+    async def rollout(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        name, action = self._route(body), body.get("action")
+        if action not in ("start", "pause", "resume", "abort"):
+            raise Refused(
+                "say what to do with the rollout: start, pause, resume or abort",
+                status=400,
+                code="bad_action",
+            )
+        record = await self.ramps.command(
+            name, action, actor=request["actor"], reason=self._reason(body, f"rollout {action}")
+        )
+        return _json(record)
 
     async def reload(self, request: web.Request) -> web.Response:
         body = await self._body(request)

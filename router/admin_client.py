@@ -106,12 +106,30 @@ def _money(value: float | None) -> str:
 
 def _margin(verdict: dict[str, Any]) -> str:
     rule = verdict["rule"]
+    if verdict.get("silent"):
+        return f"{rule} silent (no such events yet)"
     if verdict["waiting"]:
         return f"{rule} waiting ({verdict['samples']}/{verdict['min_samples']})"
     observed, threshold, unit = verdict["observed"], verdict["threshold"], verdict["unit"]
     show = {"rate": _percent, "seconds": _seconds}.get(unit, lambda v: f"{v:.2f}x")
     state = "TRIPPED" if verdict["tripped"] else "ok"
     return f"{rule} {show(observed)} / {show(threshold)} {state}"
+
+
+def _ramp_line(ramp: dict[str, Any]) -> str:
+    """'rollout running: step 2/5 at 5%, baked 12s of 30s; waiting: ...'."""
+    steps = ramp["steps"]
+    line = (
+        f"rollout {ramp['status']}: step {ramp['step'] + 1}/{len(steps)} at {ramp['percent']:g}%"
+        f" (steps {' -> '.join(f'{s:g}' for s in steps)})"
+    )
+    if ramp["status"] == "running":
+        line += f", baked {ramp['baked']:.0f}s of {ramp['bake']:.0f}s"
+        if ramp.get("waiting_for"):
+            line += f"; bake extended, {ramp['waiting_for']}"
+    if ramp.get("note"):
+        line += f"; {ramp['note']}"
+    return line
 
 
 def render_status(status: dict[str, Any]) -> str:
@@ -131,6 +149,8 @@ def render_status(status: dict[str, Any]) -> str:
                 f"{w['requests']:>8}{_percent(w['error_rate']):>8}{_seconds(w['p95_seconds']):>9}"
                 f"{_money(w['cost_per_request_usd']):>10}  {v['model']}"
             )
+        if route.get("rollout"):
+            lines.append("  " + _ramp_line(route["rollout"]))
         if route["trip"]:
             lines.append(
                 f"  rolled back: {route['trip'].get('description')} at {route['trip']['at']}"

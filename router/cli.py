@@ -67,7 +67,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-ADMIN_COMMANDS = ("status", "weights", "deploy", "promote", "rollback", "drill", "reload")
+ADMIN_COMMANDS = (
+    "status",
+    "weights",
+    "deploy",
+    "promote",
+    "rollback",
+    "rollout",
+    "drill",
+    "reload",
+)
 
 
 def _admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -98,6 +107,10 @@ def _admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     rollback.add_argument("--reason", default="")
     rollback.add_argument("--to", metavar="VERSION", help="a version off the warm stack")
     rollback.add_argument("--force", action="store_true", help="needed with --to")
+    rollout = add("rollout", "walk the candidate up the rollout plan: start|pause|resume|abort")
+    rollout.add_argument("action", choices=["start", "pause", "resume", "abort"])
+    rollout.add_argument("route")
+    rollout.add_argument("--reason", default="")
     drill = add("drill", "a timed real rollback, then rolled forward")
     drill.add_argument("route")
     drill.add_argument("--force", action="store_true", help="needed on a prod router")
@@ -285,6 +298,8 @@ def _admin_body(args: argparse.Namespace) -> dict[str, object]:
         body.update(to=args.to, force=args.force)
     if args.command == "drill":
         body["force"] = args.force
+    if args.command == "rollout":
+        body["action"] = args.action
     return body
 
 
@@ -307,6 +322,9 @@ def _summary(command: str, answer: dict[str, Any]) -> str:
     if candidate:
         candidate = f"{candidate} ({after.get('candidate_state')})"
     what = f"; {answer['what']}" if answer.get("what") else ""
+    ramp = after.get("ramp")
+    if ramp:
+        what += f"; rollout {ramp['status']} at {ramp['percent']:g}%"
     return (
         f"{command} on {answer['route']}: active {after.get('active')}, candidate "
         f"{candidate or 'none'}, weights {weights}{what}\n"

@@ -202,6 +202,39 @@ class Guardrails(Strict):
     eval_pass_rate: Annotated[EvalRule | None, Off] = None
 
 
+class RolloutPlan(Strict):
+    """How `bundle-router rollout start` walks a candidate up: the weight of each step in
+    percent, the bake time of each step below 100 (one value applies to all), and the
+    candidate answers each step must see before it may move on. Reaching 100 promotes."""
+
+    steps: list[float] = [1, 5, 25, 50, 100]
+    bake: list[Duration] = [300.0, 1800.0, 7200.0, 14400.0]
+    min_samples: int = Field(default=100, ge=1)
+    auto_rollback: bool = True  # off: a breach halts the ramp and alerts; a person decides
+    auto_promote: bool = True  # off: the ramp holds at its last step for `promote`
+
+    @model_validator(mode="after")
+    def _check(self) -> RolloutPlan:
+        if not self.steps or any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise fail("steps must rise", "list percents in order, e.g. [1, 5, 25, 50, 100]")
+        if self.steps[0] <= 0 or self.steps[-1] > 100:
+            raise fail("steps must lie in (0, 100]", "list percents in order up to 100")
+        for step in self.steps:
+            if abs(step * 100 - round(step * 100)) > 1e-6:
+                raise fail(f"step {step}% is finer than 0.01%", "round it to two decimals")
+        baking = len([s for s in self.steps if s < 100])
+        if len(self.bake) not in (1, baking):
+            raise fail(
+                f"{len(self.bake)} bake times for {baking} steps below 100%",
+                "give one bake time per step below 100%, or a single one for all",
+            )
+        return self
+
+    def bake_of(self, step: int) -> float:
+        """The bake time of step `step` (the last one's, past the end)."""
+        return self.bake[min(step, len(self.bake) - 1)]
+
+
 def _guardrails_setting(value: Any) -> Any:
     """`guardrails: off` asks for an unguarded canary; no block at all means the defaults."""
     if value is False or value == "off":
@@ -221,6 +254,7 @@ class Route(Strict):
     guardrails: Annotated[Guardrails | Literal["off"], BeforeValidator(_guardrails_setting)] = (
         Guardrails()
     )
+    rollout: RolloutPlan = RolloutPlan()
 
     @property
     def guarded(self) -> bool:

@@ -24,7 +24,7 @@ and the decisions use these since-watch counts.
 from __future__ import annotations
 
 from bisect import bisect_left
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import accumulate
 from typing import Any
 
@@ -47,6 +47,7 @@ class Verdict:
     min_samples: int
     confidence: float
     tripped: bool = False
+    silent: bool = False  # neither version has produced this signal (no tool calls, feedback)
 
     @property
     def waiting(self) -> bool:
@@ -81,6 +82,7 @@ class Verdict:
             "confidence": self.confidence,
             "tripped": self.tripped,
             "waiting": self.waiting,
+            "silent": self.silent,
         }
 
 
@@ -113,6 +115,7 @@ class Guard:
                     rules.tool_call_failure_rate,
                     (candidate.tool_failures, candidate.tool_calls),
                     (control.tool_failures, control.tool_calls),
+                    optional=True,
                 )
             )
         if rules.refusal_rate:
@@ -125,12 +128,18 @@ class Guard:
                 )
             )
         if rules.eval_pass_rate:
-            verdicts.append(self._eval(rules.eval_pass_rate, candidate))
+            verdicts.append(self._eval(rules.eval_pass_rate, candidate, control))
         return verdicts
 
     def _rate(
-        self, name: str, rule: RateRule, candidate: tuple[int, int], control: tuple[int, int]
+        self,
+        name: str,
+        rule: RateRule,
+        candidate: tuple[int, int],
+        control: tuple[int, int],
+        optional: bool = False,
     ) -> Verdict:
+        """`optional`: the signal need not occur at all (an agent may call no tools)."""
         k, n = candidate
         k_control, n_control = control
         observed = k / n if n else None
@@ -147,6 +156,7 @@ class Guard:
             n,
             rule.min_samples,
             1.0 - self.alpha,
+            silent=optional and n == 0 and n_control == 0,
         )
         if verdict.waiting or observed is None:
             return verdict
@@ -210,7 +220,7 @@ class Guard:
             return verdict
         return _tripped(verdict) if ratio > rule.max_ratio else verdict
 
-    def _eval(self, rule: EvalRule, candidate: Totals) -> Verdict:
+    def _eval(self, rule: EvalRule, candidate: Totals, control: Totals) -> Verdict:
         passed, judged = candidate.eval_pass, candidate.eval_pass + candidate.eval_fail
         verdict = Verdict(
             "eval_pass_rate",
@@ -220,6 +230,7 @@ class Guard:
             judged,
             rule.min_samples,
             1.0 - self.alpha,
+            silent=judged == 0 and control.eval_pass + control.eval_fail == 0,
         )
         if verdict.waiting:
             return verdict
@@ -233,16 +244,7 @@ def _rate_of(counts: tuple[int, int]) -> float:
 
 
 def _tripped(verdict: Verdict) -> Verdict:
-    return Verdict(
-        verdict.rule,
-        verdict.unit,
-        verdict.observed,
-        verdict.threshold,
-        verdict.samples,
-        verdict.min_samples,
-        verdict.confidence,
-        tripped=True,
-    )
+    return replace(verdict, tripped=True)
 
 
 def _quantile_upper_bound(counts: tuple[int, ...], n: int, q: float, alpha: float) -> float | None:

@@ -124,6 +124,7 @@ class Reloader:
             rollouts.forget(name)
         old_guards = {n: g.rules if g else None for n, g in rollouts.guards.items()}
         rollouts.guards, rollouts.check_interval = build_guards(catalog)
+        rollouts.plans = {name: spec.config.rollout for name, spec in catalog.routes.items()}
         rollouts.warm_window = config.warm_window
         self.catalog = catalog
         # 4. Record: new routes start from their config, new versions are recorded at 0.

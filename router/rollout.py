@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from router.catalog import Catalog, RouteSpec
+from router.config import RolloutPlan
 from router.guardrails import Guard, Verdict, Watch
 from router.notify import Notifier
 from router.proxy import LiveRoute
@@ -30,6 +31,7 @@ from router.stack import (
     Refused,
     RouteState,
     archive_expired,
+    halt_ramp,
     rollback,
     with_drill,
 )
@@ -162,6 +164,7 @@ class Rollouts:
         self.trips: dict[tuple[str, str, str], int] = {}  # (route, version, rule) -> count
         self.last_change: dict[str, dict[str, Any]] = {}  # route -> how long its last change took
         self.drill_durations: dict[str, Histogram] = {}  # route -> command to first request
+        self.plans: dict[str, RolloutPlan] = {}  # route -> its rollout plan (set by the caller)
         self.lock = asyncio.Lock()
         self._restored = restored
         self.background = Background()
@@ -288,6 +291,19 @@ class Rollouts:
         self.notifier.send(self._message(name, before, after, record))
         return record
 
+    async def checkpoint(self, name: str, update: Move) -> None:
+        """Save progress that changes no weight (a ramp's bake time): the state file only,
+        no swap, no audit record, no announcement."""
+        async with self.lock:
+            state = self.states.get(name)
+            if state is None:
+                return
+            after = update(state)
+            if dict(after.weights) != dict(state.weights):
+                raise ValueError("a checkpoint may not change weights; use change()")
+            self.states[name] = after
+            await asyncio.to_thread(self._save, self.audit.seq)
+
     async def note(self, entry: Mapping[str, Any]) -> dict[str, Any]:
         """Audit and announce an event that changes no route's state (a reload, say)."""
         async with self.lock:
@@ -345,6 +361,10 @@ class Rollouts:
         decided = time.perf_counter()
         watched = self.watches.pop(name, None)  # judge once; a person re-enables the canary
         candidate = watched.candidate.version if watched else None
+        state, plan = self.states.get(name), self.plans.get(name)
+        ramping = state is not None and state.ramp is not None and state.ramp.active
+        if ramping and plan is not None and not plan.auto_rollback:
+            return await self._halt(name, verdict, decided)
 
         def drain(state: RouteState) -> RouteState:
             if state.candidate != candidate or not state.canary_live:
@@ -354,7 +374,12 @@ class Rollouts:
             weights[state.active] = weights.get(state.active, 0) + weights[candidate]
             weights[candidate] = 0
             trip = {**verdict.as_dict(), "at": utc_now(), "description": verdict.describe()}
-            return replace(state, weights=weights, candidate_state=ROLLED_BACK, trip=trip)
+            ramp = state.ramp
+            if ramp is not None and ramp.active:
+                ramp = replace(ramp, status=ROLLED_BACK, note=f"tripped: {verdict.describe()}")
+            return replace(
+                state, weights=weights, candidate_state=ROLLED_BACK, trip=trip, ramp=ramp
+            )
 
         try:
             record = await self.change(
@@ -371,6 +396,21 @@ class Rollouts:
         key = (name, str(candidate), verdict.rule)
         self.trips[key] = self.trips.get(key, 0) + 1
         return record
+
+    async def _halt(self, name: str, verdict: Verdict, decided: float) -> dict[str, Any]:
+        """The plan says auto_rollback: off. Halt the ramp where it is and alert."""
+        reason = f"guardrail {verdict.describe()}"
+        key = (name, str(self.states[name].candidate), verdict.rule)
+        self.trips[key] = self.trips.get(key, 0) + 1
+        return await self.change(
+            name,
+            lambda state: halt_ramp(state, reason),
+            actor="guardrail",
+            action="ramp_halt",
+            reason=f"{reason}; auto_rollback is off, so the canary keeps its weight",
+            details={"verdict": verdict.as_dict()},
+            decided=decided,
+        )
 
     async def _warm_loop(self) -> None:
         """Warm versions past `warm_window` move to archived."""
@@ -451,6 +491,12 @@ class Rollouts:
             text = (
                 f"{name} {after.candidate} rolled back to {after.active} at {clock} by "
                 f"{record['reason']}"
+            )
+        elif record["action"] == "ramp_halt" and after.ramp:
+            text = (
+                f"{name} rollout of {after.candidate} HALTED at {after.ramp.percent:g}% at "
+                f"{clock} by {record['reason']}. Decide: bundle-router rollback {name}, "
+                f"or bundle-router rollout resume {name}"
             )
         else:
             text = (

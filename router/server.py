@@ -27,6 +27,7 @@ from router.forward import Upstream
 from router.metrics import MetricsEndpoints
 from router.notify import Notifier
 from router.proxy import LiveRoute, Proxy
+from router.ramp import Ramps
 from router.reload import Reloader
 from router.rollout import Rollouts, restore
 from router.state import AuditLog, StateFile
@@ -107,9 +108,11 @@ def build_rollouts(catalog: Catalog, routes: dict[str, LiveRoute], notifier: Not
     for name, spec in catalog.routes.items():
         if guards[name] is None and spec.config.candidate:
             log.warning("route %s: the canary is unguarded (guardrails: off)", name)
-    return Rollouts(
+    rollouts = Rollouts(
         routes, guards, restored, state_file, audit, notifier, interval, config.warm_window
     )
+    rollouts.plans = {name: spec.config.rollout for name, spec in catalog.routes.items()}
+    return rollouts
 
 
 async def _start(app: web.Application, address: str) -> web.AppRunner:
@@ -150,10 +153,12 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     rollouts = build_rollouts(catalog, routes, notifier)
     await notifier.start()
     await rollouts.start()
+    ramps = Ramps(rollouts)
+    ramps.start()
     reloader = Reloader(config_path, catalog, routes, upstreams, rollouts)
     runners.append(await _start(build_proxy_app(catalog, routes, upstreams), config.listen))
     runners.append(await _start(build_metrics_app(health, routes, rollouts), config.metrics_listen))
-    admin = Admin(config, routes, rollouts, reloader)
+    admin = Admin(config, routes, rollouts, reloader, ramps)
     runners.append(await _start_unix(admin.app(), config.admin_socket))
     health.ready = True
     log.info(
@@ -168,6 +173,7 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     health.ready = False
     for runner in reversed(runners):
         await runner.cleanup()
+    await ramps.close()
     await reloader.close()
     await rollouts.close()
     await notifier.close()

@@ -39,6 +39,47 @@ class Warm:
     since: str  # when it stopped being active (UTC, ISO 8601)
 
 
+RUNNING, PAUSED, HALTED, HOLDING = "running", "paused", "halted", "holding"
+PROMOTED, ABORTED = "promoted", "aborted"
+
+
+@dataclass(frozen=True, slots=True)
+class Ramp:
+    """A candidate's walk up the rollout plan's steps. `baked` counts the seconds this step
+    has baked while the router ran and the ramp was running: a restart or a pause does not
+    count as bake."""
+
+    status: str  # RUNNING, PAUSED, HALTED, HOLDING, ROLLED_BACK, ABORTED or PROMOTED
+    step: int  # index into the plan's steps
+    percent: float  # the candidate's weight at this step
+    baked: float = 0.0
+    note: str | None = None  # why it halted, or what it waits for
+    started: str = ""  # when the ramp started (UTC)
+
+    @property
+    def active(self) -> bool:
+        return self.status in (RUNNING, PAUSED, HALTED, HOLDING)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "step": self.step,
+            "percent": self.percent,
+            "baked": self.baked,
+            "note": self.note,
+            "started": self.started,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Ramp:
+        return cls(
+            **{key: data[key] for key in ("status", "step", "percent")},
+            baked=float(data.get("baked", 0.0)),
+            note=data.get("note"),
+            started=data.get("started", ""),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class RouteState:
     """A route's live deploy state."""
@@ -53,6 +94,7 @@ class RouteState:
     rolled_back: tuple[str, ...] = ()  # versions rolled back from active
     archived: tuple[str, ...] = ()  # warm versions past the warm window
     drills: tuple[Mapping[str, Any], ...] = ()  # the last DRILLS_KEPT drills: at, seconds
+    ramp: Ramp | None = None  # the candidate's rollout, if one was started
 
     @classmethod
     def from_config(cls, route: Route, digests: Mapping[str, str]) -> RouteState:
@@ -77,6 +119,7 @@ class RouteState:
             rolled_back=tuple(data.get("rolled_back") or ()),
             archived=tuple(data.get("archived") or ()),
             drills=tuple(data.get("drills") or ()),
+            ramp=Ramp.from_dict(data["ramp"]) if data.get("ramp") else None,
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -91,6 +134,7 @@ class RouteState:
             "rolled_back": list(self.rolled_back),
             "archived": list(self.archived),
             "drills": [dict(d) for d in self.drills],
+            "ramp": self.ramp.as_dict() if self.ramp else None,
         }
 
     def table(self) -> WeightTable:
@@ -136,6 +180,12 @@ def _warm_without(warm: tuple[Warm, ...], *drop: str | None) -> tuple[Warm, ...]
 def set_weights(state: RouteState, points: Mapping[str, int]) -> RouteState:
     """Versions not named get 0. Giving a rolled-back candidate weight re-enables it: that
     is the person's decision the trip waits for."""
+    if state.ramp and state.ramp.status == RUNNING:
+        raise Refused(
+            "a rollout is running and sets the weights; pause or abort it first "
+            "(bundle-router rollout pause|abort ROUTE)",
+            code="ramp_running",
+        )
     if sum(points.values()) != BASIS_POINTS:
         raise Refused(
             f"the weights add up to {sum(points.values()) / 100:g}%, not 100%",
@@ -188,6 +238,7 @@ def deploy(state: RouteState, version: str, digest: str) -> RouteState:
         warm=_warm_without(state.warm, version),
         rolled_back=_without(rolled_back, version),
         archived=_without(archived, version),
+        ramp=None,  # a new candidate starts without a rollout
     )
 
 
@@ -208,6 +259,7 @@ def promote(state: RouteState, now: str) -> RouteState:
         candidate=None,
         candidate_state=None,
         trip=None,
+        ramp=_ended(state.ramp, PROMOTED),
         weights=_all_on(state, candidate),
         warm=(*_warm_without(state.warm, candidate, state.active), Warm(state.active, now)),
     )
@@ -223,7 +275,13 @@ def rollback(
         weights[state.active] = weights.get(state.active, 0) + weights.get(candidate, 0)
         weights[candidate] = 0
         trip = {"rule": "manual", "at": now, "description": "rolled back by a person"}
-        after = replace(state, weights=weights, candidate_state=ROLLED_BACK, trip=trip)
+        after = replace(
+            state,
+            weights=weights,
+            candidate_state=ROLLED_BACK,
+            trip=trip,
+            ramp=_ended(state.ramp, ROLLED_BACK),
+        )
         return after, f"drained candidate {candidate}; {state.active} serves all traffic"
     if to is not None:
         if not force:
@@ -252,6 +310,7 @@ def rollback(
         archived=_without(state.archived, target),
         candidate=None if state.candidate == target else state.candidate,
         candidate_state=None if state.candidate == target else state.candidate_state,
+        ramp=_ended(state.ramp, ROLLED_BACK),
     )
     return after, f"{state.active} rolled back; {target} is active at 100%"
 
@@ -271,3 +330,94 @@ def archive_expired(state: RouteState, oldest: str) -> RouteState | None:
 def with_drill(state: RouteState, at: str, seconds: float) -> RouteState:
     drills = (*state.drills, {"at": at, "seconds": seconds})[-DRILLS_KEPT:]
     return replace(state, drills=drills)
+
+
+def _ended(ramp: Ramp | None, status: str, note: str | None = None) -> Ramp | None:
+    """A ramp in progress ends with `status`; a finished one stays as it ended."""
+    if ramp is None or not ramp.active:
+        return ramp
+    return replace(ramp, status=status, note=note or ramp.note)
+
+
+def _candidate_at(state: RouteState, percent: float) -> dict[str, int]:
+    """The candidate at `percent`, the active taking what the others do not hold."""
+    assert state.candidate is not None
+    points = round(percent * 100)
+    others = sum(p for v, p in state.weights.items() if v not in (state.active, state.candidate))
+    if points + others > BASIS_POINTS:
+        raise Refused(
+            f"other versions hold {others / 100:g}%, so the candidate cannot have {percent:g}%; "
+            "set their weights to 0 first",
+            code="weights_taken",
+        )
+    return {**state.weights, state.candidate: points, state.active: BASIS_POINTS - points - others}
+
+
+def start_ramp(state: RouteState, percent: float, now: str) -> RouteState:
+    if state.candidate is None or not state.canary_live:
+        raise Refused(
+            "there is no live candidate to roll out; deploy one first (bundle-router deploy)",
+            code="no_candidate",
+        )
+    if state.ramp and state.ramp.active:
+        raise Refused(
+            f"a rollout of {state.candidate} is already {state.ramp.status}", code="ramp_exists"
+        )
+    ramp = Ramp(RUNNING, 0, percent, started=now)
+    return replace(state, weights=_candidate_at(state, percent), ramp=ramp)
+
+
+def step_ramp(state: RouteState, step: int, percent: float) -> RouteState:
+    """Move a running ramp to `step`, the candidate at `percent`; the bake starts over."""
+    ramp = _require_ramp(state, RUNNING)
+    return replace(
+        state,
+        weights=_candidate_at(state, percent),
+        ramp=replace(ramp, step=step, percent=percent, baked=0.0, note=None),
+    )
+
+
+def pause_ramp(state: RouteState) -> RouteState:
+    ramp = _require_ramp(state, RUNNING, HOLDING)
+    return replace(state, ramp=replace(ramp, status=PAUSED))
+
+
+def resume_ramp(state: RouteState) -> RouteState:
+    """Back to running at the step it was on (its weight again, if a person moved it)."""
+    ramp = _require_ramp(state, PAUSED, HALTED, HOLDING)
+    if not state.canary_live:
+        raise Refused(
+            f"candidate {state.candidate} is rolled back; give it weight with `weights` "
+            "before resuming",
+            code="candidate_rolled_back",
+        )
+    running = replace(state, ramp=replace(ramp, status=RUNNING, note=None))
+    return replace(running, weights=_candidate_at(running, ramp.percent))
+
+
+def abort_ramp(state: RouteState) -> RouteState:
+    """Stop the ramp and give the control all the candidate's traffic; the candidate stays
+    deployed (live, at 0) for another try."""
+    _require_ramp(state, RUNNING, PAUSED, HALTED, HOLDING)
+    weights = _candidate_at(state, 0)
+    return replace(state, weights=weights, ramp=_ended(state.ramp, ABORTED))
+
+
+def halt_ramp(state: RouteState, reason: str) -> RouteState:
+    ramp = _require_ramp(state, RUNNING, HOLDING)
+    return replace(state, ramp=replace(ramp, status=HALTED, note=reason))
+
+
+def hold_ramp(state: RouteState, reason: str) -> RouteState:
+    ramp = _require_ramp(state, RUNNING)
+    return replace(state, ramp=replace(ramp, status=HOLDING, note=reason))
+
+
+def _require_ramp(state: RouteState, *statuses: str) -> Ramp:
+    ramp = state.ramp
+    if ramp is None or ramp.status not in statuses:
+        now = f"it is {ramp.status}" if ramp else "none was started"
+        raise Refused(
+            f"this needs a rollout that is {' or '.join(statuses)}; {now}", code="ramp_state"
+        )
+    return ramp
