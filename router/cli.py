@@ -61,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
         "router stopped",
     )
 
+    demo = commands.add_parser(
+        "demo", help="a canary rollout, a regression and its rollback, on this machine alone"
+    )
+    demo.add_argument(
+        "--no-regression", action="store_true", help="a healthy ramp through to promotion"
+    )
+    demo.add_argument("--bake", type=float, default=3.0, help="seconds each step bakes")
+
     validate = commands.add_parser("validate", help="check the config and every bundle")
     validate.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
     _admin_commands(commands)
@@ -141,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(args.config)
         if args.command == "audit":
             return _audit(args)
+        if args.command == "demo":
+            from router.demo import run_demo
+
+            return run_demo(args.bake, regression=not args.no_regression)
     except ConfigError as exc:
         print(
             f"bundle-router: the configuration has {len(exc.problems)} problem(s):", file=sys.stderr

@@ -498,6 +498,11 @@ class Rollouts:
                 f"{clock} by {record['reason']}. Decide: bundle-router rollback {name}, "
                 f"or bundle-router rollout resume {name}"
             )
+        elif record["action"] in ("promote", "ramp_promote"):
+            text = (
+                f"{name} {after.active} promoted to 100% at {clock} by {record['actor']} "
+                f"({record['reason']})"
+            )
         else:
             text = (
                 f"{name} {record['action']} by {record['actor']} at {clock}: "
