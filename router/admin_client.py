@@ -92,15 +92,15 @@ def call(
     return answer
 
 
-def _percent(value: float | None) -> str:
+def show_percent(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
-def _seconds(value: float | None) -> str:
+def show_seconds(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.0f}ms" if value < 1 else f"{value:.2f}s"
 
 
-def _money(value: float | None) -> str:
+def show_money(value: float | None) -> str:
     return "-" if value is None else f"${value:.4f}"
 
 
@@ -111,7 +111,7 @@ def _margin(verdict: dict[str, Any]) -> str:
     if verdict["waiting"]:
         return f"{rule} waiting ({verdict['samples']}/{verdict['min_samples']})"
     observed, threshold, unit = verdict["observed"], verdict["threshold"], verdict["unit"]
-    show = {"rate": _percent, "seconds": _seconds}.get(unit, lambda v: f"{v:.2f}x")
+    show = {"rate": show_percent, "seconds": show_seconds}.get(unit, lambda v: f"{v:.2f}x")
     state = "TRIPPED" if verdict["tripped"] else "ok"
     return f"{rule} {show(observed)} / {show(threshold)} {state}"
 
@@ -146,8 +146,8 @@ def render_status(status: dict[str, Any]) -> str:
             w = v["window"]
             lines.append(
                 f"  {v['version']:<10}{v['role']:<13}{v['weight_percent']:>7.2f}%  "
-                f"{w['requests']:>8}{_percent(w['error_rate']):>8}{_seconds(w['p95_seconds']):>9}"
-                f"{_money(w['cost_per_request_usd']):>10}  {v['model']}"
+                f"{w['requests']:>8}{show_percent(w['error_rate']):>8}{show_seconds(w['p95_seconds']):>9}"
+                f"{show_money(w['cost_per_request_usd']):>10}  {v['model']}"
             )
         if route.get("rollout"):
             lines.append("  " + _ramp_line(route["rollout"]))
@@ -170,8 +170,8 @@ def render_status(status: dict[str, Any]) -> str:
         if drills["count"]:
             trend = f", {drills['trend']}" if drills["trend"] else ""
             lines.append(
-                f"  drills: median {_seconds(drills['median_seconds'])} over {drills['count']}"
-                f", last {_seconds(drills['last_seconds'])}{trend}"
+                f"  drills: median {show_seconds(drills['median_seconds'])} over {drills['count']}"
+                f", last {show_seconds(drills['last_seconds'])}{trend}"
             )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

@@ -29,7 +29,7 @@ import orjson
 import yaml
 from aiohttp import web
 
-from router.admin_client import AdminError, call
+from router.admin_client import AdminError, call, show_money, show_percent, show_seconds
 
 EXAMPLE_BUNDLES = Path(__file__).resolve().parent.parent / "config" / "bundles"
 CANARY_MODEL = "claude-opus-4-7-20260108"
@@ -300,8 +300,8 @@ class Demo:
             say(f"  fake provider    {self._provider_url()}  (both dialects, 40 +- 20 ms)")
             say(f"  router           http://{self.listen}  metrics http://{self.metrics}/metrics")
             say(
-                f"  agents           {REFUND_AGENTS} refund-agent sessions (Anthropic SDK shape, "
-                f"tool calls) + {SUPPORT_AGENTS} support-agent sessions (OpenAI, streaming)"
+                f"  agents           {REFUND_AGENTS} refund-agent sessions (Anthropic Messages "
+                f"API, tool calls) + {SUPPORT_AGENTS} support-agent sessions (OpenAI, streaming)"
             )
             ids = itertools.count()
             agents = [
@@ -368,7 +368,7 @@ class Demo:
             bake = ramp.get("bake") or 1
             done = min(1.0, ramp["baked"] / bake)
             bar = "#" * int(done * 20) + "." * (20 - int(done * 20))
-            gate = ramp.get("waiting_for") or "gates pass so far"
+            gate = ramp.get("waiting_for") or "baking; the gates are judged when the bake ends"
             lines.append(f"  bake [{bar}] {ramp['baked']:.1f}s of {bake:.0f}s   {gate}")
         lines.append(
             f"  {'version':<9}{'role':<12}{'weight':>8}{'req/60s':>9}{'errors':>8}{'p95':>8}"
@@ -376,12 +376,10 @@ class Demo:
         )
         for v in status["versions"]:
             w = v["window"]
-            error = "-" if w["error_rate"] is None else f"{w['error_rate'] * 100:.1f}%"
-            p95 = "-" if w["p95_seconds"] is None else f"{w['p95_seconds'] * 1000:.0f}ms"
-            cost = "-" if w["cost_per_request_usd"] is None else f"${w['cost_per_request_usd']:.4f}"
             lines.append(
                 f"  {v['version']:<9}{v['role']:<12}{v['weight_percent']:>7.1f}%"
-                f"{w['requests']:>9}{error:>8}{p95:>8}{cost:>9}"
+                f"{w['requests']:>9}{show_percent(w['error_rate']):>8}"
+                f"{show_seconds(w['p95_seconds']):>8}{show_money(w['cost_per_request_usd']):>9}"
             )
         return "\n".join(lines)
 

@@ -255,29 +255,40 @@ def test_every_change_is_audited_with_its_actor_and_reason(admin_router: Router)
     assert all(r["before"] and r["after"] for r in records)
 
 
-async def test_weight_flips_every_100ms_under_load_lose_no_request(admin_router: Router) -> None:
-    socket_path = admin_router.tmp / "run" / "admin.sock"
+async def under_load(
+    router: Router, requests: int, change: Callable[[Path, int], object]
+) -> tuple[int, int]:
+    """`change(admin socket, i)` every 100 ms while `requests` agent requests run; returns
+    (changes made, requests answered 200)."""
+    socket_path = router.tmp / "run" / "admin.sock"
     stop = threading.Event()
-    flips = 0
+    made = 0
 
-    def flip() -> None:
-        nonlocal flips
+    def keep_changing() -> None:
+        nonlocal made
         while not stop.is_set():
-            share = (flips % 5) * 10
-            weights = {"v1.4": 100 - share, "v1.5": share}
-            call(socket_path, "POST", "/weights", {"route": "refund-agent", "weights": weights})
-            flips += 1
+            change(socket_path, made)
+            made += 1
             time.sleep(0.1)
 
-    flipper = threading.Thread(target=flip)
-    flipper.start()
+    changer = threading.Thread(target=keep_changing)
+    changer.start()
     try:
-        results = await burst(admin_router.url, 3000, concurrency=30)
+        results = await burst(router.url, requests, concurrency=30)
     finally:
         stop.set()
-        flipper.join(timeout=10)
-    assert flips >= 5
-    assert sum(count for key, count in results.items() if key.startswith("200 ")) == 3000, results
+        changer.join(timeout=30)
+    return made, sum(count for key, count in results.items() if key.startswith("200 "))
+
+
+async def test_weight_flips_every_100ms_under_load_lose_no_request(admin_router: Router) -> None:
+    def flip(socket_path: Path, i: int) -> None:
+        share = (i % 5) * 10
+        weights = {"v1.4": 100 - share, "v1.5": share}
+        call(socket_path, "POST", "/weights", {"route": "refund-agent", "weights": weights})
+
+    flips, answered = await under_load(admin_router, 3000, flip)
+    assert flips >= 5 and answered == 3000
 
 
 def test_audit_follow_prints_new_records_as_they_land(admin_router: Router) -> None:
@@ -308,23 +319,8 @@ def test_status_reads_at_a_glance(admin_router: Router) -> None:
 
 
 async def test_reloads_under_load_lose_no_request(admin_router: Router) -> None:
-    socket_path = admin_router.tmp / "run" / "admin.sock"
-    stop = threading.Event()
-    reloads = 0
+    def reload(socket_path: Path, i: int) -> None:
+        call(socket_path, "POST", "/reload", {"reason": f"under load, {i}"})
 
-    def reload() -> None:
-        nonlocal reloads
-        while not stop.is_set():
-            call(socket_path, "POST", "/reload", {"reason": "under load"})
-            reloads += 1
-            time.sleep(0.1)
-
-    reloader = threading.Thread(target=reload)
-    reloader.start()
-    try:
-        results = await burst(admin_router.url, 2000, concurrency=30)
-    finally:
-        stop.set()
-        reloader.join(timeout=30)
-    assert reloads >= 3
-    assert sum(count for key, count in results.items() if key.startswith("200 ")) == 2000, results
+    reloads, answered = await under_load(admin_router, 2000, reload)
+    assert reloads >= 3 and answered == 2000
