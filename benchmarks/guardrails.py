@@ -229,7 +229,7 @@ def print_false_trips(canaries: int, hours: float) -> None:
     )
 
 
-async def _trip_on_the_router(tmp: Path) -> dict[str, float]:
+async def trip_on_the_router(tmp: Path) -> dict[str, float]:
     from tests.servers import FakeProvider, Router, router_config
 
     provider = FakeProvider(tmp / "provider")
@@ -289,7 +289,7 @@ def print_router(rounds: int) -> None:
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "provider").mkdir()
-            results.append(asyncio.run(_trip_on_the_router(Path(tmp))))
+            results.append(asyncio.run(trip_on_the_router(Path(tmp))))
     print(f"\nThe real router (this machine): a 5% canary failing half its answers, {rounds} trips")
     print("| measure | median | max |")
     print("|---|---|---|")

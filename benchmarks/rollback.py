@@ -40,44 +40,51 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=20)
-    args = parser.parse_args()
+def measure(runs: int) -> dict[str, list[float]]:
+    """Seconds per run: `python -c pass`, the CLI's wall time, the router's swap and
+    durable times."""
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "provider").mkdir()
         provider = FakeProvider(Path(tmp) / "provider")
         router = Router(Path(tmp) / "router", router_config(provider.url))
         socket = router.tmp / "run" / "admin.sock"
+        result: dict[str, list[float]] = {"python": [], "cli": [], "swap": [], "durable": []}
         try:
-            python, cli, swap, durable = [], [], [], []
-            for _ in range(args.runs):
+            for _ in range(runs):
                 canary = {"route": "refund-agent", "weights": {"v1.4": 95, "v1.5": 5}}
                 call(socket, "POST", "/weights", canary)
-                python.append(wall([sys.executable, "-c", "pass"])[0])
+                result["python"].append(wall([sys.executable, "-c", "pass"])[0])
                 seconds, out = wall(
                     [str(BIN), "rollback", "refund-agent", "--json", "--socket", str(socket)]
                 )
-                cli.append(seconds)
+                result["cli"].append(seconds)
                 timing = json.loads(out)["timing"]
-                swap.append(timing["decision_to_swap_seconds"])
-                durable.append(timing["decision_to_durable_seconds"])
+                result["swap"].append(timing["decision_to_swap_seconds"])
+                result["durable"].append(timing["decision_to_durable_seconds"])
         finally:
             router.stop()
             provider.stop()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    result = measure(args.runs)
     ms = 1000
     print(f"\n`bundle-router rollback`, {args.runs} runs (this machine)")
     print("| measure | p50 | p90 |")
     print("|---|---|---|")
     rows = [
-        ("`python -c pass` (the floor of any Python CLI)", python),
-        ("`bundle-router rollback ROUTE`, wall, process start included", cli),
-        ("in the router: request arrival -> swap", swap),
-        ("in the router: request arrival -> durable (audit + state fsynced)", durable),
+        ("`python -c pass` (the floor of any Python CLI)", result["python"]),
+        ("`bundle-router rollback ROUTE`, wall, process start included", result["cli"]),
+        ("in the router: request arrival -> swap", result["swap"]),
+        ("in the router: request arrival -> durable (audit + state fsynced)", result["durable"]),
     ]
     for label, values in rows:
         print(f"| {label} | {pct(values, 0.5) * ms:.2f} ms | {pct(values, 0.9) * ms:.2f} ms |")
-    ratio = statistics.median(cli) / statistics.median(python)
+    ratio = statistics.median(result["cli"]) / statistics.median(result["python"])
     print(f"\nCLI wall / python floor (medians): {ratio:.2f}")
 
 

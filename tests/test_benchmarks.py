@@ -1,0 +1,65 @@
+"""The benchmarks keep working: the entry point with tiny numbers, and locust headless.
+Nothing here checks a timing; that is the benchmarks' own business."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+
+from tests.servers import REPO, FakeProvider, Router, router_config
+
+
+def test_the_benchmark_entry_point_prints_its_table() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for row in (
+        "| latency p50, concurrency 1 |",
+        "| throughput, concurrency 50",
+        "| router CPU per request (non-streamed) |",
+        "| streams: 100 at once |",
+        "| rollback: trip decision -> swap (median) |",
+        "| `bundle-router rollback` wall",
+    ):
+        assert row in done.stdout, done.stdout
+
+
+def test_the_locustfile_runs_headless(
+    fake: FakeProvider, start_router: Callable[..., Router]
+) -> None:
+    router = start_router(router_config(fake.url))
+    locust = shutil.which("locust", path=str(REPO / ".venv" / "bin")) or "locust"
+    done = subprocess.run(
+        [
+            locust,
+            "-f",
+            str(REPO / "benchmarks" / "locustfile.py"),
+            "--host",
+            router.url,
+            "--headless",
+            "-u",
+            "10",
+            "-r",
+            "10",
+            "-t",
+            "4s",
+            "--only-summary",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = done.stdout + done.stderr
+    assert "refund-agent" in summary and "support-agent" in summary
+    assert "router overhead, microseconds" in summary
+    aggregated = next(line for line in summary.splitlines() if "Aggregated" in line)
+    assert " 0(0.00%)" in aggregated, aggregated
