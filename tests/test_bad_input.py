@@ -46,8 +46,10 @@ def test_invalid_json(router: Router, fake: FakeProvider) -> None:
 
 
 def test_unknown_route_lists_the_known_ones(router: Router, fake: FakeProvider) -> None:
-    client = openai.OpenAI(base_url=f"{router.url}/v1", api_key="k", max_retries=0)
-    with pytest.raises(openai.NotFoundError) as caught:
+    with (
+        openai.OpenAI(base_url=f"{router.url}/v1", api_key="k", max_retries=0) as client,
+        pytest.raises(openai.NotFoundError) as caught,
+    ):
         client.chat.completions.create(model="refund-agnet", messages=HI)  # type: ignore[arg-type]
     message = str(caught.value)
     assert "unknown route 'refund-agnet'" in message
@@ -104,8 +106,10 @@ def test_override_refused_where_not_allowed(router: Router, fake: FakeProvider) 
 
 
 def test_wrong_dialect_names_the_right_endpoint(router: Router, fake: FakeProvider) -> None:
-    client = openai.OpenAI(base_url=f"{router.url}/v1", api_key="k", max_retries=0)
-    with pytest.raises(openai.BadRequestError) as caught:
+    with (
+        openai.OpenAI(base_url=f"{router.url}/v1", api_key="k", max_retries=0) as client,
+        pytest.raises(openai.BadRequestError) as caught,
+    ):
         client.chat.completions.create(model="refund-agent", messages=HI)  # type: ignore[arg-type]
     assert "POST /v1/messages" in str(caught.value)
 
@@ -117,16 +121,16 @@ def test_missing_session_key_refused_when_configured(fake: FakeProvider, start_r
         "missing": "reject",
     }
     router = start_router(config)
-    client = anthropic.Anthropic(base_url=router.url, api_key="k", max_retries=0)
-    with pytest.raises(anthropic.BadRequestError) as caught:
-        client.messages.create(model="refund-agent", max_tokens=5, messages=HI)  # type: ignore[arg-type]
-    assert "X-Session-Id" in str(caught.value)
-    ok = client.messages.create(
-        model="refund-agent",
-        max_tokens=5,
-        messages=HI,  # type: ignore[arg-type]
-        extra_headers={"X-Session-Id": "s-1"},
-    )
+    with anthropic.Anthropic(base_url=router.url, api_key="k", max_retries=0) as client:
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            client.messages.create(model="refund-agent", max_tokens=5, messages=HI)  # type: ignore[arg-type]
+        assert "X-Session-Id" in str(caught.value)
+        ok = client.messages.create(
+            model="refund-agent",
+            max_tokens=5,
+            messages=HI,  # type: ignore[arg-type]
+            extra_headers={"X-Session-Id": "s-1"},
+        )
     assert ok.content
 
 

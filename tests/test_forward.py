@@ -82,8 +82,10 @@ def test_provider_errors_pass_through_with_their_body(
     kind: str, fake: FakeProvider, router: Any
 ) -> None:
     fake.behave(error_rate=1.0, error_kind=kind)
-    client = anthropic.Anthropic(base_url=router.url, api_key="k", max_retries=0)
-    with pytest.raises(anthropic.APIStatusError) as caught:
+    with (
+        anthropic.Anthropic(base_url=router.url, api_key="k", max_retries=0) as client,
+        pytest.raises(anthropic.APIStatusError) as caught,
+    ):
         client.messages.create(model="refund-agent", max_tokens=5, messages=HI)  # type: ignore[arg-type]
     error = caught.value
     assert error.status_code == int(kind)
@@ -97,8 +99,10 @@ def test_provider_errors_pass_through_with_their_body(
 
 def test_openai_provider_error_passes_through(fake: FakeProvider, router: Any) -> None:
     fake.behave(SUPPORT, error_rate=1.0, error_kind="500")
-    client = openai.OpenAI(base_url=f"{router.url}/v1", api_key="k", max_retries=0)
-    with pytest.raises(openai.InternalServerError) as caught:
+    with (
+        openai.OpenAI(base_url=f"{router.url}/v1", api_key="k", max_retries=0) as client,
+        pytest.raises(openai.InternalServerError) as caught,
+    ):
         client.chat.completions.create(model="support-agent", messages=HI)  # type: ignore[arg-type]
     assert caught.value.response.json()["error"]["type"] == "server_error"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -17,12 +18,29 @@ REFUND_V15 = "claude-opus-4-7-20260108"
 SUPPORT = "gpt-5.4-2026-03-05"
 
 
+_clients: list[anthropic.Anthropic | openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Every SDK client a test opened is closed after it (an open one leaks its sockets)."""
+    yield
+    while _clients:
+        _clients.pop().close()
+
+
 def anthropic_client(router: Router, **kwargs: Any) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=router.url, api_key="client-key", max_retries=0, **kwargs)
+    client = anthropic.Anthropic(base_url=router.url, api_key="client-key", max_retries=0, **kwargs)
+    _clients.append(client)
+    return client
 
 
 def openai_client(router: Router, **kwargs: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{router.url}/v1", api_key="client-key", max_retries=0, **kwargs)
+    client = openai.OpenAI(
+        base_url=f"{router.url}/v1", api_key="client-key", max_retries=0, **kwargs
+    )
+    _clients.append(client)
+    return client
 
 
 def session_on(route: str, version: str, router: Router, dialect: str) -> str:
