@@ -333,6 +333,10 @@ class Notify(Strict):
 
 class Limits(Strict):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Requests in flight per route (streams included) before new ones get 503 + Retry-After.
+    max_concurrent_per_route: int = Field(default=1024, ge=1)
+    retry_after: Duration = 1.0  # what the 503 tells the client to wait
+    keepalive_timeout: Duration = 75.0  # an idle client connection is closed after this
 
 
 class RouterConfig(Strict):

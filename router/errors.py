@@ -92,6 +92,22 @@ class PayloadTooLarge(RouterError):
     anthropic_type = "request_too_large"
 
 
+class MethodNotAllowed(RouterError):
+    status = 405
+    code = "method_not_allowed"
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class Overloaded(RouterError):
+    """Too many requests in flight on one route: come back shortly (Retry-After)."""
+
+    status = 503
+    code = "overloaded"
+    openai_type = "server_error"
+    anthropic_type = "overloaded_error"
+
+
 class Conflict(RouterError):
     status = 409
     code = "conflict"

@@ -103,8 +103,21 @@ class RouterCollector(Collector):
             "Requests that carried their own system prompt, by the route's policy.",
             labels=["route", "policy"],
         )
+        in_flight = GaugeMetricFamily(
+            "router_in_flight_requests",
+            "Requests being answered now, streams included.",
+            labels=["route"],
+        )
+        overloaded = CounterMetricFamily(
+            "router_overload_rejections",
+            "Requests turned away with 503 because the route was at "
+            "limits.max_concurrent_per_route.",
+            labels=["route"],
+        )
         for route in self.routes.values():
             name = route.name
+            in_flight.add_metric([name], route.counters.in_flight)
+            overloaded.add_metric([name], route.counters.overloaded)
             sessionless.add_metric([name], route.counters.sessionless_requests)
             client_system.add_metric(
                 [name, route.client_system], route.counters.client_system_prompts
@@ -188,6 +201,8 @@ class RouterCollector(Collector):
             build,
             sessionless,
             client_system,
+            in_flight,
+            overloaded,
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import uuid
 from collections.abc import Mapping
@@ -29,7 +30,9 @@ from router.dialects.base import Reading
 from router.errors import (
     BadRequest,
     Conflict,
+    MethodNotAllowed,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     RouterError,
     UnsupportedMediaType,
@@ -42,6 +45,7 @@ from router.routing import WeightTable, bucket_of, random_bucket
 from router.sse import EventSplitter
 from router.telemetry import RouteCounters, VersionStats
 
+log = logging.getLogger("router.proxy")
 # Provider response headers worth relaying to the client; everything else stays behind.
 RELAYED_HEADERS = frozenset({"content-type", "retry-after", "request-id", "openai-processing-ms"})
 RELAYED_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
@@ -134,17 +138,55 @@ class Clock:
 
 class Proxy:
     def __init__(
-        self, routes: Mapping[str, LiveRoute], max_body_bytes: int, recent: RecentRequests
+        self,
+        routes: Mapping[str, LiveRoute],
+        max_body_bytes: int,
+        recent: RecentRequests,
+        *,
+        max_in_flight: int = 1024,
+        retry_after: float = 1.0,
     ) -> None:
         self.routes = routes
         self.max_body_bytes = max_body_bytes
         self.recent = recent
+        self.max_in_flight = max_in_flight
+        self.debug = log.isEnabledFor(logging.DEBUG)  # read once: the hot path skips the call
+        self.retry_after = f"{max(1, round(retry_after))}"  # Retry-After takes whole seconds
+
+    ENDPOINTS = (
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/messages"),
+        ("POST", "/v1/feedback"),
+        ("GET", "/v1/models"),
+    )
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.chat_completions)
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/feedback", self.feedback)
         app.router.add_get("/v1/models", self.models)
+        # Anything else gets a JSON error a client can act on, not aiohttp's plain text.
+        for _, path in self.ENDPOINTS:
+            app.router.add_route("*", path, self.wrong_method)
+        app.router.add_route("*", "/{anything:.*}", self.unknown_endpoint)
+
+    async def wrong_method(self, request: web.Request) -> web.Response:
+        allowed = next(method for method, path in self.ENDPOINTS if path == request.path)
+        error = MethodNotAllowed(
+            f"{request.path} takes {allowed}, not {request.method}",
+            code="method_not_allowed",
+        )
+        return error_response(error, _dialect_of(request.path), {"Allow": allowed})
+
+    async def unknown_endpoint(self, request: web.Request) -> web.Response:
+        served = ", ".join(f"{method} {path}" for method, path in self.ENDPOINTS)
+        error = NotFound(
+            f"no endpoint {request.method} {request.path}; this proxy serves {served} "
+            "(point the SDK's base_url at the router: http://HOST:PORT for Anthropic, "
+            "http://HOST:PORT/v1 for OpenAI)",
+            code="unknown_endpoint",
+        )
+        return error_response(error, _dialect_of(request.path), {})
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self.handle(request, DIALECTS["openai"])
@@ -164,49 +206,86 @@ class Proxy:
         request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
         headers = {"X-Request-Id": request_id}
         target: Target | None = None
+        admitted: RouteCounters | None = None  # the route whose in-flight count we hold
         try:
-            body = await self.read_body(request)
-            route = self.route_for(request, body, dialect)
-            target = self.choose(route, request, body)
-            headers.update(target.headers)
-            self.recent.remember(request_id, target.stats)
-            if dialect.rewrite(body, target.injection, route.client_system):
-                route.counters.client_system_prompts += 1
-            stream = body.get("stream") is True
-            upstream = target.upstream
-            payload = orjson.dumps(body)
-            sent = perf_counter()
             try:
-                response = await upstream.send(
-                    payload, upstream.headers_for(request.headers), stream=stream
-                )
+                body = await self.read_body(request)
+                route = self.route_for(request, body, dialect)
+                admitted = self.admit(route)
+                target = self.choose(route, request, body)
+                headers.update(target.headers)
+                if self.debug:
+                    log.debug(
+                        "request %s: %s %s -> %s %s (%s)",
+                        request_id,
+                        request.method,
+                        request.path,
+                        route.name,
+                        target.bundle.version,
+                        target.bundle.model,
+                    )
+                self.recent.remember(request_id, target.stats)
+                if dialect.rewrite(body, target.injection, route.client_system):
+                    route.counters.client_system_prompts += 1
+                stream = body.get("stream") is True
+                upstream = target.upstream
+                payload = orjson.dumps(body)
+                sent = perf_counter()
+                try:
+                    response = await upstream.send(
+                        payload, upstream.headers_for(request.headers), stream=stream
+                    )
+                finally:
+                    clock.waited += perf_counter() - sent
+            except RouterError as exc:
+                if target is not None:
+                    outcome = outcome_of_error(exc)
+                    target.stats.record_request(
+                        outcome,
+                        error=outcome in ERROR_OUTCOMES or exc.status >= 500,
+                        seconds=clock.elapsed(),
+                        overhead=clock.overhead(),
+                    )
+                if isinstance(exc, Overloaded):
+                    headers["Retry-After"] = self.retry_after
+                if self.debug:
+                    log.debug("request %s: %s %s", request_id, exc.status, exc.message)
+                return error_response(exc, dialect, headers)
+            except asyncio.CancelledError:
+                if target is not None:  # the client left while the provider was thinking
+                    target.stats.record_request(
+                        "client_disconnect",
+                        error=False,
+                        seconds=clock.elapsed(),
+                        overhead=clock.overhead(),
+                    )
+                raise
+            try:
+                if (
+                    stream
+                    and response.status == 200
+                    and response.content_type == "text/event-stream"
+                ):
+                    return await self.relay_stream(request, response, route, target, headers, clock)
+                return await self.relay_json(response, route, target, headers, clock)
             finally:
-                clock.waited += perf_counter() - sent
-        except RouterError as exc:
-            if target is not None:
-                outcome = outcome_of_error(exc)
-                target.stats.record_request(
-                    outcome,
-                    error=outcome in ERROR_OUTCOMES or exc.status >= 500,
-                    seconds=clock.elapsed(),
-                    overhead=clock.overhead(),
-                )
-            return error_response(exc, dialect, headers)
-        except asyncio.CancelledError:
-            if target is not None:  # the client left while the provider was thinking
-                target.stats.record_request(
-                    "client_disconnect",
-                    error=False,
-                    seconds=clock.elapsed(),
-                    overhead=clock.overhead(),
-                )
-            raise
-        try:
-            if stream and response.status == 200 and response.content_type == "text/event-stream":
-                return await self.relay_stream(request, response, route, target, headers, clock)
-            return await self.relay_json(response, route, target, headers, clock)
+                response.close()
         finally:
-            response.close()
+            if admitted is not None:
+                admitted.in_flight -= 1
+
+    def admit(self, route: LiveRoute) -> RouteCounters:
+        """Count the request in flight on its route, or turn it away when the route is full.
+        Overload protection: past the limit a quick 503 beats a slow queue for everyone."""
+        counters = route.counters
+        if counters.in_flight >= self.max_in_flight:
+            counters.overloaded += 1
+            raise Overloaded(
+                f"route {route.name} already has {counters.in_flight} requests in flight, its "
+                f"limit (limits.max_concurrent_per_route); retry after {self.retry_after} s",
+            )
+        counters.in_flight += 1
+        return counters
 
     async def read_body(self, request: web.Request) -> dict[str, Any]:
         if request.content_type != "application/json":
@@ -480,6 +559,11 @@ class Proxy:
             code="conflicting_feedback",
         )
         return error_response(conflict, openai, {})
+
+
+def _dialect_of(path: str) -> Dialect:
+    """The dialect to answer an unroutable request in: Anthropic's for its paths."""
+    return DIALECTS["anthropic" if path.startswith("/v1/messages") else "openai"]
 
 
 def outcome_of_status(status: int) -> str:

@@ -54,11 +54,16 @@ class Health:
 def build_proxy_app(
     catalog: Catalog, routes: dict[str, LiveRoute], upstreams: dict[str, Upstream]
 ) -> web.Application:
-    telemetry = catalog.config.telemetry
-    max_body = catalog.config.limits.max_body_bytes
+    telemetry, limits = catalog.config.telemetry, catalog.config.limits
     recent = RecentRequests(telemetry.feedback_capacity, telemetry.feedback_ttl)
-    proxy = Proxy(routes, max_body, recent)
-    app = web.Application(client_max_size=max_body)
+    proxy = Proxy(
+        routes,
+        limits.max_body_bytes,
+        recent,
+        max_in_flight=limits.max_concurrent_per_route,
+        retry_after=limits.retry_after,
+    )
+    app = web.Application(client_max_size=limits.max_body_bytes)
     proxy.add_routes(app)
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
@@ -115,9 +120,15 @@ def build_rollouts(catalog: Catalog, routes: dict[str, LiveRoute], notifier: Not
     return rollouts
 
 
-async def _start(app: web.Application, address: str) -> web.AppRunner:
+async def _start(
+    app: web.Application, address: str, keepalive_timeout: float = 75.0
+) -> web.AppRunner:
     runner = web.AppRunner(
-        app, handler_cancellation=True, access_log=None, shutdown_timeout=DRAIN_TIMEOUT
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=DRAIN_TIMEOUT,
+        keepalive_timeout=keepalive_timeout,
     )
     await runner.setup()
     host, port = split_address(address)
@@ -156,7 +167,8 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     ramps = Ramps(rollouts)
     ramps.start()
     reloader = Reloader(config_path, catalog, routes, upstreams, rollouts)
-    runners.append(await _start(build_proxy_app(catalog, routes, upstreams), config.listen))
+    proxy_app = build_proxy_app(catalog, routes, upstreams)
+    runners.append(await _start(proxy_app, config.listen, config.limits.keepalive_timeout))
     runners.append(await _start(build_metrics_app(health, routes, rollouts), config.metrics_listen))
     admin = Admin(config, routes, rollouts, reloader, ramps)
     runners.append(await _start_unix(admin.app(), config.admin_socket))

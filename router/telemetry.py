@@ -395,11 +395,13 @@ class VersionStats:
 class RouteCounters:
     """Per-route counts that belong to no version."""
 
-    __slots__ = ("client_system_prompts", "sessionless_requests")
+    __slots__ = ("client_system_prompts", "in_flight", "overloaded", "sessionless_requests")
 
     def __init__(self) -> None:
         self.sessionless_requests = 0
         self.client_system_prompts = 0
+        self.in_flight = 0  # requests being answered now, streams included
+        self.overloaded = 0  # requests turned away with 503 because in_flight was at the limit
 
 
 class NullStats(VersionStats):

@@ -38,8 +38,10 @@ def start_router(tmp_path: Path) -> Iterator[Callable[..., Router]]:
     """Start a router with a config of the test's own; all are stopped afterwards."""
     started: list[Router] = []
 
-    def start(config: dict[str, Any], env: dict[str, str] | None = None) -> Router:
-        running = Router(tmp_path / f"router-{len(started)}", config, env)
+    def start(
+        config: dict[str, Any], env: dict[str, str] | None = None, log_level: str = "INFO"
+    ) -> Router:
+        running = Router(tmp_path / f"router-{len(started)}", config, env, log_level)
         started.append(running)
         return running
 

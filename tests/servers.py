@@ -65,7 +65,9 @@ class Process:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.stop()
-                raise RuntimeError(f"{args[0]} exited {self.proc.returncode}:\n{self.output()}")
+                raise RuntimeError(
+                    f"{' '.join(args)} exited {self.proc.returncode}:\n{self.output()}"
+                )
             try:
                 if httpx.get(ready_url, timeout=0.5).status_code == 200:
                     return
@@ -73,7 +75,7 @@ class Process:
                 pass
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError(f"{args[0]} not ready after {START_TIMEOUT}s:\n{self.output()}")
+        raise RuntimeError(f"{' '.join(args)} not ready after {START_TIMEOUT}s:\n{self.output()}")
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -138,7 +140,13 @@ def router_config(provider_url: str, **overrides: Any) -> dict[str, Any]:
 
 
 class Router:
-    def __init__(self, tmp: Path, config: dict[str, Any], env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        tmp: Path,
+        config: dict[str, Any],
+        env: dict[str, str] | None = None,
+        log_level: str = "INFO",
+    ):
         tmp.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp
         self.config = config
@@ -148,6 +156,7 @@ class Router:
         self.url = f"http://{config['listen']}"
         self.metrics_url = f"http://{config['metrics_listen']}"
         self.env = env or {}
+        self.log_level = log_level
         self.starts = 0
         self.start()
 
@@ -156,7 +165,7 @@ class Router:
         self.starts += 1
         log = "router.log" if self.starts == 1 else f"router-{self.starts}.log"
         self.process = Process(
-            ["serve", "--config", str(self.config_path)],
+            ["--log-level", self.log_level, "serve", "--config", str(self.config_path)],
             f"{self.metrics_url}/readyz",
             self.tmp / log,
             self.env,

@@ -6,7 +6,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from router.bundles import Bundle, load_bundle
 from router.dialects import ANTHROPIC, OPENAI
@@ -162,3 +166,136 @@ def test_anthropic_message_delta_usage_is_cumulative() -> None:
     assert reading.refusal and reading.finished
     assert reading.usage is not None
     assert (reading.usage.input, reading.usage.cache_read, reading.usage.output) == (50, 7, 30)
+
+
+# -- any valid request is still valid after injection (hypothesis) ------------------------
+
+OPENAI_REQUEST = fastjsonschema.compile(
+    {
+        "type": "object",
+        "required": ["model", "messages"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "messages": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["role", "content"],
+                    "properties": {
+                        "role": {"enum": ["system", "developer", "user", "assistant"]},
+                        "content": {"type": "string"},
+                    },
+                },
+            },
+            "stream": {"type": "boolean"},
+            "stream_options": {"type": "object"},
+            "temperature": {"type": "number"},
+            "tools": {
+                "type": "array",
+                "items": {"type": "object", "required": ["type", "function"]},
+            },
+        },
+    }
+)
+ANTHROPIC_REQUEST = fastjsonschema.compile(
+    {
+        "type": "object",
+        "required": ["model", "messages", "max_tokens"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "max_tokens": {"type": "integer", "minimum": 1},
+            "messages": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["role", "content"],
+                    "properties": {"role": {"enum": ["user", "assistant"]}},
+                },
+            },
+            "system": {
+                "anyOf": [
+                    {"type": "string"},
+                    {
+                        "type": "array",
+                        "items": {"type": "object", "required": ["type", "text"]},
+                    },
+                ]
+            },
+            "tools": {
+                "type": "array",
+                "items": {"type": "object", "required": ["name", "input_schema"]},
+            },
+        },
+    }
+)
+text = st.text(max_size=40)
+turns = st.lists(
+    st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]), "content": text}),
+    min_size=1,
+    max_size=6,
+)
+extras = st.fixed_dictionaries(
+    {},
+    optional={
+        "stream": st.booleans(),
+        "temperature": st.floats(0, 2),
+        "tools": st.just([{"type": "function", "function": {"name": "client_tool"}}]),
+    },
+)
+
+
+@given(
+    turns=turns,
+    system=st.one_of(st.none(), text),
+    extra=extras,
+    policy=st.sampled_from(["replace", "append"]),
+)
+def test_any_valid_openai_request_is_valid_after_injection(
+    support: Bundle,
+    turns: list[dict[str, Any]],
+    system: str | None,
+    extra: dict[str, Any],
+    policy: Any,
+) -> None:
+    messages = ([{"role": "system", "content": system}] if system is not None else []) + turns
+    body = {"model": "support-agent", "messages": messages, **extra}
+    OPENAI_REQUEST(body)
+    OPENAI.rewrite(body, OPENAI.prepare(support), policy)
+    OPENAI_REQUEST(orjson.loads(orjson.dumps(body)))  # still valid, and still plain JSON
+    assert body["model"] == support.model
+    assert body["messages"][0]["role"] == "system"
+    assert support.prompt in body["messages"][0]["content"]
+    assert [m for m in body["messages"] if m["role"] != "system"] == turns  # the dialogue kept
+    assert [t["function"]["name"] for t in body["tools"]] == [t.name for t in support.tools]
+    if body.get("stream"):
+        assert body["stream_options"]["include_usage"] is True
+
+
+@given(
+    turns=turns,
+    system=st.one_of(st.none(), text),
+    extra=extras,
+    max_tokens=st.integers(1, 4096),
+    policy=st.sampled_from(["replace", "append"]),
+)
+def test_any_valid_anthropic_request_is_valid_after_injection(
+    refund: Bundle,
+    turns: list[dict[str, Any]],
+    system: str | None,
+    extra: dict[str, Any],
+    max_tokens: int,
+    policy: Any,
+) -> None:
+    extra = {k: v for k, v in extra.items() if k != "tools"}
+    body = {"model": "refund-agent", "messages": turns, "max_tokens": max_tokens, **extra}
+    if system is not None:
+        body["system"] = system
+    ANTHROPIC_REQUEST(body)
+    ANTHROPIC.rewrite(body, ANTHROPIC.prepare(refund), policy)
+    ANTHROPIC_REQUEST(orjson.loads(orjson.dumps(body)))
+    assert body["model"] == refund.model and body["messages"] == turns
+    system_text = "".join(block["text"] for block in body["system"])  # v1.5 caches its prompt
+    assert refund.prompt in system_text
+    assert [t["name"] for t in body["tools"]] == [t.name for t in refund.tools]
