@@ -18,42 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
-
+from benchmarks.harness import BODY, pct
+from benchmarks.harness import latencies as drive
 from tests.servers import FakeProvider, Router, router_config
-
-BODY = {
-    "model": "refund-agent",
-    "max_tokens": 64,
-    "messages": [{"role": "user", "content": "Refund order A-1234, it arrived damaged."}],
-}
-
-
-async def drive(url: str, body: dict[str, object], total: int, concurrency: int) -> list[float]:
-    """Send `total` requests with `concurrency` in flight; return each latency in seconds."""
-    latencies: list[float] = []
-    queue = iter(range(total))
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def worker(n: int) -> None:
-            for i in queue:
-                start = time.perf_counter()
-                async with session.post(
-                    url, json=body, headers={"X-Session-Id": f"s-{n}-{i % 7}"}
-                ) as response:
-                    await response.read()
-                    if response.status != 200:
-                        raise RuntimeError(f"{url}: HTTP {response.status}")
-                latencies.append(time.perf_counter() - start)
-
-        await asyncio.gather(*(worker(n) for n in range(concurrency)))
-    return latencies
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p * len(ordered)))]
 
 
 async def measure(direct_url: str, router_url: str, requests: int, concurrency: int) -> None:

@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.overhead import BODY, drive
+from benchmarks.harness import BODY
+from benchmarks.harness import latencies as drive
 from tests.servers import FakeProvider, Router, router_config
 
 ROUNDS = 3

@@ -473,9 +473,13 @@ class Proxy:
                     break
             if outcome == "ok":
                 rest = splitter.flush()
-                if rest:
+                if rest and failure is None:
+                    # A last event the provider did not end with a blank line: complete it,
+                    # so the client's parser keeps it (SSE drops an unterminated event).
                     reader.feed(rest)
-                    await _write_quietly(out, rest)
+                    await _write_quietly(out, rest.rstrip(b"\r\n") + b"\n\n")
+                # After a failure the tail is half an event: it is dropped, never relayed,
+                # so that the error event below starts on a line of its own.
                 if failure is None and stats.enabled and not reader.reading.finished:
                     failure = UpstreamUnavailable(
                         f"provider {target.upstream.name} ended the stream before its final "
