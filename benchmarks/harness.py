@@ -11,7 +11,6 @@ import asyncio
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import tempfile
 import time
@@ -123,7 +122,6 @@ async def latencies(url: str, body: dict[str, object], total: int, concurrency: 
 
 @dataclass
 class Streams:
-    opened: int
     errors: int
     ttft: list[float]  # seconds from sending to the first content event
     seconds: float
@@ -162,10 +160,4 @@ async def streams(url: str, body: dict[str, object], n: int, seconds: float) -> 
                 ttft.append(first)
 
         await asyncio.gather(*(one(i) for i in range(n)))
-    return Streams(n, errors, ttft, time.perf_counter() - started)
-
-
-def summary(values: list[float]) -> str:
-    return f"p50 {pct(values, 0.5) * 1000:.3f} ms, p99 {pct(values, 0.99) * 1000:.3f} ms, " + (
-        f"mean {statistics.mean(values) * 1000:.3f} ms"
-    )
+    return Streams(errors, ttft, time.perf_counter() - started)

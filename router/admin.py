@@ -40,7 +40,6 @@ from router.proxy import LiveRoute
 from router.ramp import Ramps
 from router.reload import Reloader
 from router.rollout import Rollouts
-from router.routing import BASIS_POINTS
 from router.stack import Refused, RouteState, promote, rollback, set_weights
 from router.state import StateError, read_records, utc_now
 
@@ -295,12 +294,6 @@ class Admin:
                     code="bad_weight",
                 )
             points[str(version)] = round(float(percent) * 100)
-        if sum(points.values()) != BASIS_POINTS:
-            raise Refused(
-                f"the weights add up to {sum(points.values()) / 100:g}%, not 100%",
-                status=400,
-                code="weights_not_100",
-            )
         record = await self.rollouts.change(
             name,
             lambda state: set_weights(state, points),

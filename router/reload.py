@@ -23,7 +23,7 @@ from router.catalog import Catalog, load_catalog
 from router.errors import ConfigError
 from router.forward import Upstream
 from router.proxy import LiveRoute
-from router.rollout import Move, Rollouts, reconcile
+from router.rollout import Move, Rollouts, digests_of, reconcile
 from router.stack import Refused, RouteState, deploy
 from router.state import StateError
 from router.tasks import Background
@@ -130,10 +130,8 @@ class Reloader:
         # 4. Record: new routes start from their config, new versions are recorded at 0.
         for name in added:
             spec = catalog.routes[name]
-            digests = {v: b.digest for v, b in spec.bundles.items()}
-            await rollouts.add_route(
-                name, RouteState.from_config(spec.config, digests), actor=actor, reason="reload"
-            )
+            state = RouteState.from_config(spec.config, digests_of(spec))
+            await rollouts.add_route(name, state, actor=actor, reason="reload")
         new_versions = {}
         for name, state in reconciled.items():
             fresh = sorted(set(state.digests) - set(rollouts.states[name].digests))

@@ -76,7 +76,7 @@ def restore(catalog: Catalog, state_file: StateFile, audit: AuditLog) -> Restore
     states, new_routes = {}, {}
     for name, spec in catalog.routes.items():
         if name not in saved:
-            new_routes[name] = RouteState.from_config(spec.config, _digests(spec))
+            new_routes[name] = RouteState.from_config(spec.config, digests_of(spec))
             continue
         state, found, changed = reconcile(spec, RouteState.from_dict(saved[name]))
         notes += found + changed  # at start a changed bundle is a warning: availability first
@@ -91,7 +91,7 @@ def reconcile(spec: RouteSpec, state: RouteState) -> tuple[RouteState, list[str]
     """Live state checked against freshly loaded bundles: (state with new versions recorded
     at weight 0, notes on where the config disagrees, notes on bundles changed in place).
     Raises StateError when live state uses a version the bundles folder no longer has."""
-    name, digests = spec.name, _digests(spec)
+    name, digests = spec.name, digests_of(spec)
     used = {state.active, *state.weights} | ({state.candidate} if state.candidate else set())
     missing = sorted(v for v in used if v not in digests)
     if missing:
@@ -125,7 +125,7 @@ def reconcile(spec: RouteSpec, state: RouteState) -> tuple[RouteState, list[str]
     return state, notes, changed
 
 
-def _digests(spec: RouteSpec) -> dict[str, str]:
+def digests_of(spec: RouteSpec) -> dict[str, str]:
     return {version: bundle.digest for version, bundle in spec.bundles.items()}
 
 
