@@ -337,6 +337,11 @@ class Limits(Strict):
     max_concurrent_per_route: int = Field(default=1024, ge=1)
     retry_after: Duration = 1.0  # what the 503 tells the client to wait
     keepalive_timeout: Duration = 75.0  # an idle client connection is closed after this
+    # The request line and each header line; longer gets 431. Same as nginx's 8k buffers.
+    max_header_bytes: int = Field(default=8190, ge=1024, le=1024 * 1024)
+    max_headers: int = Field(default=128, ge=16, le=10_000)  # more headers get 431
+    header_timeout: Duration = 10.0  # a request head must arrive within this of its first byte
+    body_timeout: Duration = 60.0  # and its body within this of the head; else 408
 
 
 class RouterConfig(Strict):

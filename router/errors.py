@@ -57,6 +57,22 @@ class RouterError(Exception):
             }
         )
 
+    def neutral_body(self) -> bytes:
+        """The error for a request whose dialect is unknown because it could not be parsed:
+        one shape that both the OpenAI and the Anthropic SDK read a message from."""
+        return orjson.dumps(
+            {
+                "type": "error",
+                "error": {
+                    "type": self.anthropic_type,
+                    "message": f"bundle-router: {self.message}",
+                    "param": None,
+                    "code": self.code,
+                    "source": "bundle-router",
+                },
+            }
+        )
+
     def sse_event(self, dialect: DialectName) -> bytes:
         """The same error as one SSE event, for a stream that already started."""
         if dialect == "anthropic":
@@ -67,6 +83,28 @@ class RouterError(Exception):
 class BadRequest(RouterError):
     status = 400
     code = "invalid_request"
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class MalformedRequest(BadRequest):
+    """The bytes on the connection are not a valid HTTP/1.1 request."""
+
+    code = "malformed_request"
+
+
+class RequestTimeout(RouterError):
+    """The client started a request and did not finish sending it in time."""
+
+    status = 408
+    code = "request_timeout"
+    openai_type = "invalid_request_error"
+    anthropic_type = "invalid_request_error"
+
+
+class HeadersTooLarge(RouterError):
+    status = 431
+    code = "headers_too_large"
     openai_type = "invalid_request_error"
     anthropic_type = "invalid_request_error"
 

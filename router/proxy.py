@@ -34,6 +34,7 @@ from router.errors import (
     NotFound,
     Overloaded,
     PayloadTooLarge,
+    RequestTimeout,
     RouterError,
     UnsupportedMediaType,
     UpstreamTimeout,
@@ -145,11 +146,13 @@ class Proxy:
         *,
         max_in_flight: int = 1024,
         retry_after: float = 1.0,
+        body_timeout: float = 60.0,
     ) -> None:
         self.routes = routes
         self.max_body_bytes = max_body_bytes
         self.recent = recent
         self.max_in_flight = max_in_flight
+        self.body_timeout = body_timeout
         self.debug = log.isEnabledFor(logging.DEBUG)  # read once: the hot path skips the call
         self.retry_after = f"{max(1, round(retry_after))}"  # Retry-After takes whole seconds
 
@@ -250,7 +253,10 @@ class Proxy:
                     headers["Retry-After"] = self.retry_after
                 if self.debug:
                     log.debug("request %s: %s %s", request_id, exc.status, exc.message)
-                return error_response(exc, dialect, headers)
+                answer = error_response(exc, dialect, headers)
+                if isinstance(exc, RequestTimeout | PayloadTooLarge):
+                    answer.force_close()  # close rather than read and discard the unread body
+                return answer
             except asyncio.CancelledError:
                 if target is not None:  # the client left while the provider was thinking
                     target.stats.record_request(
@@ -294,13 +300,24 @@ class Proxy:
                 "send the body as application/json",
                 code="unsupported_media_type",
             )
+        if (request.content_length or 0) > self.max_body_bytes:
+            raise self.too_large()  # said up front: no need to wait for the body
         try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise PayloadTooLarge(
-                f"the request body is over the limit of {self.max_body_bytes} bytes; send a "
-                "smaller request, or raise limits.max_body_bytes in the config",
+            if request.content.is_eof():  # the usual case: the body came with the head
+                raw = await request.read()
+            else:
+                async with asyncio.timeout(self.body_timeout):
+                    raw = await request.read()
+        except TimeoutError:
+            announced = request.content_length
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.body_timeout:g} s "
+                f"(limits.body_timeout), "
+                + (f"{announced} bytes announced" if announced is not None else "chunked")
+                + "; send the whole body at once",
             ) from None
+        except web.HTTPRequestEntityTooLarge:
+            raise self.too_large() from None
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -311,6 +328,12 @@ class Proxy:
         if not isinstance(body, dict):
             raise BadRequest("the request body must be a JSON object", code="invalid_json")
         return body
+
+    def too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the request body is over the limit of {self.max_body_bytes} bytes; send a "
+            "smaller request, or raise limits.max_body_bytes in the config",
+        )
 
     def route_for(self, request: web.Request, body: dict[str, Any], dialect: Dialect) -> LiveRoute:
         name = request.headers.get("X-Route") or body.get("model")

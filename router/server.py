@@ -20,7 +20,8 @@ from aiohttp import web
 from router.admin import Admin, prepare_socket
 from router.assemble import build_guards, build_routes, build_upstreams
 from router.catalog import Catalog, load_catalog
-from router.config import RouterConfig, split_address
+from router.config import Limits, RouterConfig, split_address
+from router.connection import ProxyRunner
 from router.fake_provider import FakeProvider, load_profile
 from router.feedback import RecentRequests
 from router.forward import Upstream
@@ -62,6 +63,7 @@ def build_proxy_app(
         recent,
         max_in_flight=limits.max_concurrent_per_route,
         retry_after=limits.retry_after,
+        body_timeout=limits.body_timeout,
     )
     app = web.Application(client_max_size=limits.max_body_bytes)
     proxy.add_routes(app)
@@ -120,15 +122,18 @@ def build_rollouts(catalog: Catalog, routes: dict[str, LiveRoute], notifier: Not
     return rollouts
 
 
-async def _start(
-    app: web.Application, address: str, keepalive_timeout: float = 75.0
-) -> web.AppRunner:
-    runner = web.AppRunner(
+async def _start(app: web.Application, address: str, limits: Limits | None = None) -> web.AppRunner:
+    limits = limits or Limits()
+    runner = ProxyRunner(
         app,
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=DRAIN_TIMEOUT,
-        keepalive_timeout=keepalive_timeout,
+        keepalive_timeout=limits.keepalive_timeout,
+        header_timeout=limits.header_timeout,
+        max_line_size=limits.max_header_bytes,
+        max_field_size=limits.max_header_bytes,
+        max_headers=limits.max_headers,
     )
     await runner.setup()
     host, port = split_address(address)
@@ -168,8 +173,9 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     ramps.start()
     reloader = Reloader(config_path, catalog, routes, upstreams, rollouts)
     proxy_app = build_proxy_app(catalog, routes, upstreams)
-    runners.append(await _start(proxy_app, config.listen, config.limits.keepalive_timeout))
-    runners.append(await _start(build_metrics_app(health, routes, rollouts), config.metrics_listen))
+    runners.append(await _start(proxy_app, config.listen, config.limits))
+    metrics_app = build_metrics_app(health, routes, rollouts)
+    runners.append(await _start(metrics_app, config.metrics_listen, config.limits))
     admin = Admin(config, routes, rollouts, reloader, ramps)
     runners.append(await _start_unix(admin.app(), config.admin_socket))
     health.ready = True

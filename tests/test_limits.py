@@ -1,15 +1,17 @@
 """Limits: JSON answers for unknown endpoints and methods, overload protection per route,
-the keep-alive idle timeout."""
+the keep-alive idle timeout, header size and count, and the header read timeout."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import Callable
 
 import aiohttp
 import httpx
+import orjson
 
 from tests.servers import FakeProvider, Router, router_config
 from tests.test_metrics import scrape, value
@@ -80,3 +82,54 @@ def test_an_idle_keep_alive_connection_is_closed(
         sock.settimeout(5)
         assert sock.recv(4096) == b""  # the router hung up on the idle connection
         assert time.monotonic() - started < 4
+
+
+def test_a_slow_request_head_gets_408_and_other_clients_are_served(
+    fake: FakeProvider, start_router: Callable[..., Router]
+) -> None:
+    """Slowloris: 20 connections each trickle a request head, a header every 0.2 s."""
+    config = router_config(fake.url)
+    config["limits"] = {"header_timeout": "1s"}
+    router = start_router(config)
+    host, port = router.url.removeprefix("http://").split(":")
+    slow = [socket.create_connection((host, int(port)), timeout=10) for _ in range(20)]
+    try:
+        for sock in slow:
+            sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n")
+        answers = {sock: b"" for sock in slow}
+        for i in range(25):  # 5 s of trickling at most; the router cuts them off after 1 s
+            for sock in slow:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"X-Trickle-%d: a\r\n" % i)
+            assert httpx.post(f"{router.url}/v1/messages", json=BODY).status_code == 200
+            time.sleep(0.2)
+        for sock in slow:
+            sock.settimeout(5)
+            while chunk := sock.recv(4096):
+                answers[sock] += chunk
+    finally:
+        for sock in slow:
+            sock.close()
+    for answer in answers.values():
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 Request Timeout"), answer
+        assert b"X-Router-Error: request_timeout" in head
+        message = orjson.loads(body)["error"]["message"]
+        assert "within 1 s of their first byte (limits.header_timeout)" in message
+
+
+def test_header_limits_are_configurable(
+    fake: FakeProvider, start_router: Callable[..., Router]
+) -> None:
+    config = router_config(fake.url)
+    config["limits"] = {"max_header_bytes": 2048, "max_headers": 20}
+    router = start_router(config)
+    long_header = httpx.post(f"{router.url}/v1/messages", json=BODY, headers={"X-A": "a" * 3000})
+    assert long_header.status_code == 431
+    assert "over 2048 bytes" in long_header.json()["error"]["message"]
+    many = {f"X-H{i}": "v" for i in range(30)}
+    too_many = httpx.post(f"{router.url}/v1/messages", json=BODY, headers=many)
+    assert too_many.status_code == 431
+    assert too_many.json()["error"]["code"] == "too_many_headers"
+    fine = {"X-A": "a" * 1500, **{f"X-H{i}": "v" for i in range(10)}}
+    assert httpx.post(f"{router.url}/v1/messages", json=BODY, headers=fine).status_code == 200

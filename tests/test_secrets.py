@@ -10,6 +10,7 @@ import httpx
 
 from tests.servers import FakeProvider, Router, router_config
 from tests.test_admin import cli
+from tests.test_malformed import exchange, head
 
 ROUTER_KEY = "sk-ant-CANARY-router-key-0001"
 CLIENT_KEY = "sk-ant-CANARY-client-key-0002"
@@ -51,6 +52,11 @@ def test_keys_appear_nowhere_they_should_not(
         bodies.append(client.post(f"/v1/nope?key={QUERY_KEY}", json=BODY).text)
         bodies.append(client.post("/v1/messages", content=f"{{{CLIENT_KEY}").text)  # bad JSON
         bodies.append(client.post("/v1/messages", json={**BODY, "model": "x"}).text)
+        for malformed in (  # the parser's own errors would quote these bytes
+            head(b"Authorization: Bearer " + CLIENT_KEY.encode() + b"k" * 9000),
+            head(b"X-Note: a\nx-api-key: " + CLIENT_KEY.encode()),
+        ):
+            bodies.append(exchange(router, malformed).body.decode())
         metrics = client.get(f"{router.metrics_url}/metrics").text
         windows = client.get(f"{router.metrics_url}/windows").text
         rollouts = client.get(f"{router.metrics_url}/rollouts").text
