@@ -7,10 +7,11 @@ consistent moment. Also serves the sliding windows as JSON for people and tools.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Mapping
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -206,6 +207,19 @@ class RouterCollector(Collector):
         )
 
 
+class RuntimeCollector(Collector):
+    """The event loop's live task count: with `process_open_fds` and
+    `process_resident_memory_bytes` (prometheus-client's process collector), what shows a
+    leak. Read at scrape time, on the loop."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "router_event_loop_tasks",
+            "asyncio tasks alive: background loops plus one or two per request in flight.",
+            value=len(asyncio.all_tasks()),
+        )
+
+
 class MetricsEndpoints:
     """GET /metrics (Prometheus text) and GET /windows (sliding windows as JSON)."""
 
@@ -214,6 +228,8 @@ class MetricsEndpoints:
         self.rollouts = rollouts
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(RouterCollector(routes, rollouts))
+        self.registry.register(RuntimeCollector())
+        ProcessCollector(registry=self.registry)
 
     async def metrics(self, request: web.Request) -> web.Response:
         return web.Response(
