@@ -533,7 +533,7 @@ class Proxy:
 
     def record_reading(self, route: LiveRoute, target: Target, reading: Reading) -> None:
         stats, bundle = target.stats, target.bundle
-        stats.record_usage(reading.usage)
+        stats.record_usage(reading.usage, reading.usage_complete)
         for call in reading.tool_calls:
             stats.record_tool_call(bundle.check_tool_call(call.name, call.arguments, raw=call.raw))
         refused = reading.refusal

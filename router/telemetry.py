@@ -257,7 +257,7 @@ class VersionStats:
         self.cost_usd = 0.0
         self.priced = 0  # answers with usage and a price: the denominator of cost per request
         self.unpriced = 0  # answers with usage whose model has no price
-        self.usage_incomplete = 0  # answers whose usage never arrived (e.g. a cut stream)
+        self.usage_incomplete = 0  # answers whose usage never arrived or stayed partial
         self.tool_calls = [0] * len(TOOL_RESULTS)
         self.refusals = 0
         self.eval_pass = 0
@@ -296,21 +296,27 @@ class VersionStats:
             self.errors += 1
             slot.errors += 1
 
-    def record_usage(self, usage: Usage | None) -> None:
-        """Tokens and cost of one answer; None when its usage never arrived."""
-        if usage is None:
+    def record_usage(self, usage: Usage | None, complete: bool = True) -> None:
+        """Tokens and cost of one answer. `usage` is None when none arrived; incomplete
+        usage (a stream cut short) adds its tokens and cost to the totals, which are what
+        the provider bills, but not to the per-request cost the guardrails compare."""
+        if usage is None or not complete:
             self.usage_incomplete += 1
-            return
+            if usage is None:
+                return
         tokens = self.tokens
         tokens[0] += usage.input
         tokens[1] += usage.output
         tokens[2] += usage.cache_read
         tokens[3] += usage.cache_write
         if self.price is None:
-            self.unpriced += 1
+            if complete:
+                self.unpriced += 1
             return
         cost = self.price.cost(usage)
         self.cost_usd += cost
+        if not complete:
+            return
         self.priced += 1
         slot = self._slot()
         slot.cost += cost
@@ -421,7 +427,7 @@ class NullStats(VersionStats):
     ) -> None:
         pass
 
-    def record_usage(self, usage: Usage | None) -> None:
+    def record_usage(self, usage: Usage | None, complete: bool = True) -> None:
         pass
 
     def record_tool_call(self, result: str) -> None:

@@ -136,7 +136,7 @@ def test_openai_final_chunk_with_choices_and_usage() -> None:
     ]
 
 
-def test_anthropic_stream_cut_before_message_delta_has_no_usage() -> None:
+def test_anthropic_stream_cut_before_message_delta_has_partial_usage() -> None:
     reader = ANTHROPIC.stream_reader(collect_text=False)
     reader.feed(
         b'event: message_start\ndata: {"type":"message_start","message":'
@@ -148,7 +148,14 @@ def test_anthropic_stream_cut_before_message_delta_has_no_usage() -> None:
     )
     reading = reader.finish()
     assert reading.started and not reading.finished
-    assert reading.usage is None  # incomplete, never zero
+    assert reading.usage is not None and not reading.usage_complete
+    assert (reading.usage.input, reading.usage.output) == (50, 1)  # what message_start told
+
+
+def test_anthropic_stream_cut_before_message_start_has_no_usage() -> None:
+    reader = ANTHROPIC.stream_reader(collect_text=False)
+    reader.feed(b"event: ping\ndata: {}\n\n")
+    assert reader.finish().usage is None
 
 
 def test_anthropic_message_delta_usage_is_cumulative() -> None:

@@ -58,3 +58,38 @@ def test_any_chunking_reassembles_exactly(cuts: list[int]) -> None:
     events = split_all(chunks)
     assert events == EVENTS
     assert b"".join(events) == STREAM
+
+
+LINE_ENDS = (b"\n", b"\r\n", b"\r")
+FIELD_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
+    max_size=12,
+)
+
+
+@st.composite
+def sse_events(draw: st.DrawFn) -> bytes:
+    """One valid event: field lines (any text, so multi-byte UTF-8) and an empty line."""
+    lines = draw(
+        st.lists(
+            st.tuples(st.sampled_from(["data: ", "data:", "event: ", "id: ", ": "]), FIELD_TEXT),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    ends = draw(st.lists(st.sampled_from(LINE_ENDS), min_size=len(lines), max_size=len(lines)))
+    # After a lone CR, an LF would join it into one CRLF line end, not end the event.
+    blank = draw(st.sampled_from(LINE_ENDS[1:] if ends[-1] == b"\r" else LINE_ENDS))
+    body = b"".join(
+        (field + text).encode() + end for (field, text), end in zip(lines, ends, strict=True)
+    )
+    return body + blank
+
+
+@given(st.lists(sse_events(), min_size=1, max_size=6))
+def test_any_valid_stream_split_at_any_byte_reassembles_exactly(events: list[bytes]) -> None:
+    stream = b"".join(events)
+    for cut in range(len(stream) + 1):  # inside multi-byte characters and CRLFs too
+        assert split_all([stream[:cut], stream[cut:]]) == events, cut
+    for event in events:
+        event.decode()  # whole events only: never half a character

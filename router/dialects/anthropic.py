@@ -127,13 +127,15 @@ def update_usage(usage: Usage, report: dict[str, Any]) -> Usage:
 
 class AnthropicStreamReader:
     """Reads Messages stream events. Text deltas are skipped unparsed unless the route's
-    refusal patterns need the text. Usage counts as known only once `message_delta` brings
-    the final output tokens: a stream cut before that has incomplete usage."""
+    refusal patterns need the text. Usage is complete once `message_delta` brings the final
+    output tokens; a stream cut before that reports what `message_start` told (the input,
+    which the provider bills anyway) as incomplete usage."""
 
     def __init__(self, collect_text: bool) -> None:
         self.reading = Reading()
         self.collect_text = collect_text
         self._usage = Usage()
+        self._usage_started = False  # message_start told the input tokens
         self._usage_final = False
         self._tools: dict[int, tuple[str, list[str]]] = {}
 
@@ -168,13 +170,14 @@ class AnthropicStreamReader:
             usage = (payload.get("message") or {}).get("usage")
             if isinstance(usage, dict):
                 update_usage(self._usage, usage)
+                self._usage_started = True
         elif kind == "message_delta":
             if (payload.get("delta") or {}).get("stop_reason") == "refusal":
                 reading.refusal = True
             usage = payload.get("usage")
             if isinstance(usage, dict):
                 update_usage(self._usage, usage)
-                self._usage_final = True
+                self._usage_started = self._usage_final = True
         elif kind == "message_stop":
             reading.finished = True
         elif kind == "error":
@@ -185,7 +188,9 @@ class AnthropicStreamReader:
         for name, parts in self._tools.values():
             reading.tool_calls.append(ToolCall(name, "".join(parts) or "{}", raw=True))
         self._tools.clear()
-        reading.usage = self._usage if self._usage_final else None
+        if self._usage_started:
+            reading.usage = self._usage
+            reading.usage_complete = self._usage_final
         return reading
 
 

@@ -55,6 +55,7 @@ class Reading:
     """What the telemetry needs from one answer, JSON or streamed."""
 
     usage: Usage | None = None  # None until (unless) the provider reports it
+    usage_complete: bool = True  # False: `usage` is what was known when the stream broke
     tool_calls: list[ToolCall] = field(default_factory=list)
     refusal: bool = False
     text: list[str] = field(default_factory=list)  # only collected for refusal patterns
