@@ -40,6 +40,8 @@ class ClientConnection(RequestHandler):
     """One client connection. Between requests it times the head of the next one; a
     request that cannot be parsed gets a JSON error that echoes none of its bytes."""
 
+    __slots__ = ("_head_timer", "header_timeout", "max_header_bytes", "max_header_count")
+
     def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self.header_timeout = header_timeout
@@ -53,16 +55,16 @@ class ClientConnection(RequestHandler):
         return waiter is not None and not waiter.done()
 
     def data_received(self, data: bytes) -> None:
-        starts_or_continues_a_head = self._waiting_for_a_head()
+        waiter = self._waiter
         super().data_received(data)
-        if not starts_or_continues_a_head:
-            return  # a body, or a pipelined request behind one in progress
-        if self._waiting_for_a_head():  # the head is still incomplete
-            if self._head_timer is None:
-                self._head_timer = self._loop.call_later(self.header_timeout, self._head_too_slow)
-        elif self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        if waiter is None or waiter.done():
+            # A body, a pipelined request behind one in progress, or a head now complete.
+            if self._head_timer is not None and waiter is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            return
+        if self._head_timer is None:  # these bytes began a head that is still incomplete
+            self._head_timer = self._loop.call_later(self.header_timeout, self._head_too_slow)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._head_timer is not None:
@@ -98,6 +100,8 @@ class ClientConnection(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
+        if request.writer.output_size > 0:  # as aiohttp: too late for another answer
+            raise ConnectionError("the response had started; no error answer can follow it")
         if isinstance(exc, BadHttpMessage):
             error = self._parse_error(exc)
             if isinstance(exc, BadHttpMethod) and self._request_count == 1:
