@@ -259,6 +259,7 @@ class Proxy:
                 return answer
             except asyncio.CancelledError:
                 if target is not None:  # the client left while the provider was thinking
+                    target.stats.record_usage(None)  # the provider may bill it; nobody knows
                     target.stats.record_request(
                         "client_disconnect",
                         error=False,

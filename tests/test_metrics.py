@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import anthropic
 import httpx
 import openai
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -282,6 +284,34 @@ def test_client_disconnect_mid_stream_is_incomplete(
     assert value(m, "router_cost_usd_total", **v15) > 0
     windows = httpx.get(f"{telemetry_router.metrics_url}/windows").json()
     assert windows["refund-agent"]["v1.5"]["cost_per_request_usd"] is None  # no complete answer
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_client_leaving_before_the_first_token_cancels_upstream(
+    stream: bool, fake: FakeProvider, telemetry_router: Router
+) -> None:
+    fake.behave(OPUS, latency_ms=4000)
+    body = orjson.dumps(
+        {"model": "refund-agent", "max_tokens": 5, "stream": stream, "messages": HI}
+    )
+    host, port = telemetry_router.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"X-Bundle-Version: v1.5\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        deadline = time.monotonic() + 2
+        while fake.last()["outcome"] != "pending" and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the provider is thinking about it
+    left = time.monotonic()
+    while fake.last()["outcome"] == "pending" and time.monotonic() < left + 3:
+        time.sleep(0.05)
+    assert fake.last()["outcome"] == "client_closed"  # seen before the 4 s answer was due
+    v15 = {"route": "refund-agent", "version": "v1.5"}
+    m = scrape(telemetry_router)
+    assert value(m, "router_requests_total", **v15, outcome="client_disconnect") == 1
+    assert value(m, "router_usage_incomplete_total", **v15) == 1
+    assert value(m, "router_tokens_total", **v15, kind="input") == 0  # nothing was known
 
 
 def test_feedback(fake: FakeProvider, telemetry_router: Router) -> None:
