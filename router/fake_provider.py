@@ -36,7 +36,7 @@ import yaml
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-ErrorKind = Literal["400", "500", "529", "429", "reset"]
+ErrorKind = Literal["400", "401", "500", "529", "429", "reset"]
 BadToolCall = Literal["schema", "unknown_tool", "not_json"]
 RECENT_REQUESTS = 1000
 
@@ -263,12 +263,14 @@ class FakeProvider:
         if dialect == "anthropic":
             kinds = {
                 400: "invalid_request_error",
+                401: "authentication_error",
                 500: "api_error",
                 529: "overloaded_error",
                 429: "rate_limit_error",
             }
             messages = {
                 400: "messages: the fake provider refused this request",
+                401: "invalid x-api-key",
                 500: "Internal server error",
                 529: "Overloaded",
                 429: "Number of requests has exceeded your rate limit",
@@ -280,13 +282,17 @@ class FakeProvider:
         else:
             kinds = {
                 400: "invalid_request_error",
+                401: "invalid_request_error",
                 500: "server_error",
                 529: "server_error",
                 429: "rate_limit_exceeded",
             }
+            # Like OpenAI's, a 401 names the key it refused by its last four characters only.
+            key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            message = f"Incorrect API key provided: sk-...{key[-4:]}" if status == 401 else ""
             payload = {
                 "error": {
-                    "message": f"fake provider error {status}",
+                    "message": message or f"fake provider error {status}",
                     "type": kinds[status],
                     "param": None,
                     "code": None,

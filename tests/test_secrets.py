@@ -47,6 +47,10 @@ def test_keys_appear_nowhere_they_should_not(
             assert answer.status_code == 200
         fake.behave(error_rate=1.0, error_kind="400")
         bodies.append(client.post("/v1/messages", json=BODY).text)  # the provider's 4xx
+        fake.behave(error_rate=1.0, error_kind="401")
+        refused = client.post("/v1/messages", json=BODY)  # the provider refuses the router's key
+        assert refused.status_code == 401
+        bodies.append(refused.text)
         fake.behave(error_rate=1.0, error_kind="reset")
         bodies.append(client.post("/v1/messages", json=BODY).text)  # a broken connection
         bodies.append(client.post(f"/v1/nope?key={QUERY_KEY}", json=BODY).text)
