@@ -88,9 +88,7 @@ def test_a_slow_request_head_gets_408_and_other_clients_are_served(
     fake: FakeProvider, start_router: Callable[..., Router]
 ) -> None:
     """Slowloris: 20 connections each trickle a request head, a header every 0.2 s."""
-    config = router_config(fake.url)
-    config["limits"] = {"header_timeout": "1s"}
-    router = start_router(config)
+    router = start_router(router_config(fake.url, limits={"header_timeout": "1s"}))
     host, port = router.url.removeprefix("http://").split(":")
     slow = [socket.create_connection((host, int(port)), timeout=10) for _ in range(20)]
     try:
@@ -121,9 +119,9 @@ def test_a_slow_request_head_gets_408_and_other_clients_are_served(
 def test_header_limits_are_configurable(
     fake: FakeProvider, start_router: Callable[..., Router]
 ) -> None:
-    config = router_config(fake.url)
-    config["limits"] = {"max_header_bytes": 2048, "max_headers": 20}
-    router = start_router(config)
+    router = start_router(
+        router_config(fake.url, limits={"max_header_bytes": 2048, "max_headers": 20})
+    )
     long_header = httpx.post(f"{router.url}/v1/messages", json=BODY, headers={"X-A": "a" * 3000})
     assert long_header.status_code == 431
     assert "over 2048 bytes" in long_header.json()["error"]["message"]
