@@ -106,6 +106,7 @@ def middle(samples: list[Sample], field: str) -> float:
 async def test_soak_with_weight_flips_answers_everything_and_leaks_nothing(
     fake: FakeProvider, start_router: Callable[..., Router]
 ) -> None:
+    assert SOAK_SECONDS >= 20, "SOAK_SECONDS under 20 leaves too few samples to judge growth"
     config = router_config(fake.url)
     # The feedback memory grows by design until it holds `feedback_capacity` request ids
     # (100,000 by default, minutes of this load); a small one fills during the warm-up.
