@@ -1,5 +1,6 @@
 """Malformed input: bytes no standard client sends get a clear JSON 4xx that quotes none of
-them, and clients sending good requests at the same time are not affected."""
+them, clients sending good requests at the same time are not affected, and no JSON body,
+however odd, makes the router fail with a 5xx of its own."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import httpx
 import openai
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.servers import FakeProvider, Router, router_config
 
@@ -218,3 +221,37 @@ def test_valid_chunked_bodies_and_huge_strings_are_served(router: Router) -> Non
     answer = exchange(router, with_body(big))
     assert answer.status == 200, answer
     assert answer.headers["x-bundle-version"]
+
+
+JSON_LEAF = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+ANY_JSON = st.recursive(
+    JSON_LEAF,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+FIELDS = ("messages", "stream", "max_tokens", "system", "tools", "tool_choice", "metadata", "user")
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    endpoint=st.sampled_from(
+        [("/v1/messages", "refund-agent"), ("/v1/chat/completions", "support-agent")]
+    ),
+    body=st.dictionaries(st.sampled_from(FIELDS), ANY_JSON, max_size=5),
+)
+def test_any_json_body_is_answered_and_never_by_a_router_500(
+    router: Router, endpoint: tuple[str, str], body: dict[str, Any]
+) -> None:
+    path, route = endpoint
+    with httpx.Client(base_url=router.url, timeout=10) as client:
+        answer = client.post(path, json={**body, "model": route})
+    if answer.headers.get("X-Router-Error"):
+        assert answer.status_code < 500, answer.text  # the router's own fault, not the client's
