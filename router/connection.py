@@ -25,13 +25,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from router.errors import (
-    HeadersTooLarge,
-    MalformedRequest,
-    RequestTimeout,
-    RouterError,
-    UpstreamTimeout,
-)
+from router.errors import HeadersTooLarge, MalformedRequest, RequestTimeout, RouterError
 
 log = logging.getLogger("router")
 
@@ -40,26 +34,20 @@ class ClientConnection(RequestHandler):
     """One client connection. Between requests it times the head of the next one; a
     request that cannot be parsed gets a JSON error that echoes none of its bytes."""
 
-    __slots__ = ("_head_timer", "header_timeout", "max_header_bytes", "max_header_count")
+    __slots__ = ("_head_timer", "header_timeout")
 
     def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self.header_timeout = header_timeout
-        self.max_header_bytes: int = kwargs.get("max_field_size", 8190)
-        self.max_header_count: int = kwargs.get("max_headers", 128)
         self._head_timer: asyncio.TimerHandle | None = None
 
-    def _waiting_for_a_head(self) -> bool:
-        # aiohttp's start() waits on this future exactly while no request is parsed or queued.
-        waiter = self._waiter
-        return waiter is not None and not waiter.done()
-
     def data_received(self, data: bytes) -> None:
+        # aiohttp's start() waits on `_waiter` exactly while no request is parsed or queued.
         waiter = self._waiter
         super().data_received(data)
         if waiter is None or waiter.done():
             # A body, a pipelined request behind one in progress, or a head now complete.
-            if self._head_timer is not None and waiter is not None:
+            if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
             return
@@ -74,14 +62,14 @@ class ClientConnection(RequestHandler):
 
     def _head_too_slow(self) -> None:
         self._head_timer = None
-        transport = self.transport
-        if not self._waiting_for_a_head() or transport is None or transport.is_closing():
-            return
+        transport, waiter = self.transport, self._waiter
+        if waiter is None or waiter.done() or transport is None or transport.is_closing():
+            return  # the head completed, or the connection is already going
         error = RequestTimeout(
             f"the request headers did not arrive within {self.header_timeout:g} s of their "
             "first byte (limits.header_timeout); send the whole head at once",
         )
-        body = error.neutral_body()
+        body = error.body("anthropic")  # the dialect is unknown: see handle_error
         head = (
             "HTTP/1.1 408 Request Timeout\r\n"
             "Content-Type: application/json\r\n"
@@ -109,15 +97,14 @@ class ClientConnection(RequestHandler):
                 log.debug("rejected a request from %s: %s", self._peer(), error.message)
             else:
                 log.info("rejected a request from %s: %s", self._peer(), error.message)
-            body = error.neutral_body()
-        else:
-            if status == 504:
-                error = UpstreamTimeout("the request took too long", code="timeout")
-            else:
-                error = RouterError(
-                    "an internal error; the router's log has the traceback", code="internal_error"
-                )
-                self.log_exception("Error handling request to %s", request.path, exc_info=exc)
+            # Unparsed, the request has no dialect yet. Anthropic's error shape serves both
+            # SDKs: the OpenAI one also reads its message from body["error"]["message"].
+            body = error.body("anthropic")
+        else:  # an exception a handler let through: a bug, logged with its traceback
+            error = RouterError(
+                "an internal error; the router's log has the traceback", code="internal_error"
+            )
+            self.log_exception("Error handling request to %s", request.path, exc_info=exc)
             body = error.body("anthropic" if request.path.startswith("/v1/messages") else "openai")
         response = web.Response(
             status=error.status,
@@ -131,12 +118,12 @@ class ClientConnection(RequestHandler):
     def _parse_error(self, exc: BadHttpMessage) -> RouterError:
         if isinstance(exc, LineTooLong):
             return HeadersTooLarge(
-                f"the request line or a header is over {self.max_header_bytes} bytes "
+                f"the request line or a header is over {self.max_field_size} bytes "
                 "(limits.max_header_bytes); send large values in the JSON body, or raise the limit",
             )
         if exc.message.startswith("Too many headers"):
             return HeadersTooLarge(
-                f"the request has over {self.max_header_count} headers (limits.max_headers); "
+                f"the request has over {self.max_headers} headers (limits.max_headers); "
                 "send fewer, or raise the limit",
                 code="too_many_headers",
             )

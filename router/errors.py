@@ -57,22 +57,6 @@ class RouterError(Exception):
             }
         )
 
-    def neutral_body(self) -> bytes:
-        """The error for a request whose dialect is unknown because it could not be parsed:
-        one shape that both the OpenAI and the Anthropic SDK read a message from."""
-        return orjson.dumps(
-            {
-                "type": "error",
-                "error": {
-                    "type": self.anthropic_type,
-                    "message": f"bundle-router: {self.message}",
-                    "param": None,
-                    "code": self.code,
-                    "source": "bundle-router",
-                },
-            }
-        )
-
     def sse_event(self, dialect: DialectName) -> bytes:
         """The same error as one SSE event, for a stream that already started."""
         if dialect == "anthropic":
