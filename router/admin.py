@@ -41,7 +41,7 @@ from router.ramp import Ramps
 from router.reload import Reloader
 from router.rollout import Rollouts
 from router.stack import Refused, RouteState, promote, rollback, set_weights
-from router.state import StateError, read_records, utc_now
+from router.state import DurabilityError, StateError, read_records, utc_now
 
 log = logging.getLogger("router.admin")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -159,10 +159,29 @@ class Admin:
 
     @web.middleware
     async def _refusals(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every answer is JSON the CLI can print, whatever went wrong."""
         try:
             return await handler(request)
         except Refused as exc:
             return _error(exc.status, exc.code, exc.message)
+        except DurabilityError as exc:
+            return _error(
+                503,
+                "state_not_durable",
+                f"{exc}. Nothing was changed: a change is made only once it is durable "
+                "(a rollback is the exception: it takes effect at once and is written as "
+                "soon as the disk takes it)",
+            )
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            log.exception("admin: %s %s failed", request.method, request.path)
+            return _error(
+                500,
+                "internal_error",
+                f"{request.method} {request.path} failed inside the router "
+                f"({type(exc).__name__}); the router log has the traceback",
+            )
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:
@@ -263,7 +282,13 @@ class Admin:
                     "trend": _trend(drills),
                 },
             }
-        return _json({"routes": routes, "environment": self.config.environment})
+        return _json(
+            {
+                "routes": routes,
+                "environment": self.config.environment,
+                "durability": self.rollouts.durability(),
+            }
+        )
 
     # -- changing -------------------------------------------------------------------------
 

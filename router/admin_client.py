@@ -135,6 +135,18 @@ def _ramp_line(ramp: dict[str, Any]) -> str:
 def render_status(status: dict[str, Any]) -> str:
     """Every route as a block a person reads at a glance."""
     lines = []
+    durability = status.get("durability") or {}
+    if durability.get("degraded"):
+        lines.append(f"DURABILITY DEGRADED since {durability['since']}: {durability['error']}")
+        for change in durability["changes_not_durable"]:
+            lines.append(
+                f"  in force, not yet durable: {change['action']} on {change['route']} "
+                f"({change['reason']})"
+            )
+        if durability["state_file_behind"]:
+            lines.append("  the state file is behind the audit log (the next start replays it)")
+        lines.append("  the router retries every second; do not restart it until this clears")
+        lines.append("")
     for name, route in status["routes"].items():
         guard = "guarded" if route["guarded"] else "UNGUARDED"
         lines.append(f"{name}  ({route['dialect']}, {guard})")

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     from router.errors import ConfigError
-    from router.state import StateError
+    from router.state import DurabilityError, StateError
 
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2
-    except StateError as exc:
+    except (StateError, DurabilityError) as exc:
         print(f"bundle-router: {exc}", file=sys.stderr)
         return 2
     return 1
@@ -337,8 +337,14 @@ def _summary(command: str, answer: dict[str, Any]) -> str:
     ramp = after.get("ramp")
     if ramp:
         what += f"; rollout {ramp['status']} at {ramp['percent']:g}%"
+    recorded = (
+        f"audit record {answer['seq']}"
+        if answer.get("durable", True)
+        else f"WARNING: {answer.get('warning')}; the router writes it as soon as it can "
+        "(bundle-router status shows when)"
+    )
     return (
         f"{command} on {answer['route']}: active {after.get('active')}, candidate "
         f"{candidate or 'none'}, weights {weights}{what}\n"
-        f"audit record {answer['seq']} by {answer['actor']}: {answer['reason']}"
+        f"{recorded}; by {answer['actor']}: {answer['reason']}"
     )

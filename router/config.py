@@ -289,6 +289,15 @@ class Route(Strict):
                     f"weight of {version} is {percent}, finer than 0.01%",
                     "round it to two decimals (weights are basis points)",
                 )
+        unwatched = sorted(
+            v for v, p in self.weights.items() if p and v not in (self.active, self.candidate)
+        )
+        if unwatched:
+            raise fail(
+                f"weights give {unwatched[0]} traffic, but it is neither the active version nor "
+                "the candidate, and the guardrails watch only those two",
+                "give weight only to the active version and the candidate",
+            )
         total = sum(round(p * 100) for p in self.weights.values())
         if total != 10000:
             raise fail(

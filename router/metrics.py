@@ -21,7 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from router import __version__
+from router import __version__, tasks
 from router.proxy import LiveRoute
 from router.rollout import Rollouts
 from router.stack import ROLLED_BACK
@@ -220,6 +220,32 @@ class RuntimeCollector(Collector):
         )
 
 
+LOOPS = ("guardrails", "warm-window", "durability", "ramp", "notifier")  # exported from 0
+
+
+class ReliabilityCollector(Collector):
+    """Whether every change in force is durable, and background work that failed."""
+
+    def __init__(self, rollouts: Rollouts) -> None:
+        self.rollouts = rollouts
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "router_state_degraded",
+            "1 while a change is in force in memory but not yet durable (the audit log or "
+            "the state file could not be written); alert on it, and do not restart the router.",
+            value=float(self.rollouts.degraded),
+        )
+        failed = CounterMetricFamily(
+            "router_background_failures",
+            "Background work that failed (logged with its traceback) and was retried, by task.",
+            labels=["task"],
+        )
+        for task in sorted({*LOOPS, *tasks.failures}):
+            failed.add_metric([task], tasks.failures[task])
+        yield failed
+
+
 class MetricsEndpoints:
     """GET /metrics (Prometheus text) and GET /windows (sliding windows as JSON)."""
 
@@ -229,6 +255,7 @@ class MetricsEndpoints:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(RouterCollector(routes, rollouts))
         self.registry.register(RuntimeCollector())
+        self.registry.register(ReliabilityCollector(rollouts))
         ProcessCollector(registry=self.registry)
 
     async def metrics(self, request: web.Request) -> web.Response:

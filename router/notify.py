@@ -41,7 +41,7 @@ class Notifier:
     async def start(self) -> None:
         if self.url:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-            self.background.start(self._run(), "notifier")
+            self.background.keep_running(self._run, "notifier")
 
     async def close(self) -> None:
         await self.background.stop()

@@ -376,6 +376,14 @@ class Proxy:
                     f"its versions are {', '.join(route.targets)}",
                     code="unknown_version",
                 )
+            live = route.table.live
+            if override not in live:  # rolled back, warm, archived: never served by request
+                raise BadRequest(
+                    f"version {override} of route {route.name} is not live; an override may "
+                    f"pick only {' or '.join(sorted(live))} (the active version and a live "
+                    "candidate). Remove the X-Bundle-Version header",
+                    code="version_not_live",
+                )
             return target
         key = route.session_key(request, body)
         if key is None:

@@ -38,7 +38,7 @@ from router.stack import (
     step_ramp,
 )
 from router.state import utc_now
-from router.tasks import Background
+from router.tasks import Background, count_failure
 
 log = logging.getLogger("router.ramp")
 TICK = 0.25  # seconds
@@ -64,7 +64,7 @@ class Ramps:
         self.background = Background()
 
     def start(self) -> None:
-        self.background.start(self._loop(), "ramp")
+        self.background.keep_running(self._loop, "ramp")
 
     async def close(self) -> None:
         await self.background.stop()
@@ -98,6 +98,7 @@ class Ramps:
                     try:
                         await self._tick(name, state)
                     except Exception:  # one route's trouble must not stop the others' ramps
+                        count_failure("ramp")
                         log.exception("rollout of %s: tick failed", name)
                 else:
                     self.progress.pop(name, None)

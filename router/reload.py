@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,9 @@ from router.catalog import Catalog, load_catalog
 from router.errors import ConfigError
 from router.forward import Upstream
 from router.proxy import LiveRoute
-from router.rollout import Move, Rollouts, digests_of, reconcile
+from router.rollout import Change, Rollouts, digests_of, reconcile
 from router.stack import Refused, RouteState, deploy
-from router.state import StateError
+from router.state import DurabilityError, StateError
 from router.tasks import Background
 
 log = logging.getLogger("router.reload")
@@ -41,10 +41,15 @@ def _problems(exc: ConfigError) -> Refused:
     )
 
 
-def _recorder(found: RouteState) -> Move:
+def _first_state(state: RouteState) -> Callable[[RouteState | None], RouteState]:
+    return lambda _: state
+
+
+def _recorder(found: RouteState) -> Callable[[RouteState | None], RouteState]:
     """A move that records versions found on disk (weight 0), leaving the rest as it is."""
 
-    def record(current: RouteState) -> RouteState:
+    def record(current: RouteState | None) -> RouteState:
+        assert current is not None
         return dataclasses.replace(
             current,
             weights={**found.weights, **current.weights},
@@ -108,47 +113,35 @@ class Reloader:
             name: build_route(config, spec, upstreams, self.routes.get(name))
             for name, spec in catalog.routes.items()
         }
-        # 3. Swap, one assignment per name; retire what is gone.
-        self.upstreams.update(upstreams)
-        for name in [n for n in self.upstreams if n not in upstreams]:
-            del self.upstreams[name]
         retired = [u for u in old_upstreams.values() if u not in upstreams.values()]
-        if retired:
-            self.background.start(self._retire(retired), "retire-upstreams")
         added = [n for n in routes if n not in self.routes]
         removed = [n for n in self.routes if n not in routes]
-        for name, route in routes.items():
-            self.routes[name] = route
-        for name in removed:
-            del self.routes[name]
-            rollouts.forget(name)
-        old_guards = {n: g.rules if g else None for n, g in rollouts.guards.items()}
-        rollouts.guards, rollouts.check_interval = build_guards(catalog)
-        rollouts.plans = {name: spec.config.rollout for name, spec in catalog.routes.items()}
-        rollouts.warm_window = config.warm_window
-        self.catalog = catalog
-        # 4. Record: new routes start from their config, new versions are recorded at 0.
-        for name in added:
-            spec = catalog.routes[name]
-            state = RouteState.from_config(spec.config, digests_of(spec))
-            await rollouts.add_route(name, state, actor=actor, reason="reload")
+        guards, check_interval = build_guards(catalog)
+        old_rules = {n: g.rules if g else None for n, g in rollouts.guards.items()}
+        # 3. The record: new routes start from their config, new versions are recorded at 0.
+        changes = [
+            Change(
+                name,
+                _first_state(RouteState.from_config(spec.config, digests_of(spec))),
+                "init",
+                "reload: initial weights from the config",
+            )
+            for name, spec in catalog.routes.items()
+            if name in added
+        ]
         new_versions = {}
         for name, state in reconciled.items():
             fresh = sorted(set(state.digests) - set(rollouts.states[name].digests))
             if fresh:
                 new_versions[name] = fresh
-                await rollouts.change(
-                    name,
-                    _recorder(state),
-                    actor=actor,
-                    action="versions_added",
-                    reason=f"reload found {', '.join(fresh)} (weight 0)",
+                changes.append(
+                    Change(
+                        name,
+                        _recorder(state),
+                        "versions_added",
+                        f"reload found {', '.join(fresh)} (weight 0)",
+                    )
                 )
-        for name in routes:
-            before = old_guards.get(name)
-            guard = rollouts.guards.get(name)
-            if name not in added and before != (guard.rules if guard else None):
-                rollouts.rewatch(name)
         summary = {
             "routes_added": added,
             "routes_removed": removed,
@@ -156,17 +149,47 @@ class Reloader:
             "providers_replaced": sorted(u.name for u in retired),
             "notes": notes,
         }
-        await rollouts.note(
-            {
-                "action": "reload",
-                "actor": actor,
-                "route": None,
-                "reason": reason,
-                "details": summary,
-            }
-        )
-        for note in notes:
-            log.warning("%s", note)
+
+        def install() -> None:
+            """The swap, one assignment per name; runs once the record is durable, under
+            the change lock, so no trip lands between reading a table and replacing it."""
+            for name, route in routes.items():
+                if name in self.routes:
+                    route.table = self.routes[name].table
+            self.upstreams.update(upstreams)
+            for name in [n for n in self.upstreams if n not in upstreams]:
+                del self.upstreams[name]
+            for name, route in routes.items():
+                self.routes[name] = route
+            for name in removed:
+                del self.routes[name]
+                rollouts.forget(name)
+            plans = {name: spec.config.rollout for name, spec in catalog.routes.items()}
+            rollouts.configure(guards, check_interval, plans, config.warm_window)
+            self.catalog = catalog
+
+        # 4. Durable first, then in force: a full disk leaves the old config serving.
+        note = {"action": "reload", "actor": actor, "route": None, "reason": reason}
+        try:
+            await rollouts.commit(
+                changes, actor=actor, install=install, note={**note, "details": summary}
+            )
+        except DurabilityError as exc:
+            for upstream in started:
+                await upstream.close()
+            raise Refused(
+                f"{exc}; the reload was not applied, the old configuration keeps serving",
+                status=503,
+                code="state_not_durable",
+            ) from None
+        if retired:
+            self.background.start(self._retire(retired), "retire-upstreams")
+        for name in routes:
+            guard = rollouts.guards.get(name)
+            if name not in added and old_rules.get(name) != (guard.rules if guard else None):
+                rollouts.rewatch(name)
+        for note_text in notes:
+            log.warning("%s", note_text)
         return summary
 
     async def _retire(self, upstreams: list[Upstream]) -> None:
@@ -223,7 +246,7 @@ class Reloader:
                     reason=reason,
                     details={"version": version, "digest": bundle.digest, "model": bundle.model},
                 )
-            except Refused:
+            except Exception:  # refused, or not durable: the version is not left loaded
                 if loaded is None:
                     del route.targets[version]
                 raise

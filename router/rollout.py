@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,16 +27,24 @@ from router.guardrails import Guard, Verdict, Watch
 from router.notify import Notifier
 from router.proxy import LiveRoute
 from router.stack import (
-    ROLLED_BACK,
     Refused,
     RouteState,
     archive_expired,
+    drain_candidate,
     halt_ramp,
     rollback,
     with_drill,
 )
-from router.state import AuditLog, StateError, StateFile, read_records, utc_now
-from router.tasks import Background
+from router.state import (
+    REBUILD,
+    AuditLog,
+    DurabilityError,
+    StateError,
+    StateFile,
+    read_records,
+    utc_now,
+)
+from router.tasks import Background, count_failure
 from router.telemetry import LATENCY_BOUNDS, Histogram
 
 log = logging.getLogger("router.rollout")
@@ -57,28 +65,38 @@ class Restored:
 def restore(catalog: Catalog, state_file: StateFile, audit: AuditLog) -> Restored:
     """Load live state, replay audit records the state file missed, check it against the
     config and the bundles. Live state always wins over the config's initial weights; a
-    difference is reported, never applied silently."""
+    difference is reported, never applied silently. Raises StateError, naming the file and
+    the way out, for state that breaks the rules or an audit log with records missing."""
     notes = []
-    repair = audit.open()
+    data = state_file.load() or {"audit_seq": 0, "routes": {}}
+    repair = audit.open(expect_seq=data["audit_seq"])
     if repair:
         notes.append(f"audit log: {repair}")
-    data = state_file.load() or {"audit_seq": 0, "routes": {}}
     saved: dict[str, Any] = dict(data["routes"])
-    replayed = False
+    source = dict.fromkeys(saved, str(state_file.path))
+    replays = []
     for record in read_records(audit.path):
-        if record["seq"] > data.get("audit_seq", 0) and "after" in record:
+        if record["seq"] > data["audit_seq"] and record.get("after") is not None:
             saved[record["route"]] = record["after"]
-            notes.append(
-                f"replayed audit record {record['seq']} ({record['action']} on "
-                f"{record['route']}), which the state file had missed"
-            )
-            replayed = True
+            source[record["route"]] = f"{audit.path}, record {record['seq']}"
+            replays.append(f"{record['seq']} ({record['action']} on {record['route']})")
+    if replays:
+        shown = ", ".join(replays[:5]) + (f" and {len(replays) - 5} more" if replays[5:] else "")
+        notes.append(f"replayed audit record {shown}, newer than the state file")
+    replayed = bool(replays)
     states, new_routes = {}, {}
     for name, spec in catalog.routes.items():
         if name not in saved:
             new_routes[name] = RouteState.from_config(spec.config, digests_of(spec))
             continue
-        state, found, changed = reconcile(spec, RouteState.from_dict(saved[name]))
+        try:
+            loaded = RouteState.from_dict(saved[name])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateError(
+                f"{source[name]}: the live state of route {name} breaks the rules ({exc}). "
+                f"{REBUILD}"
+            ) from None
+        state, found, changed = reconcile(spec, loaded)
         notes += found + changed  # at start a changed bundle is a warning: availability first
         states[name] = state
     unknown = {name: value for name, value in saved.items() if name not in catalog.routes}
@@ -135,6 +153,24 @@ def _nonzero(weights: Mapping[str, int]) -> dict[str, int]:
 
 Move = Callable[[RouteState], RouteState]
 WARM_CHECK_SECONDS = 60.0
+DURABILITY_RETRY_SECONDS = 1.0
+ROUTES_PER_SNAPSHOT = 8  # the state file is rewritten after (routes / 8) records, at least 1
+# Changes that take risk away. If the disk cannot take their audit record, they stay in
+# force in memory and are written as soon as it can: a rollback is never undone by a full
+# disk. Every other change is refused whole instead.
+KEPT_IN_MEMORY = frozenset({"trip", "ramp_halt", "rollback", "rollout_abort"})
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One route's change in a batch (`Rollouts.commit`): `move` gets the current state, or
+    None for a route with no live state yet."""
+
+    route: str
+    move: Callable[[RouteState | None], RouteState]
+    action: str
+    reason: str
+    details: Mapping[str, Any] | None = None
 
 
 class Rollouts:
@@ -164,10 +200,31 @@ class Rollouts:
         self.trips: dict[tuple[str, str, str], int] = {}  # (route, version, rule) -> count
         self.last_change: dict[str, dict[str, Any]] = {}  # route -> how long its last change took
         self.drill_durations: dict[str, Histogram] = {}  # route -> command to first request
-        self.plans: dict[str, RolloutPlan] = {}  # route -> its rollout plan (set by the caller)
+        self.plans: dict[str, RolloutPlan] = {}  # route -> its rollout plan
         self.lock = asyncio.Lock()
         self._restored = restored
         self.background = Background()
+        # Durability: audit entries in force in memory but not yet written (in order), and
+        # whether the state file is older than the audit log. Both are retried until the
+        # disk takes them; meanwhile the router reports itself degraded.
+        self.pending: list[dict[str, Any]] = []
+        self.state_behind = False
+        self.fault: str | None = None  # the last write error while degraded
+        self.fault_since: str | None = None
+        self.unsnapshotted = 0  # audit records newer than the state file
+
+    def configure(
+        self,
+        guards: Mapping[str, Guard | None],
+        check_interval: float,
+        plans: Mapping[str, RolloutPlan],
+        warm_window: float,
+    ) -> None:
+        """The settings that come from the config, at start and on every reload."""
+        self.guards = dict(guards)
+        self.check_interval = check_interval
+        self.plans = dict(plans)
+        self.warm_window = warm_window
 
     async def start(self) -> None:
         """Serve live state, record first-time routes, and start watching canaries."""
@@ -175,25 +232,200 @@ class Rollouts:
             self.routes[name].table = state.table()
             self._rewatch(name, state)
         if self._restored.replayed:
-            await asyncio.to_thread(self._save, self.audit.seq)
-        for name, state in self._restored.new_routes.items():
-            await self.add_route(name, state, actor="config", reason="first start")
-        self.background.start(self._watch_loop(), "guardrails")
-        self.background.start(self._warm_loop(), "warm-window")
+            await self._save_state()
+        await self.add_routes(self._restored.new_routes, actor="config", reason="first start")
+        self.background.keep_running(self._watch_loop, "guardrails")
+        self.background.keep_running(self._warm_loop, "warm-window")
+        self.background.keep_running(self._durability_loop, "durability")
 
     async def close(self) -> None:
         await self.background.stop()
+        async with self.lock:
+            await self._flush()
+            if self.unsnapshotted and not self.pending:
+                await self._save_state()  # a clean stop leaves nothing to replay
+        if self.pending:
+            log.critical(
+                "stopping with %d change(s) in force that never reached the audit log (%s); "
+                "they are lost, and the next start serves the state before them: %s",
+                len(self.pending),
+                self.fault,
+                "; ".join(f"{e['action']} on {e['route']}" for e in self.pending),
+            )
         self.audit.close()
 
-    async def add_route(self, name: str, state: RouteState, *, actor: str, reason: str) -> None:
-        """A route with no live state yet starts from its config."""
-        await self._apply(
-            name,
-            lambda _: state,
-            actor=actor,
-            action="init",
-            reason=f"{reason}: initial weights from the config",
+    # -- durability ---------------------------------------------------------------------
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.pending) or self.state_behind
+
+    def durability(self) -> dict[str, Any]:
+        """For status, /readyz and /rollouts: is every change in force also on disk?"""
+        return {
+            "degraded": self.degraded,
+            "changes_not_durable": [
+                {"route": e["route"], "action": e["action"], "reason": e["reason"]}
+                for e in self.pending
+            ],
+            "state_file_behind": self.state_behind,
+            "error": self.fault,
+            "since": self.fault_since,
+        }
+
+    def _write_failed(self, exc: DurabilityError) -> None:
+        first = self.fault is None
+        self.fault = str(exc)
+        if first:
+            self.fault_since = utc_now()
+            text = (
+                f"DURABILITY DEGRADED: {exc}. Changes that take risk away (trips, rollbacks) "
+                "stay in force in memory and are written as soon as the disk takes them; "
+                "every other change is refused. Do not restart the router until this clears."
+            )
+            log.error("%s", text)
+            self.notifier.send({"text": text, "action": "durability_degraded", "at": utc_now()})
+
+    def _write_recovered(self, written: int) -> None:
+        if self.fault is None:
+            return
+        text = (
+            f"durability restored: the disk took the audit log and the state file again "
+            f"({written} change(s) kept in memory since {self.fault_since} are now durable)"
         )
+        self.fault = self.fault_since = None
+        log.warning("%s", text)
+        self.notifier.send({"text": text, "action": "durability_restored", "at": utc_now()})
+
+    async def _append(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write the pending entries, then `entries`, with one fsync. Returns the records
+        of `entries`. Raises DurabilityError with nothing written."""
+        earlier = len(self.pending)
+        records = await asyncio.to_thread(self.audit.append_many, [*self.pending, *entries])
+        self.pending.clear()
+        if earlier:
+            log.warning("wrote %d audit record(s) that were in force in memory only", earlier)
+        return records[earlier:]
+
+    async def _recorded(self, count: int) -> None:
+        """`count` audit records landed. The state file is a snapshot: rewritten once the
+        records since the last one reach an eighth of the routes (so after every change on a
+        small router), which keeps the bytes written per change bounded however many routes
+        there are. The audit log holds the rest, and a start replays it."""
+        self.unsnapshotted += count
+        if self.unsnapshotted >= max(1, len(self.states) // ROUTES_PER_SNAPSHOT):
+            await self._save_state()
+
+    async def _save_state(self) -> None:
+        """Replace the state file; on failure the audit log holds the changes (the next start
+        replays them) and the durability loop retries."""
+        routes = {**self.unknown_routes, **{n: s.as_dict() for n, s in self.states.items()}}
+        data = {"audit_seq": self.audit.seq, "routes": routes}
+        try:
+            await asyncio.to_thread(self.state_file.save, data)
+        except DurabilityError as exc:
+            self.state_behind = True
+            self._write_failed(exc)
+        else:
+            self.state_behind = False
+            self.unsnapshotted = 0
+
+    async def _flush(self) -> None:
+        """Under the lock: write what is pending, then the state file."""
+        if not self.degraded:
+            return
+        written = len(self.pending)
+        try:
+            await self._append([])
+        except DurabilityError as exc:
+            self._write_failed(exc)
+            return
+        await self._save_state()
+        if not self.degraded:
+            self._write_recovered(written)
+
+    async def _durability_loop(self) -> None:
+        while True:
+            await asyncio.sleep(DURABILITY_RETRY_SECONDS)
+            if self.degraded:
+                async with self.lock:
+                    await self._flush()
+
+    # -- changes ------------------------------------------------------------------------
+
+    async def add_routes(
+        self, states: Mapping[str, RouteState], *, actor: str, reason: str
+    ) -> list[dict[str, Any]]:
+        """Routes with no live state yet start from their config: one `init` record each,
+        written with one fsync, and the state file written once."""
+        return await self.commit(
+            [
+                Change(
+                    name,
+                    lambda _, state=state: state,  # type: ignore[misc]
+                    "init",
+                    f"{reason}: initial weights from the config",
+                )
+                for name, state in states.items()
+            ],
+            actor=actor,
+        )
+
+    async def commit(
+        self,
+        changes: Sequence[Change],
+        *,
+        actor: str,
+        install: Callable[[], None] | None = None,
+        note: Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Several changes as one: durable first, then in force (for first start and reload).
+
+        Under the lock, every move is computed and checked, then all audit records (and
+        `note`, an event that changes no route) are written with one fsync. Only then is
+        `install` called (a reload swaps in its new routes there) and each route's table
+        swapped. If the disk refuses, DurabilityError is raised and nothing has changed."""
+        if not changes and note is None:
+            if install is not None:
+                install()
+            return []
+        async with self.lock:
+            befores = {c.route: self.states.get(c.route) for c in changes}
+            afters = {}
+            for change in changes:
+                afters[change.route] = after = change.move(befores[change.route])
+                after.table()  # checks the weights before anything changes
+            entries = [
+                self._entry(
+                    c.route, befores[c.route], afters[c.route], actor, c.action, c.reason, c.details
+                )
+                for c in changes
+            ]
+            if note is not None:
+                entries.append(dict(note))
+            try:
+                records = await self._append(entries)
+            except DurabilityError as exc:
+                log.error("refused %s: %s", ", ".join(e["action"] for e in entries), exc)
+                raise
+            if install is not None:
+                install()
+            for change, record in zip(changes, records, strict=False):
+                name, after = change.route, afters[change.route]
+                self.routes[name].table = after.table()
+                self.states[name] = after
+                self._rewatch(name, after, befores[name])
+                self._remember(name, record, time.perf_counter(), time.time(), time.perf_counter())
+            await self._recorded(len(records))
+        for change, record in zip(changes, records, strict=False):
+            self.notifier.send(
+                self._message(change.route, befores[change.route], afters[change.route], record)
+            )
+        if note is not None:
+            record = records[-1]
+            text = f"{record['action']} by {record['actor']} at {record['at'][11:19]}Z"
+            self.notifier.send({"text": f"{text}: {record['reason']}", **record})
+        return records
 
     async def change(
         self,
@@ -210,86 +442,92 @@ class Rollouts:
 
         The move runs under the lock, on the state as it is then, so two changes never
         overwrite each other; a move may raise `Refused`. Returns the audit record once it
-        is durable. `decided` (a perf_counter reading) is when the change was decided."""
+        is durable. `decided` (a perf_counter reading) is when the change was decided.
 
-        def on_current(before: RouteState | None) -> RouteState:
-            if before is None:
-                raise Refused(f"unknown route {name!r}", status=404, code="unknown_route")
-            return move(before)
-
-        return await self._apply(
-            name,
-            on_current,
-            actor=actor,
-            action=action,
-            reason=reason,
-            details=details,
-            decided=decided,
-        )
-
-    async def _apply(
-        self,
-        name: str,
-        compute: Callable[[RouteState | None], RouteState],
-        *,
-        actor: str,
-        action: str,
-        reason: str,
-        details: Mapping[str, Any] | None = None,
-        decided: float | None = None,
-    ) -> dict[str, Any]:
+        If the disk refuses the audit record, a change in KEPT_IN_MEMORY stays in force and
+        is written as soon as the disk takes it (the record returned has `durable: false`);
+        any other change is undone and DurabilityError raised."""
         decided = decided if decided is not None else time.perf_counter()
         async with self.lock:
             before = self.states.get(name)
-            after = compute(before)
+            if before is None:
+                raise Refused(f"unknown route {name!r}", status=404, code="unknown_route")
+            after = move(before)
             table = after.table()  # checks the weights before anything changes
             route = self.routes[name]
             old_table = route.table
             route.table = table  # the swap: one assignment
             swapped, swapped_at = time.perf_counter(), time.time()
             self.states[name] = after
-            entry = {
-                "action": action,
-                "actor": actor,
-                "route": name,
-                "reason": reason,
-                "before": before.as_dict() if before else None,
-                "after": after.as_dict(),
-                "details": dict(details or {}),
-            }
+            entry = self._entry(name, before, after, actor, action, reason, details)
             try:
-                record = await asyncio.to_thread(self.audit.append, entry)
-            except OSError:
-                if action != "trip":  # a trip stays in force in memory even if the disk fails
-                    route.table = old_table
-                    if before is not None:
-                        self.states[name] = before
-                log.exception("could not write the audit record of the %s on %s", action, name)
-                raise
-            # The audit record is the commitment: if the state file cannot be written now,
-            # the next start replays the record into it.
-            try:
-                await asyncio.to_thread(self._save, record["seq"])
-            except OSError:
-                log.exception(
-                    "could not write %s; audit record %d holds the change and the next start "
-                    "replays it",
-                    self.state_file.path,
-                    record["seq"],
+                (record,) = await self._append([entry])
+            except DurabilityError as exc:
+                if action not in KEPT_IN_MEMORY:
+                    route.table = old_table  # all or nothing: as if it was never asked
+                    self.states[name] = before
+                    log.error("refused %s on %s: %s", action, name, exc)
+                    raise
+                self.pending.append(entry)
+                self._write_failed(exc)
+                log.error(
+                    "%s on %s is in force in memory, but NOT durable yet: %s", action, name, exc
                 )
-            self.last_change[name] = {
-                "action": action,
-                "actor": actor,
-                "reason": reason,
-                "at": record["at"],
-                "audit_seq": record["seq"],
-                "swapped_at_unix": swapped_at,
-                "decision_to_swap_seconds": swapped - decided,
-                "decision_to_durable_seconds": time.perf_counter() - decided,
-            }
+                record = {
+                    "seq": None,
+                    "at": utc_now(),
+                    **entry,
+                    "durable": False,
+                    "warning": f"in force, but not durable yet: {exc}",
+                }
+            else:
+                # The audit record is the commitment: if the state file is not written
+                # now, the next start replays the record into it.
+                await self._recorded(1)
+            self._remember(name, record, decided, swapped_at, swapped)
             self._rewatch(name, after, before)
         self.notifier.send(self._message(name, before, after, record))
         return record
+
+    @staticmethod
+    def _entry(
+        name: str,
+        before: RouteState | None,
+        after: RouteState,
+        actor: str,
+        action: str,
+        reason: str,
+        details: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        return {
+            "action": action,
+            "actor": actor,
+            "route": name,
+            "reason": reason,
+            "before": before.as_dict() if before else None,
+            "after": after.as_dict(),
+            "details": dict(details or {}),
+        }
+
+    def _remember(
+        self,
+        name: str,
+        record: Mapping[str, Any],
+        decided: float,
+        swapped_at: float,
+        swapped: float,
+    ) -> None:
+        self.last_change[name] = {
+            "action": record["action"],
+            "actor": record["actor"],
+            "reason": record["reason"],
+            "at": record["at"],
+            "audit_seq": record["seq"],
+            "durable": record.get("durable", True),
+            "swapped_at_unix": swapped_at,
+            "decision_to_swap_seconds": swapped - decided,
+            "decision_to_durable_seconds": time.perf_counter() - decided,
+        }
 
     async def checkpoint(self, name: str, update: Move) -> None:
         """Save progress that changes no weight (a ramp's bake time): the state file only,
@@ -302,19 +540,7 @@ class Rollouts:
             if dict(after.weights) != dict(state.weights):
                 raise ValueError("a checkpoint may not change weights; use change()")
             self.states[name] = after
-            await asyncio.to_thread(self._save, self.audit.seq)
-
-    async def note(self, entry: Mapping[str, Any]) -> dict[str, Any]:
-        """Audit and announce an event that changes no route's state (a reload, say)."""
-        async with self.lock:
-            record = await asyncio.to_thread(self.audit.append, dict(entry))
-        text = f"{record['action']} by {record['actor']} at {record['at'][11:19]}Z"
-        self.notifier.send({"text": f"{text}: {record['reason']}", **record})
-        return record
-
-    def _save(self, audit_seq: int) -> None:
-        routes = {**self.unknown_routes, **{n: s.as_dict() for n, s in self.states.items()}}
-        self.state_file.save({"audit_seq": audit_seq, "routes": routes})
+            await self._save_state()
 
     def _rewatch(self, name: str, after: RouteState, before: RouteState | None = None) -> None:
         """Watch a live canary from the moment it (re)starts; stop watching a finished one."""
@@ -348,13 +574,21 @@ class Rollouts:
         if state is not None:
             self.unknown_routes[name] = state.as_dict()
 
+    # -- the loops ----------------------------------------------------------------------
+
     async def _watch_loop(self) -> None:
+        """Judge every watched canary. One route's failure is logged, counted and skipped:
+        it never stops the others' guardrails."""
         while True:
             await asyncio.sleep(self.check_interval)
             for name, watch in list(self.watches.items()):
-                verdict = watch.check()
-                if verdict is not None:
-                    await self.trip(name, verdict)
+                try:
+                    verdict = watch.check()
+                    if verdict is not None:
+                        await self.trip(name, verdict)
+                except Exception:
+                    count_failure("guardrails")
+                    log.exception("guardrails of route %s: the check failed; retrying", name)
 
     async def trip(self, name: str, verdict: Verdict) -> dict[str, Any] | None:
         """Drain the canary to 0 (its weight goes to the control) and mark it rolled back."""
@@ -369,17 +603,8 @@ class Rollouts:
         def drain(state: RouteState) -> RouteState:
             if state.candidate != candidate or not state.canary_live:
                 raise Refused("the canary changed while it was judged")
-            assert candidate is not None
-            weights = dict(state.weights)
-            weights[state.active] = weights.get(state.active, 0) + weights[candidate]
-            weights[candidate] = 0
             trip = {**verdict.as_dict(), "at": utc_now(), "description": verdict.describe()}
-            ramp = state.ramp
-            if ramp is not None and ramp.active:
-                ramp = replace(ramp, status=ROLLED_BACK, note=f"tripped: {verdict.describe()}")
-            return replace(
-                state, weights=weights, candidate_state=ROLLED_BACK, trip=trip, ramp=ramp
-            )
+            return drain_candidate(state, trip)
 
         try:
             record = await self.change(
@@ -393,6 +618,10 @@ class Rollouts:
             )
         except Refused:
             return None  # a person moved first; nothing to drain
+        except Exception:
+            if watched is not None:  # not drained: keep judging it
+                self.watches.setdefault(name, watched)
+            raise
         key = (name, str(candidate), verdict.rule)
         self.trips[key] = self.trips.get(key, 0) + 1
         return record
@@ -424,13 +653,17 @@ class Rollouts:
                 def expire(current: RouteState, oldest: str = oldest) -> RouteState:
                     return archive_expired(current, oldest) or current
 
-                await self.change(
-                    name,
-                    expire,
-                    actor="router",
-                    action="archive",
-                    reason=f"warm for longer than the warm window ({self.warm_window:g} s)",
-                )
+                try:
+                    await self.change(
+                        name,
+                        expire,
+                        actor="router",
+                        action="archive",
+                        reason=f"warm for longer than the warm window ({self.warm_window:g} s)",
+                    )
+                except Exception:  # a full disk, say: archiving waits for the next round
+                    count_failure("warm-window")
+                    log.exception("warm window of route %s: archiving failed; retrying", name)
 
     async def drill(
         self, name: str, probe: Callable[[], Awaitable[str]], *, actor: str, started: float
@@ -470,14 +703,23 @@ class Rollouts:
         }
         before = previous["state"]
         self.drill_durations.setdefault(name, Histogram(LATENCY_BOUNDS)).observe(first_request)
-        await self.change(
-            name,
-            lambda _: with_drill(before, now, first_request),
-            actor=actor,
-            action="drill_forward",
-            reason=f"rolled forward after the drill (rollback took {first_request:.3f} s)",
-            details={"drill": result},
-        )
+        try:
+            await self.change(
+                name,
+                lambda _: with_drill(before, now, first_request),
+                actor=actor,
+                action="drill_forward",
+                reason=f"rolled forward after the drill (rollback took {first_request:.3f} s)",
+                details={"drill": result},
+            )
+        except DurabilityError as exc:
+            raise Refused(
+                f"the drill rolled {name} back, but rolling forward could not be made durable "
+                f"({exc}); the route stays rolled back, which is safe. Once the disk has room, "
+                f"restore the weights with bundle-router weights {name} ...",
+                status=503,
+                code="state_not_durable",
+            ) from None
         if watched is not None and name in self.watches:
             self.watches[name] = watched
         return result

@@ -40,9 +40,19 @@ class WeightTable:
     weights: Mapping[str, int]  # version -> basis points, in layout order
     order: tuple[str, ...]
     bounds: tuple[int, ...]  # exclusive upper bucket of each version in `order`
+    # Versions an `X-Bundle-Version` override may pick: the active one and a live candidate.
+    # It lives in the table so that a rollback cuts overrides off in the same swap.
+    live: frozenset[str] = frozenset()
 
     @classmethod
-    def build(cls, weights: Mapping[str, int], active: str, candidate: str | None) -> WeightTable:
+    def build(
+        cls,
+        weights: Mapping[str, int],
+        active: str,
+        candidate: str | None,
+        *,
+        candidate_live: bool = True,
+    ) -> WeightTable:
         if sum(weights.values()) != BASIS_POINTS:
             raise ValueError(f"weights sum to {sum(weights.values())} basis points, not 10000")
         if any(w < 0 for w in weights.values()):
@@ -55,7 +65,13 @@ class WeightTable:
         for version in order:
             total += weights[version]
             bounds.append(total)
-        return cls(MappingProxyType({v: weights[v] for v in order}), tuple(order), tuple(bounds))
+        live = {active, candidate} if candidate is not None and candidate_live else {active}
+        return cls(
+            MappingProxyType({v: weights[v] for v in order}),
+            tuple(order),
+            tuple(bounds),
+            frozenset(live),
+        )
 
     def choose(self, bucket: int) -> str:
         return self.order[bisect_right(self.bounds, bucket)]

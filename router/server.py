@@ -38,18 +38,29 @@ DRAIN_TIMEOUT = 30.0
 
 
 class Health:
-    """/healthz answers while the process runs; /readyz only while it takes traffic."""
+    """/healthz answers while the process runs; /readyz only while it takes traffic.
+
+    Both say when durability is degraded (a change in force that the disk has not taken).
+    Such a router still routes correctly, so it stays ready; but a restart would lose what
+    is only in memory, so it is for alerts (`router_state_degraded`), not for probes that
+    restart or drain it."""
 
     def __init__(self) -> None:
         self.ready = False
+        self.rollouts: Rollouts | None = None
+
+    def _durability(self) -> dict[str, object]:
+        if self.rollouts is None or not self.rollouts.degraded:
+            return {"durability": "ok"}
+        return {"durability": "degraded", "durability_detail": self.rollouts.durability()}
 
     async def healthz(self, request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        return web.json_response({"status": "ok", **self._durability()})
 
     async def readyz(self, request: web.Request) -> web.Response:
         if self.ready:
-            return web.json_response({"status": "ready"})
-        return web.json_response({"status": "not ready"}, status=503)
+            return web.json_response({"status": "ready", **self._durability()})
+        return web.json_response({"status": "not ready", **self._durability()}, status=503)
 
 
 def build_proxy_app(
@@ -118,7 +129,8 @@ def build_rollouts(catalog: Catalog, routes: dict[str, LiveRoute], notifier: Not
     rollouts = Rollouts(
         routes, guards, restored, state_file, audit, notifier, interval, config.warm_window
     )
-    rollouts.plans = {name: spec.config.rollout for name, spec in catalog.routes.items()}
+    plans = {name: spec.config.rollout for name, spec in catalog.routes.items()}
+    rollouts.configure(guards, interval, plans, config.warm_window)
     return rollouts
 
 
@@ -168,6 +180,7 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     notifier = build_notifier(config)
     rollouts = build_rollouts(catalog, routes, notifier)
     await notifier.start()
+    health.rollouts = rollouts
     await rollouts.start()
     ramps = Ramps(rollouts)
     ramps.start()

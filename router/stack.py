@@ -13,7 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from router.config import Route
 from router.routing import BASIS_POINTS, WeightTable
@@ -80,6 +90,28 @@ class Ramp:
         )
 
 
+class _SavedRoute(BaseModel):
+    """The rules a saved route state must keep, checked when one is read back (state file,
+    audit replay): a hand-edited or corrupted state never reaches the weight table."""
+
+    model_config = ConfigDict(extra="allow")
+    active: StrictStr
+    candidate: StrictStr | None = None
+    weights: dict[str, Annotated[StrictInt, Field(ge=0, le=BASIS_POINTS)]]
+    candidate_state: Literal["live", "rolled_back"] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> _SavedRoute:
+        total = sum(self.weights.values())
+        if total != BASIS_POINTS:
+            raise ValueError(f"weights add up to {total} basis points, not {BASIS_POINTS}")
+        if (self.candidate is None) != (self.candidate_state is None):
+            raise ValueError("candidate and candidate_state must be set together")
+        if self.candidate is not None and self.candidate == self.active:
+            raise ValueError(f"{self.active} is both active and candidate")
+        return self
+
+
 @dataclass(frozen=True, slots=True)
 class RouteState:
     """A route's live deploy state."""
@@ -108,6 +140,17 @@ class RouteState:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RouteState:
+        """Raises ValueError naming what breaks the rules."""
+        try:
+            _SavedRoute.model_validate(data)
+        except ValidationError as exc:
+            raise ValueError(
+                "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or 'the route'}: "
+                    f"{e['msg'].removeprefix('Value error, ')}"
+                    for e in exc.errors()
+                )
+            ) from None
         return cls(
             active=data["active"],
             candidate=data.get("candidate"),
@@ -138,7 +181,9 @@ class RouteState:
         }
 
     def table(self) -> WeightTable:
-        return WeightTable.build(self.weights, self.active, self.candidate)
+        return WeightTable.build(
+            self.weights, self.active, self.candidate, candidate_live=self.canary_live
+        )
 
     @property
     def canary_live(self) -> bool:
@@ -191,6 +236,20 @@ def set_weights(state: RouteState, points: Mapping[str, int]) -> RouteState:
             f"the weights add up to {sum(points.values()) / 100:g}%, not 100%",
             status=400,
             code="weights_not_100",
+        )
+    unwatched = sorted(
+        v for v, p in points.items() if p and v not in (state.active, state.candidate)
+    )
+    if unwatched:
+        version = unwatched[0]
+        raise Refused(
+            f"{version} is {state.role(version)}, neither the active version "
+            f"({state.active}) nor the candidate ({state.candidate or 'none'}); the guardrails "
+            "watch only those two, so traffic on it would go unguarded. Make it the candidate "
+            f"first (bundle-router deploy ROUTE {version}), or roll back to it "
+            f"(bundle-router rollback ROUTE --to {version} --force)",
+            status=400,
+            code="version_not_deployed",
         )
     weights = {**dict.fromkeys(state.weights, 0), **points}
     after = replace(state, weights=weights)
@@ -270,19 +329,9 @@ def rollback(
 ) -> tuple[RouteState, str]:
     """The next state and what was done, in words."""
     if to is None and state.canary_live and state.candidate is not None:
-        candidate = state.candidate
-        weights = dict(state.weights)
-        weights[state.active] = weights.get(state.active, 0) + weights.get(candidate, 0)
-        weights[candidate] = 0
         trip = {"rule": "manual", "at": now, "description": "rolled back by a person"}
-        after = replace(
-            state,
-            weights=weights,
-            candidate_state=ROLLED_BACK,
-            trip=trip,
-            ramp=_ended(state.ramp, ROLLED_BACK),
-        )
-        return after, f"drained candidate {candidate}; {state.active} serves all traffic"
+        after = drain_candidate(state, trip)
+        return after, f"drained candidate {state.candidate}; {state.active} serves all traffic"
     if to is not None:
         if not force:
             raise Refused(
@@ -313,6 +362,23 @@ def rollback(
         ramp=_ended(state.ramp, ROLLED_BACK),
     )
     return after, f"{state.active} rolled back; {target} is active at 100%"
+
+
+def drain_candidate(state: RouteState, trip: Mapping[str, Any]) -> RouteState:
+    """The canary's weight goes to the active version and it is marked rolled back, with
+    `trip` saying why (a guardrail's verdict, or a person); a ramp in progress ends."""
+    assert state.candidate is not None
+    note = None if trip.get("rule") == "manual" else f"tripped: {trip.get('description')}"
+    weights = dict(state.weights)
+    weights[state.active] = weights.get(state.active, 0) + weights.get(state.candidate, 0)
+    weights[state.candidate] = 0
+    return replace(
+        state,
+        weights=weights,
+        candidate_state=ROLLED_BACK,
+        trip=dict(trip),
+        ramp=_ended(state.ramp, ROLLED_BACK, note),
+    )
 
 
 def archive_expired(state: RouteState, oldest: str) -> RouteState | None:

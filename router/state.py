@@ -15,7 +15,9 @@ replaying the newer records, so a change that reached the log is never lost.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+log = logging.getLogger("router.state")
 GENESIS = "0" * 64
 STATE_FILE = "state.json"
 AUDIT_FILE = "audit.jsonl"
@@ -34,22 +38,60 @@ class StateError(Exception):
     """The durable state cannot be used as it is; the message says what to do."""
 
 
+class DurabilityError(Exception):
+    """A write to `state_dir` failed (a full disk, an I/O error, lost permissions). Like
+    PostgreSQL with its WAL, the router never carries on as if a failed or short write had
+    landed: the file is put back as it was and the caller decides what the change becomes."""
+
+    def __init__(self, path: Path, cause: OSError) -> None:
+        self.path = path
+        self.errno = cause.errno
+        name = errno.errorcode.get(cause.errno or 0, "EIO")
+        self.reason = f"{cause.strerror or cause} ({name})"
+        fix = {
+            errno.ENOSPC: "free space on the disk that holds it",
+            errno.EDQUOT: "raise the disk quota of the router's user",
+            errno.EACCES: "give the router's user write access to it",
+            errno.EROFS: "mount it read-write",
+        }.get(cause.errno or 0, "check the disk and the kernel log (dmesg)")
+        super().__init__(
+            f"could not write {path}: {self.reason}. state_dir is {path.parent}; {fix}"
+        )
+
+
 def utc_now() -> str:
     """'2026-11-26T14:03:12.123Z'."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte or raise: `os.write` may write less than asked (a short write when
+    the disk fills mid-record), and what it returns must be checked."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[written:]
+
+
 def write_durably(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves either the old or the new file."""
+    """Replace `path` with `data` so that a crash leaves either the old or the new file.
+    Raises DurabilityError, with the old file untouched and no temp file left behind."""
     temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-    _fsync_folder(path.parent)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+        _fsync_folder(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink()  # a partial temp file would hold the space the disk needs
+        raise DurabilityError(path, exc) from exc
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -58,6 +100,20 @@ def _fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+REBUILD = (
+    "Restore it from a backup, or move it away: the router then rebuilds live state from "
+    "the audit log and the config"
+)
+
+
+class _SavedState(BaseModel):
+    """The envelope of `state.json`; each route's content is checked by `RouteState`."""
+
+    model_config = ConfigDict(extra="allow")
+    audit_seq: StrictInt = Field(ge=0)
+    routes: dict[str, dict[str, Any]]
 
 
 class StateFile:
@@ -74,14 +130,23 @@ class StateFile:
         except orjson.JSONDecodeError as exc:
             raise StateError(
                 f"{self.path} is not valid JSON ({exc}); it is only ever replaced whole, so "
-                "something else wrote it. Restore it from a backup, or move it away to rebuild "
-                "the state from the config and the audit log"
+                f"something else wrote it. {REBUILD}"
             ) from None
-        if not isinstance(data, dict) or not isinstance(data.get("routes"), dict):
-            raise StateError(f"{self.path} has no 'routes' mapping; restore it or move it away")
-        return data
+        try:
+            _SavedState.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'the file'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise StateError(
+                f"{self.path} is not a state file the router wrote ({problems}). {REBUILD}"
+            ) from None
+        result: dict[str, Any] = data
+        return result
 
     def save(self, data: dict[str, Any]) -> None:
+        """Raises DurabilityError, the old file left as it was."""
         write_durably(self.path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
 
 
@@ -149,10 +214,13 @@ class AuditLog:
         self.head = GENESIS
         self.seq = 0
         self._fd: int | None = None
+        self._size = 0  # bytes of whole records: a failed append is cut back to this
 
-    def open(self) -> str | None:
+    def open(self, *, expect_seq: int = 0) -> str | None:
         """Repair a torn last line, verify the chain, open for appending. Returns a note
-        about the repair, if one was made. Raises StateError on a broken chain."""
+        about the repair, if one was made. Raises StateError on a broken chain, and when the
+        log holds fewer records than `expect_seq` (the state file's `audit_seq`): a deleted
+        or cut log would otherwise start a new chain in silence."""
         note = self._repair_torn_tail()
         result = verify(self.path)
         if not result.ok:
@@ -162,8 +230,17 @@ class AuditLog:
                 "evidence and start a new chain with: bundle-router audit --archive "
                 "--config CONFIG"
             )
+        if result.last_seq < expect_seq:
+            found = "is missing" if not self.path.exists() else f"ends at record {result.last_seq}"
+            raise StateError(
+                f"the audit log {self.path} {found}, but {self.path.parent / STATE_FILE} "
+                f"includes records up to {expect_seq}: records were deleted. Restore the log "
+                "from a backup, or start a new chain that records the loss with: "
+                "bundle-router audit --archive --config CONFIG"
+            )
         self.head, self.seq = result.head, result.last_seq
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._size = os.fstat(self._fd).st_size
         return note
 
     def _repair_torn_tail(self) -> str | None:
@@ -194,15 +271,44 @@ class AuditLog:
 
     def append(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Add seq, time and the chain to `entry`, write it and fsync. Returns the record."""
+        return self.append_many([entry])[-1]
+
+    def append_many(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Chain and write several records with one fsync: all of them land, or none does.
+
+        On a failed or short write, or a failed fsync, the file is cut back to its last
+        whole record and DurabilityError is raised; the chain stays where it was."""
         if self._fd is None:
             raise RuntimeError("AuditLog.open() was not called")
-        record = {"seq": self.seq + 1, "at": utc_now(), **entry, "prev": self.head}
-        record["hash"] = _digest(record)
-        os.write(self._fd, orjson.dumps(record) + b"\n")
-        # The line is in the file now, so the chain moves on even if the fsync fails.
-        self.seq, self.head = record["seq"], record["hash"]
-        os.fsync(self._fd)
-        return record
+        records, seq, head, at = [], self.seq, self.head, utc_now()
+        for entry in entries:
+            seq += 1
+            record = {"seq": seq, "at": at, **entry, "prev": head}
+            record["hash"] = head = _digest(record)
+            records.append(record)
+        data = b"".join(orjson.dumps(record) + b"\n" for record in records)
+        try:
+            if os.fstat(self._fd).st_size != self._size:
+                self._cut_back()  # an earlier failed append could not be cut back then
+            _write_all(self._fd, data)
+            os.fsync(self._fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self._cut_back()
+            raise DurabilityError(self.path, exc) from exc
+        self.seq, self.head, self._size = seq, head, self._size + len(data)
+        return records
+
+    def _cut_back(self) -> None:
+        """Remove the bytes of a failed append. Truncating frees space, so it works on a
+        full disk; if even that fails, the next start repairs the torn line."""
+        assert self._fd is not None
+        try:
+            os.ftruncate(self._fd, self._size)
+            os.fsync(self._fd)
+        except OSError:
+            log.critical("could not cut %s back to its last whole record", self.path)
+            raise
 
     def close(self) -> None:
         if self._fd is not None:
@@ -215,7 +321,7 @@ def archive(folder: Path) -> tuple[Path | None, AuditLog]:
     names the old file and its last good hash. Returns (archived path, the new open log)."""
     log = AuditLog(folder)
     archived = None
-    details: dict[str, Any] = {}
+    details: dict[str, Any] = {"archived_problem": "the audit log was missing"}
     if log.path.exists():
         result = verify(log.path)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

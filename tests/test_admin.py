@@ -3,6 +3,7 @@ drill, reload, who may use the socket, and the audit trail of it all."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import shutil
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -135,6 +137,29 @@ async def test_weights_must_name_known_versions_and_sum_to_100(admin_router: Rou
     ok(admin_router, "weights", "refund-agent", "v1.4=99.5", "v1.5=0.5")
     state = admin_router.rollouts()["refund-agent"]
     assert state["weights"] == {"v1.4": 9950, "v1.5": 50}
+
+
+async def test_an_override_never_reaches_a_rolled_back_version(admin_router: Router) -> None:
+    """support-agent allows X-Bundle-Version; once its canary is rolled back, pinning it is
+    refused in the same swap that drained it."""
+
+    def pinned(version: str) -> httpx.Response:
+        return httpx.post(
+            f"{admin_router.url}/v1/chat/completions",
+            json={"model": "support-agent", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"X-Bundle-Version": version},
+            timeout=10,
+        )
+
+    answer = await asyncio.to_thread(pinned, "v2.1")
+    assert answer.headers["X-Bundle-Version"] == "v2.1"
+    ok(admin_router, "rollback", "support-agent")
+    refused = await asyncio.to_thread(pinned, "v2.1")
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == "version_not_live"
+    assert "v2.0" in refused.json()["error"]["message"]
+    answer = await asyncio.to_thread(pinned, "v2.0")
+    assert answer.status_code == 200 and answer.headers["X-Bundle-Version"] == "v2.0"
 
 
 def _canary_samples(router: Router) -> int:

@@ -63,6 +63,25 @@ def test_weights_must_sum_to_100(config_dir: Path) -> None:
     assert "fix: make the percentages sum to exactly 100" in result.stderr
 
 
+def test_initial_weights_go_only_to_the_active_version_and_the_candidate(
+    config_dir: Path,
+) -> None:
+    path = config_dir / "router.yaml"
+    shutil.copytree(
+        config_dir / "bundles" / "refund-agent" / "v1.5",
+        config_dir / "bundles" / "refund-agent" / "v1.3",
+    )
+    bundle = config_dir / "bundles" / "refund-agent" / "v1.3" / "bundle.yaml"
+    bundle.write_text(bundle.read_text().replace("version: v1.5", "version: v1.3"))
+    rewrite(
+        path,
+        lambda d: d["routes"]["refund-agent"].update(weights={"v1.4": 90, "v1.5": 5, "v1.3": 5}),
+    )
+    result = validate(path)
+    assert result.returncode == 2
+    assert "v1.3 traffic, but it is neither the active version nor the candidate" in result.stderr
+
+
 def test_every_problem_is_reported_at_once(config_dir: Path) -> None:
     path = config_dir / "router.yaml"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from router.stack import (
@@ -84,3 +86,16 @@ def test_state_round_trips_through_its_dict() -> None:
 def test_weights_must_sum_to_100() -> None:
     with pytest.raises(Refused, match="add up to 95%"):
         set_weights(canary(), {"v1": 9000, "v2": 500})
+
+
+def test_weights_go_only_to_what_the_guardrails_watch() -> None:
+    """Traffic on a warm or merely loaded version would go unguarded (the guardrails watch
+    the active version and the candidate), so such weights are refused with the way out."""
+    promoted = promote(canary(), NOW)  # v1 is warm now, v2 active
+    loaded = replace(promoted, weights={**promoted.weights, "v3": 0})  # v3: loaded, no role
+    for version in ("v1", "v3"):
+        with pytest.raises(Refused) as refused:
+            set_weights(loaded, {"v2": 0, version: 10000})
+        assert refused.value.code == "version_not_deployed"
+        assert f"bundle-router deploy ROUTE {version}" in refused.value.message
+    assert set_weights(canary(), {"v1": 5000, "v2": 5000}).weights == {"v1": 5000, "v2": 5000}
