@@ -370,3 +370,25 @@ async def test_background_loops_are_restarted_and_counted() -> None:
     await asyncio.wait_for(task, timeout=10)
     assert len(runs) == 3 and tasks.failures["flaky-test"] - before == 2
     await background.stop()
+
+
+async def test_a_rollout_on_a_full_disk_pauses_never_and_aborts_at_once(
+    fake: FakeProvider, start_router: Callable[..., Router], disk: TinyDisk, tmp_path: Path
+) -> None:
+    router = admin_router(fake, start_router, disk, tmp_path)
+    assert cli(router, "rollout", "start", "refund-agent").returncode == 0
+    align_audit_log(router, "support-agent")  # the ramp owns refund-agent's weights
+    disk.fill()
+    paused = cli(router, "rollout", "pause", "refund-agent")
+    assert paused.returncode == 1 and "ENOSPC" in paused.stderr, paused.stderr
+    assert router.rollouts()["refund-agent"]["ramp"]["status"] == "running"
+    aborted = cli(router, "rollout", "abort", "refund-agent")
+    assert aborted.returncode == 0 and "not durable yet" in aborted.stdout, aborted.stdout
+    state = router.rollouts()["refund-agent"]
+    assert state["ramp"]["status"] == "aborted" and state["weights"]["v1.5"] == 0
+    disk.free()
+    wait_durable(router)
+    router.stop()
+    router.start()
+    state = router.rollouts()["refund-agent"]
+    assert state["ramp"]["status"] == "aborted" and state["weights"]["v1.5"] == 0
