@@ -231,13 +231,13 @@ class Admin:
         n = int(request.query.get("n", "0") or 0)
         records = [
             r
-            for r in read_records(self.rollouts.audit.path)
+            for r in read_records(self.rollouts.store.audit.path)
             if r["seq"] > after and (not route or r.get("route") == route)
         ]
         return _json(records[-n:] if n else records)
 
     async def status(self, request: web.Request) -> web.Response:
-        last = _last_records(self.rollouts.audit.path)
+        last = _last_records(self.rollouts.store.audit.path)
         routes = {}
         for name, state in self.rollouts.states.items():
             route = self.routes[name]
@@ -286,7 +286,7 @@ class Admin:
             {
                 "routes": routes,
                 "environment": self.config.environment,
-                "durability": self.rollouts.durability(),
+                "durability": self.rollouts.store.durability(),
             }
         )
 

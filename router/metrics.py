@@ -234,7 +234,7 @@ class ReliabilityCollector(Collector):
             "router_state_degraded",
             "1 while a change is in force in memory but not yet durable (the audit log or "
             "the state file could not be written); alert on it, and do not restart the router.",
-            value=float(self.rollouts.degraded),
+            value=float(self.rollouts.store.degraded),
         )
         failed = CounterMetricFamily(
             "router_background_failures",

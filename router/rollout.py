@@ -1,15 +1,18 @@
 """Each route's deploy state, the one change function, and the guardrail watch.
 
 Every change of weights or roles, whatever its source (the config at first start, an
-operator, a guardrail trip, later the ramp), goes through `Rollouts.change`, which
+operator, a guardrail trip, the ramp), goes through `Rollouts.change`, which
 
     swaps the route's weight table (one assignment: the next request sees it)
  -> appends an audit record (fsynced: from here on the change survives a crash)
- -> replaces the state file (durably; a crash before this is repaired from the log at start)
+ -> rewrites the state file when its snapshot is due (a start replays newer records)
  -> announces it (queued; the webhook never holds anything up)
 
-and returns only once the change is durable. Changes are serialised by one asyncio lock;
-the data path never takes it, it only reads `LiveRoute.table`.
+and returns only once the change is durable (`router.store` does the writing). If the
+disk refuses, a change that takes risk away (a trip, a rollback) stays in force and is
+written as soon as it can; any other change is undone. Batches (first start, reload) go
+through `Rollouts.commit`: durable first, in force after. Changes are serialised by one
+asyncio lock; the data path never takes it, it only reads `LiveRoute.table`.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from router.state import (
     read_records,
     utc_now,
 )
+from router.store import LocalStore
 from router.tasks import Background, count_failure
 from router.telemetry import LATENCY_BOUNDS, Histogram
 
@@ -154,7 +158,6 @@ def _nonzero(weights: Mapping[str, int]) -> dict[str, int]:
 Move = Callable[[RouteState], RouteState]
 WARM_CHECK_SECONDS = 60.0
 DURABILITY_RETRY_SECONDS = 1.0
-ROUTES_PER_SNAPSHOT = 8  # the state file is rewritten after (routes / 8) records, at least 1
 # Changes that take risk away. If the disk cannot take their audit record, they stay in
 # force in memory and are written as soon as it can: a rollback is never undone by a full
 # disk. Every other change is refused whole instead.
@@ -191,8 +194,6 @@ class Rollouts:
         self.guards = dict(guards)
         self.states = dict(restored.states)
         self.unknown_routes = restored.unknown_routes
-        self.state_file = state_file
-        self.audit = audit
         self.notifier = notifier
         self.check_interval = check_interval
         self.warm_window = warm_window
@@ -204,14 +205,7 @@ class Rollouts:
         self.lock = asyncio.Lock()
         self._restored = restored
         self.background = Background()
-        # Durability: audit entries in force in memory but not yet written (in order), and
-        # whether the state file is older than the audit log. Both are retried until the
-        # disk takes them; meanwhile the router reports itself degraded.
-        self.pending: list[dict[str, Any]] = []
-        self.state_behind = False
-        self.fault: str | None = None  # the last write error while degraded
-        self.fault_since: str | None = None
-        self.unsnapshotted = 0  # audit records newer than the state file
+        self.store = LocalStore(state_file, audit, notifier, self._snapshot)
 
     def configure(
         self,
@@ -232,7 +226,8 @@ class Rollouts:
             self.routes[name].table = state.table()
             self._rewatch(name, state)
         if self._restored.replayed:
-            await self._save_state()
+            async with self.lock:
+                await self.store.save()
         await self.add_routes(self._restored.new_routes, actor="config", reason="first start")
         self.background.keep_running(self._watch_loop, "guardrails")
         self.background.keep_running(self._warm_loop, "warm-window")
@@ -241,115 +236,19 @@ class Rollouts:
     async def close(self) -> None:
         await self.background.stop()
         async with self.lock:
-            await self._flush()
-            if self.unsnapshotted and not self.pending:
-                await self._save_state()  # a clean stop leaves nothing to replay
-        if self.pending:
-            log.critical(
-                "stopping with %d change(s) in force that never reached the audit log (%s); "
-                "they are lost, and the next start serves the state before them: %s",
-                len(self.pending),
-                self.fault,
-                "; ".join(f"{e['action']} on {e['route']}" for e in self.pending),
-            )
-        self.audit.close()
+            await self.store.close()
 
-    # -- durability ---------------------------------------------------------------------
-
-    @property
-    def degraded(self) -> bool:
-        return bool(self.pending) or self.state_behind
-
-    def durability(self) -> dict[str, Any]:
-        """For status, /readyz and /rollouts: is every change in force also on disk?"""
-        return {
-            "degraded": self.degraded,
-            "changes_not_durable": [
-                {"route": e["route"], "action": e["action"], "reason": e["reason"]}
-                for e in self.pending
-            ],
-            "state_file_behind": self.state_behind,
-            "error": self.fault,
-            "since": self.fault_since,
-        }
-
-    def _write_failed(self, exc: DurabilityError) -> None:
-        first = self.fault is None
-        self.fault = str(exc)
-        if first:
-            self.fault_since = utc_now()
-            text = (
-                f"DURABILITY DEGRADED: {exc}. Changes that take risk away (trips, rollbacks) "
-                "stay in force in memory and are written as soon as the disk takes them; "
-                "every other change is refused. Do not restart the router until this clears."
-            )
-            log.error("%s", text)
-            self.notifier.send({"text": text, "action": "durability_degraded", "at": utc_now()})
-
-    def _write_recovered(self, written: int) -> None:
-        if self.fault is None:
-            return
-        text = (
-            f"durability restored: the disk took the audit log and the state file again "
-            f"({written} change(s) kept in memory since {self.fault_since} are now durable)"
-        )
-        self.fault = self.fault_since = None
-        log.warning("%s", text)
-        self.notifier.send({"text": text, "action": "durability_restored", "at": utc_now()})
-
-    async def _append(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Write the pending entries, then `entries`, with one fsync. Returns the records
-        of `entries`. Raises DurabilityError with nothing written."""
-        earlier = len(self.pending)
-        records = await asyncio.to_thread(self.audit.append_many, [*self.pending, *entries])
-        self.pending.clear()
-        if earlier:
-            log.warning("wrote %d audit record(s) that were in force in memory only", earlier)
-        return records[earlier:]
-
-    async def _recorded(self, count: int) -> None:
-        """`count` audit records landed. The state file is a snapshot: rewritten once the
-        records since the last one reach an eighth of the routes (so after every change on a
-        small router), which keeps the bytes written per change bounded however many routes
-        there are. The audit log holds the rest, and a start replays it."""
-        self.unsnapshotted += count
-        if self.unsnapshotted >= max(1, len(self.states) // ROUTES_PER_SNAPSHOT):
-            await self._save_state()
-
-    async def _save_state(self) -> None:
-        """Replace the state file; on failure the audit log holds the changes (the next start
-        replays them) and the durability loop retries."""
-        routes = {**self.unknown_routes, **{n: s.as_dict() for n, s in self.states.items()}}
-        data = {"audit_seq": self.audit.seq, "routes": routes}
-        try:
-            await asyncio.to_thread(self.state_file.save, data)
-        except DurabilityError as exc:
-            self.state_behind = True
-            self._write_failed(exc)
-        else:
-            self.state_behind = False
-            self.unsnapshotted = 0
-
-    async def _flush(self) -> None:
-        """Under the lock: write what is pending, then the state file."""
-        if not self.degraded:
-            return
-        written = len(self.pending)
-        try:
-            await self._append([])
-        except DurabilityError as exc:
-            self._write_failed(exc)
-            return
-        await self._save_state()
-        if not self.degraded:
-            self._write_recovered(written)
+    def _snapshot(self) -> dict[str, Any]:
+        """Every route's state for the state file; routes gone from the config are kept."""
+        return {**self.unknown_routes, **{n: s.as_dict() for n, s in self.states.items()}}
 
     async def _durability_loop(self) -> None:
+        """Retry what the disk refused until it takes it."""
         while True:
             await asyncio.sleep(DURABILITY_RETRY_SECONDS)
-            if self.degraded:
+            if self.store.degraded:
                 async with self.lock:
-                    await self._flush()
+                    await self.store.flush()
 
     # -- changes ------------------------------------------------------------------------
 
@@ -404,7 +303,7 @@ class Rollouts:
             if note is not None:
                 entries.append(dict(note))
             try:
-                records = await self._append(entries)
+                records = await self.store.append(entries)
             except DurabilityError as exc:
                 log.error("refused %s: %s", ", ".join(e["action"] for e in entries), exc)
                 raise
@@ -416,7 +315,7 @@ class Rollouts:
                 self.states[name] = after
                 self._rewatch(name, after, befores[name])
                 self._remember(name, record, time.perf_counter(), time.time(), time.perf_counter())
-            await self._recorded(len(records))
+            await self.store.recorded(len(records), len(self.states))
         for change, record in zip(changes, records, strict=False):
             self.notifier.send(
                 self._message(change.route, befores[change.route], afters[change.route], record)
@@ -461,15 +360,14 @@ class Rollouts:
             self.states[name] = after
             entry = self._entry(name, before, after, actor, action, reason, details)
             try:
-                (record,) = await self._append([entry])
+                (record,) = await self.store.append([entry])
             except DurabilityError as exc:
                 if action not in KEPT_IN_MEMORY:
                     route.table = old_table  # all or nothing: as if it was never asked
                     self.states[name] = before
                     log.error("refused %s on %s: %s", action, name, exc)
                     raise
-                self.pending.append(entry)
-                self._write_failed(exc)
+                self.store.keep(entry, exc)
                 log.error(
                     "%s on %s is in force in memory, but NOT durable yet: %s", action, name, exc
                 )
@@ -483,7 +381,7 @@ class Rollouts:
             else:
                 # The audit record is the commitment: if the state file is not written
                 # now, the next start replays the record into it.
-                await self._recorded(1)
+                await self.store.recorded(1, len(self.states))
             self._remember(name, record, decided, swapped_at, swapped)
             self._rewatch(name, after, before)
         self.notifier.send(self._message(name, before, after, record))
@@ -540,7 +438,7 @@ class Rollouts:
             if dict(after.weights) != dict(state.weights):
                 raise ValueError("a checkpoint may not change weights; use change()")
             self.states[name] = after
-            await self._save_state()
+            await self.store.save()
 
     def _rewatch(self, name: str, after: RouteState, before: RouteState | None = None) -> None:
         """Watch a live canary from the moment it (re)starts; stop watching a finished one."""

@@ -50,9 +50,9 @@ class Health:
         self.rollouts: Rollouts | None = None
 
     def _durability(self) -> dict[str, object]:
-        if self.rollouts is None or not self.rollouts.degraded:
+        if self.rollouts is None or not self.rollouts.store.degraded:
             return {"durability": "ok"}
-        return {"durability": "degraded", "durability_detail": self.rollouts.durability()}
+        return {"durability": "degraded", "durability_detail": self.rollouts.store.durability()}
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", **self._durability()})
