@@ -11,10 +11,17 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from router.errors import ConfigError, Problem
+from router.files import load_yaml
 
 DialectName = Literal["openai", "anthropic"]
 
@@ -393,18 +400,10 @@ def _resolve(base: Path, path: Path) -> Path:
 
 
 def load_config(path: str | Path) -> RouterConfig:
-    """Read and validate a router.yaml. Raises ConfigError naming file, key and fix."""
+    """Read and validate a router.yaml. Raises ConfigError naming file, key and fix.
+    The file is read within `router.files`' default limits (size, nodes, depth)."""
     file = Path(path)
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            [Problem(str(file), "", "file not found", "pass --config PATH to an existing file")]
-        ) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            [Problem(str(file), "", f"not valid YAML: {exc}", "fix the syntax at that line")]
-        ) from None
+    raw = load_yaml(file, missing_fix="pass --config PATH to an existing file")
     if not isinstance(raw, dict):
         raise ConfigError(
             [Problem(str(file), "", "the file is not a YAML mapping", "see config/router.yaml")]

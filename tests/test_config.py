@@ -14,7 +14,9 @@ import yaml
 from router.catalog import load_catalog
 from router.config import load_config, parse_duration
 from router.errors import ConfigError
+from router.fake_provider import load_profile
 from tests.servers import REPO
+from tests.test_bundles import alias_bomb
 
 
 @pytest.fixture
@@ -144,3 +146,31 @@ def test_durations(text: Any, seconds: float) -> None:
 def test_bad_duration_says_how_to_write_one() -> None:
     with pytest.raises(ValueError, match="250ms, 5s, 2m or 1h"):
         parse_duration("five seconds")
+
+
+def test_an_alias_bomb_in_router_yaml_is_refused(config_dir: Path) -> None:
+    path = config_dir / "router.yaml"
+    text = path.read_text() + "bomb:\n" + alias_bomb(7) + "admin_allow: *l6\n"
+    path.write_text(text)
+    assert len(text.encode()) < 8 * 1024
+    result = validate(path)
+    assert result.returncode == 2
+    assert f"{path}: aliases expand it past 1,000,000 nodes" in result.stderr
+
+
+def test_a_router_yaml_over_its_size_limit_is_refused_unread(config_dir: Path) -> None:
+    path = config_dir / "router.yaml"
+    with path.open("r+b") as file:
+        file.truncate(64 * 1024 * 1024)
+    result = validate(path)
+    assert result.returncode == 2
+    assert "64 MiB, over the limit of 16 MiB" in result.stderr
+
+
+def test_an_alias_bomb_in_a_fake_provider_profile_is_refused(tmp_path: Path) -> None:
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("default: {latency_ms: 1}\nbomb:\n" + alias_bomb(7))
+    with pytest.raises(ConfigError) as caught:
+        load_profile(profile)
+    assert caught.value.problems[0].file == str(profile)
+    assert "aliases expand it past" in caught.value.problems[0].message
