@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.errors import ConfigError, Problem
 from router.files import FileRefused, KiB, MiB, human, load_yaml, read_bytes
+from router.schemas import SchemaError, compile_schema
 
 BUNDLE_FILE = "bundle.yaml"
 # What one bundle may hold. The prompt and the tools go upstream with every request.
@@ -273,14 +274,14 @@ def _load_tools(path: Path, problems: list[Problem]) -> tuple[list[ToolSpec], li
             )
             continue
         try:
-            validate = fastjsonschema.compile(spec.input_schema)
-        except fastjsonschema.JsonSchemaDefinitionException as exc:
+            validate = compile_schema(spec.input_schema)
+        except SchemaError as exc:
             problems.append(
                 Problem(
                     str(path),
-                    where,
-                    f"invalid JSON Schema for tool {spec.name!r}: {exc}",
-                    "fix the schema (see json-schema.org)",
+                    ".".join(filter(None, (where, exc.key))),
+                    f"tool {spec.name!r}: {exc.message}",
+                    exc.fix,
                 )
             )
             continue

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -22,6 +23,7 @@ from pydantic import (
 
 from router.errors import ConfigError, Problem
 from router.files import load_yaml
+from router.patterns import RE2_FIX, RegexError, compile_pattern
 
 DialectName = Literal["openai", "anthropic"]
 
@@ -242,6 +244,15 @@ class RolloutPlan(Strict):
         return self.bake[min(step, len(self.bake) - 1)]
 
 
+def _re2_pattern(pattern: str) -> str:
+    """A refusal pattern runs on every answer's text, on the event loop: it must be RE2."""
+    try:
+        compile_pattern(pattern)
+    except RegexError as exc:
+        raise fail(f"refusal pattern '{pattern}': {exc}", f"{RE2_FIX}; quote it in YAML") from None
+    return pattern
+
+
 def _guardrails_setting(value: Any) -> Any:
     """`guardrails: off` asks for an unguarded canary; no block at all means the defaults."""
     if value is False or value == "off":
@@ -257,7 +268,8 @@ class Route(Strict):
     weights: dict[str, float] | None = None
     client_system: Literal["replace", "append", "reject"] = "replace"
     allow_version_override: bool = False
-    refusal_patterns: list[str] = []  # regexes on the answer text that also count as refusals
+    # RE2 regexes on the answer text that also count as refusals
+    refusal_patterns: list[Annotated[str, AfterValidator(_re2_pattern)]] = []
     guardrails: Annotated[Guardrails | Literal["off"], BeforeValidator(_guardrails_setting)] = (
         Guardrails()
     )
@@ -266,18 +278,6 @@ class Route(Strict):
     @property
     def guarded(self) -> bool:
         return self.guardrails != "off"
-
-    @model_validator(mode="after")
-    def _check_patterns(self) -> Route:
-        for pattern in self.refusal_patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise fail(
-                    f"refusal pattern {pattern!r} is not a valid regex: {exc}",
-                    "fix the pattern (Python re syntax); quote it in YAML",
-                ) from None
-        return self
 
     @model_validator(mode="after")
     def _check_weights(self) -> Route:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import fastjsonschema
 import httpx
 import pytest
 import yaml
 
 from router.bundles import load_bundle, load_route_bundles, pin_problem
 from router.errors import ConfigError, Problem
+from router.schemas import schema_regexes
 from tests.servers import EXAMPLE_BUNDLES, FakeProvider, Router, router_config
 from tests.test_admin import cli, new_version, own_bundles, with_bundles
+from tests.test_metrics import scrape, value
 
 
 @pytest.fixture
@@ -332,6 +336,85 @@ def test_a_schema_over_its_size_limit_is_refused(refund: Path) -> None:
     problem = refused(refund / "v1.5")
     assert problem.file == str(path) and problem.key == "1.input_schema"
     assert "'big'" in problem.message and "over the limit of 64 KiB" in problem.message
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"^([A-Z])\1$",  # a backreference
+        r"^(?=A)[A-Z0-9-]+$",  # look-ahead
+        r"^(?<!x)A$",  # look-behind
+        r"^([A-Z]$",  # not a regex at all
+    ],
+)
+def test_a_pattern_re2_cannot_run_is_a_load_error(refund: Path, pattern: str) -> None:
+    set_pattern(refund / "v1.5", pattern)
+    problem = refused(refund / "v1.5")
+    assert problem.file.endswith("v1.5/tools.yaml")
+    assert problem.key == "0.input_schema.properties.order_id.pattern"
+    assert "lookup_order" in problem.message and pattern in problem.message
+    assert "RE2" in problem.fix
+
+
+def test_a_pattern_property_re2_cannot_run_is_a_load_error(refund: Path) -> None:
+    path = refund / "v1.5" / "tools.yaml"
+    path.write_text(yaml.safe_dump([tool("t", patternProperties={"^(?!x)": {"type": "string"}})]))
+    problem = refused(refund / "v1.5")
+    assert problem.key == "0.input_schema.patternProperties.^(?!x)" and "'t'" in problem.message
+
+
+@pytest.mark.parametrize("ref", ["file:///etc/passwd", "http://127.0.0.1:9/schema.json"])
+def test_a_remote_ref_is_refused(refund: Path, ref: str) -> None:
+    path = refund / "v1.5" / "tools.yaml"
+    path.write_text(yaml.safe_dump([tool("t", properties={"x": {"$ref": ref}})]))
+    problem = refused(refund / "v1.5")
+    assert problem.key == "0.input_schema.properties.x.$ref"
+    assert "only local references" in problem.message and "#/definitions/" in problem.fix
+
+
+def test_schema_regexes_run_on_re2(refund: Path) -> None:
+    set_pattern(refund / "v1.5", r"^\d+$")
+    bundle, _ = load_bundle(refund / "v1.5", "refund-agent", "prod")
+    check = bundle.tool("lookup_order")
+    assert check is not None
+    assert all(type(regex).__module__ == "re2" for regex in schema_regexes(check.validate))
+    check.validate({"order_id": "1234"})
+    with pytest.raises(fastjsonschema.JsonSchemaValueException, match="must match pattern"):
+        check.validate({"order_id": "١٢٣٤"})  # Python's \d takes Arabic-Indic digits; RE2's not
+
+
+async def test_a_backtracking_pattern_cannot_stall_the_router(
+    fake: FakeProvider, start_router: Callable[..., Router], tmp_path: Path
+) -> None:
+    """The issue's attack, through the real router: the model picks an argument that takes a
+    backtracking engine 2**40 steps. Requests running beside it complete, and both verdicts
+    are RE2's."""
+    folder = own_bundles(tmp_path)
+    set_pattern(folder / "refund-agent" / "v1.5", "^(a+)+$", example="a" * 40 + "!")
+    set_pattern(folder / "refund-agent" / "v1.4", r"^\d+$", example="١٢٣٤")
+    config = with_bundles(router_config(fake.url), folder)
+    config["routes"]["refund-agent"]["allow_version_override"] = True
+    router = start_router(config)
+    fake.behave(tool_call_rate=1.0)
+
+    async def ask(client: httpx.AsyncClient, route: str, version: str) -> int:
+        body = {"model": route, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+        path = "/v1/messages" if route == "refund-agent" else "/v1/chat/completions"
+        answer = await client.post(path, json=body, headers={"X-Bundle-Version": version})
+        return answer.status_code
+
+    async with httpx.AsyncClient(base_url=router.url, timeout=20) as client:
+        statuses = await asyncio.gather(
+            ask(client, "refund-agent", "v1.5"),
+            ask(client, "refund-agent", "v1.4"),
+            ask(client, "support-agent", "v2.1"),
+        )
+    assert statuses == [200, 200, 200]
+    metrics = scrape(router)
+    for version in ("v1.5", "v1.4"):
+        labels = {"route": "refund-agent", "version": version}
+        assert value(metrics, "router_tool_calls_total", **labels, result="invalid_arguments") == 1
+        assert value(metrics, "router_tool_calls_total", **labels, result="valid") == 0
 
 
 def test_deploy_and_reload_refuse_a_bundle_that_reads_outside_its_folder(

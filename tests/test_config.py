@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -15,8 +17,9 @@ from router.catalog import load_catalog
 from router.config import load_config, parse_duration
 from router.errors import ConfigError
 from router.fake_provider import load_profile
-from tests.servers import REPO
+from tests.servers import REPO, FakeProvider, Router, router_config
 from tests.test_bundles import alias_bomb
+from tests.test_metrics import OPUS, scrape, value
 
 
 @pytest.fixture
@@ -174,3 +177,38 @@ def test_an_alias_bomb_in_a_fake_provider_profile_is_refused(tmp_path: Path) -> 
         load_profile(profile)
     assert caught.value.problems[0].file == str(profile)
     assert "aliases expand it past" in caught.value.problems[0].message
+
+
+@pytest.mark.parametrize("pattern", [r"(?<!not )sorry", r"(no)\s\1", r"(unclosed"])
+def test_a_refusal_pattern_re2_cannot_run_is_a_config_error(config_dir: Path, pattern: str) -> None:
+    path = config_dir / "router.yaml"
+    rewrite(path, lambda d: d["routes"]["refund-agent"].update(refusal_patterns=[pattern]))
+    result = validate(path)
+    assert result.returncode == 2
+    assert f"{path}: routes.refund-agent.refusal_patterns" in result.stderr
+    assert pattern in result.stderr and "RE2" in result.stderr
+
+
+def test_refusal_patterns_cannot_stall_the_router(
+    fake: FakeProvider, start_router: Callable[..., Router]
+) -> None:
+    """A backtracking pattern and an answer that takes a backtracking engine 2**40 steps: the
+    answer comes back, and the pattern still counts the answers it matches."""
+    config = router_config(fake.url)
+    config["routes"]["refund-agent"].update(
+        refusal_patterns=["(a+)+$"], allow_version_override=True
+    )
+    router = start_router(config)
+    body = {
+        "model": "refund-agent",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    for text in ("a" * 40 + "!", "aaaa"):
+        fake.behave(OPUS, text=text)
+        answer = httpx.post(
+            f"{router.url}/v1/messages", json=body, headers={"X-Bundle-Version": "v1.5"}, timeout=20
+        )
+        assert answer.status_code == 200 and answer.json()["content"][0]["text"] == text
+    refusals = value(scrape(router), "router_refusals_total", route="refund-agent", version="v1.5")
+    assert refusals == 1
