@@ -100,12 +100,13 @@ def bombs() -> None:
 async def router_side_by_side(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fake = FakeProvider(Path(tmp))
-        folder = own_bundles(Path(tmp))
-        set_pattern(folder / "refund-agent" / "v1.5", "^(a+)+$", example="a" * n + "!")
-        config: dict[str, Any] = with_bundles(router_config(fake.url), folder)
-        config["routes"]["refund-agent"]["allow_version_override"] = True
-        router = Router(Path(tmp) / "router", config)
+        router: Router | None = None
         try:
+            folder = own_bundles(Path(tmp))
+            set_pattern(folder / "refund-agent" / "v1.5", "^(a+)+$", example="a" * n + "!")
+            config: dict[str, Any] = with_bundles(router_config(fake.url), folder)
+            config["routes"]["refund-agent"]["allow_version_override"] = True
+            router = Router(Path(tmp) / "router", config)
             fake.behave(tool_call_rate=1.0)
             body = {"max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -137,8 +138,9 @@ async def router_side_by_side(n: int) -> None:
                 f"| tool call, argument 'a'*{n}+'!' against ^(a+)+$ | {tool * 1000:.1f} ms |\n"
                 f"| a support-agent request sent beside it | {other * 1000:.1f} ms |"
             )
-        finally:
-            router.stop()
+        finally:  # the provider too when the router failed to start
+            if router is not None:
+                router.stop()
             fake.stop()
 
 
