@@ -35,14 +35,14 @@ def socket_path(config: Path, given: Path | None) -> Path:
     """--socket, else `admin_socket` from the config file (relative to its folder)."""
     if given is not None:
         return given
-    import yaml  # only when needed: --socket skips it
+    from router.errors import ConfigError  # only when needed: --socket skips them
+    from router.files import load_yaml
 
     try:
-        raw = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise AdminError(
-            f"config {config} not found; pass --config PATH, or --socket PATH to the admin socket"
-        ) from None
+        raw = load_yaml(config, missing_fix="pass --config PATH, or --socket PATH to the socket")
+    except ConfigError as exc:
+        raise AdminError(str(exc)) from None
+    raw = raw or {}
     path = Path(raw.get("admin_socket", "run/admin.sock"))
     return path if path.is_absolute() else config.parent / path
 

@@ -10,6 +10,10 @@ A bundle is a folder:
 The digest is a sha256 over the canonical content that changes what the model sees
 (provider, model, prompt text, tools, params, prompt caching); metadata is not part of it.
 Tool schemas are compiled once here, so checking a tool call later costs one function call.
+
+A bundle may come from someone other than the operator, and its files go upstream with every
+request: every file it names must resolve (symlinks and '..' followed) to a place inside its
+own folder, and every file and document has a size limit, checked before it is read.
 """
 
 from __future__ import annotations
@@ -23,12 +27,25 @@ from typing import Any
 
 import fastjsonschema
 import orjson
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.errors import ConfigError, Problem
+from router.files import FileRefused, KiB, MiB, human, load_yaml, read_bytes
+from router.schemas import SchemaError, compile_schema
 
 BUNDLE_FILE = "bundle.yaml"
+# What one bundle may hold. The prompt and the tools go upstream with every request.
+MAX_BUNDLE_FILE_BYTES = 256 * KiB  # bundle.yaml
+MAX_BUNDLE_NODES = 10_000  # bundle.yaml's values, aliases expanded
+MAX_TOOLS_FILE_BYTES = 4 * MiB  # tools.yaml
+MAX_TOOLS_NODES = 1_000_000  # tools.yaml's values, aliases expanded
+MAX_PROMPT_BYTES = 1 * MiB
+MAX_TOOLS = 128  # tools per bundle, as OpenAI allows per request
+MAX_SCHEMA_BYTES = 64 * KiB  # one tool's input_schema, as JSON
+INSIDE_FIX = (
+    "keep the file inside the bundle folder and name it by a relative path "
+    "(e.g. prompt: prompt.txt); symlinks and '..' may not lead out of it"
+)
 # A pinned snapshot ends in a date: claude-opus-4-7-20260108, gpt-5.4-2026-03-05.
 _DATED = re.compile(r"[-@](?:\d{8}|\d{4}-\d{2}-\d{2})$")
 
@@ -143,22 +160,63 @@ def digest_of(
     return hashlib.sha256(canonical).hexdigest()
 
 
-def _read_yaml(path: Path, problems: list[Problem]) -> Any:
+def _inside(home: Path, file: Path, key: str, name: str, problems: list[Problem]) -> Path | None:
+    """The real path of `name`, a file of the bundle in folder `home` (named by `key` in
+    bundle.yaml), or None with a problem if it is absolute or resolves outside `home`."""
+    what = f"{key} {name!r}" if key else name
+    if Path(name).is_absolute():
+        problems.append(
+            Problem(
+                str(file),
+                key,
+                f"{what} is an absolute path; a bundle reads only files inside its own "
+                f"folder {home}",
+                INSIDE_FIX,
+            )
+        )
+        return None
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        problems.append(Problem(str(path), "", "file not found", "create it or fix the name"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        problems.append(Problem(str(path), "", f"not valid YAML: {exc}", "fix the syntax"))
+        real = (home / name).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL in the name
+        problems.append(Problem(str(file), key, f"{what} cannot be resolved: {exc}", INSIDE_FIX))
+        return None
+    if not real.is_relative_to(home):
+        problems.append(
+            Problem(
+                str(file),
+                key,
+                f"{what} resolves to {real}, outside the bundle folder {home}",
+                INSIDE_FIX,
+            )
+        )
+        return None
+    return real
+
+
+def _read_yaml(path: Path, max_bytes: int, max_nodes: int, problems: list[Problem]) -> Any:
+    try:
+        return load_yaml(path, max_bytes, max_nodes)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
     return None
 
 
 def _load_tools(path: Path, problems: list[Problem]) -> tuple[list[ToolSpec], list[Tool]]:
-    raw = _read_yaml(path, problems)
+    raw = _read_yaml(path, MAX_TOOLS_FILE_BYTES, MAX_TOOLS_NODES, problems)
     if raw is None:
         return [], []
     if not isinstance(raw, list):
         problems.append(Problem(str(path), "", "tools must be a list", "write - name: ... items"))
+        return [], []
+    if len(raw) > MAX_TOOLS:
+        problems.append(
+            Problem(
+                str(path),
+                "",
+                f"{len(raw)} tools, over the limit of {MAX_TOOLS}",
+                "drop the tools this agent does not need, or split it into two agents",
+            )
+        )
         return [], []
     specs: list[ToolSpec] = []
     tools: list[Tool] = []
@@ -193,14 +251,37 @@ def _load_tools(path: Path, problems: list[Problem]) -> tuple[list[ToolSpec], li
             )
             continue
         try:
-            validate = fastjsonschema.compile(spec.input_schema)
-        except fastjsonschema.JsonSchemaDefinitionException as exc:
+            size = len(orjson.dumps(spec.input_schema))
+        except orjson.JSONEncodeError as exc:
             problems.append(
                 Problem(
                     str(path),
                     where,
-                    f"invalid JSON Schema for tool {spec.name!r}: {exc}",
-                    "fix the schema (see json-schema.org)",
+                    f"the input_schema of tool {spec.name!r} is not JSON: {exc}",
+                    "use string keys, JSON values",
+                )
+            )
+            continue
+        if size > MAX_SCHEMA_BYTES:
+            problems.append(
+                Problem(
+                    str(path),
+                    where,
+                    f"the input_schema of tool {spec.name!r} is {human(size)} as JSON, "
+                    f"over the limit of {human(MAX_SCHEMA_BYTES)}",
+                    "describe the arguments more briefly; it goes upstream with every request",
+                )
+            )
+            continue
+        try:
+            validate = compile_schema(spec.input_schema)
+        except SchemaError as exc:
+            problems.append(
+                Problem(
+                    str(path),
+                    ".".join(filter(None, (where, exc.key))),
+                    f"tool {spec.name!r}: {exc.message}",
+                    exc.fix,
                 )
             )
             continue
@@ -213,8 +294,11 @@ def load_bundle(folder: Path, route: str, environment: str) -> tuple[Bundle, lis
     """Load one bundle folder. Returns the bundle and any warnings; raises ConfigError."""
     problems: list[Problem] = []
     warnings: list[str] = []
+    home = folder.resolve()
     file = folder / BUNDLE_FILE
-    raw = _read_yaml(file, problems)
+    real = _inside(home, file, "", BUNDLE_FILE, problems)
+    if real is not None:
+        raw = _read_yaml(real, MAX_BUNDLE_FILE_BYTES, MAX_BUNDLE_NODES, problems)
     if problems:
         raise ConfigError(problems)
     try:
@@ -239,10 +323,20 @@ def load_bundle(folder: Path, route: str, environment: str) -> tuple[Bundle, lis
         )
     elif reason:
         warnings.append(f"{file}: model: {reason} (allowed because environment is dev)")
-
-    prompt_path = folder / spec.prompt
     try:
-        prompt = prompt_path.read_text(encoding="utf-8")
+        orjson.dumps(spec.params)
+    except orjson.JSONEncodeError as exc:
+        problems.append(
+            Problem(
+                str(file), "params", f"params are not JSON: {exc}", "use string keys, JSON values"
+            )
+        )
+
+    prompt = ""
+    prompt_path = _inside(home, file, "prompt", spec.prompt, problems)
+    try:
+        if prompt_path is not None:
+            prompt = read_bytes(prompt_path, MAX_PROMPT_BYTES).decode("utf-8")
     except FileNotFoundError:
         problems.append(
             Problem(
@@ -252,16 +346,34 @@ def load_bundle(folder: Path, route: str, environment: str) -> tuple[Bundle, lis
                 "create it, or point prompt: at the right file",
             )
         )
-        prompt = ""
+    except FileRefused as exc:
+        problems.append(
+            Problem(
+                str(file),
+                "prompt",
+                exc.message,
+                f"{exc.fix}: the prompt goes upstream with every request",
+            )
+        )
+    except OSError as exc:
+        problems.append(
+            Problem(
+                str(file),
+                "prompt",
+                f"cannot read {prompt_path}: {exc.strerror}",
+                "let the router's user read it",
+            )
+        )
     except UnicodeDecodeError:
         problems.append(
             Problem(str(prompt_path), "", "the prompt is not UTF-8 text", "save it as UTF-8")
         )
-        prompt = ""
     specs: list[ToolSpec] = []
     tools: list[Tool] = []
     if spec.tools is not None:
-        specs, tools = _load_tools(folder / spec.tools, problems)
+        tools_path = _inside(home, file, "tools", spec.tools, problems)
+        if tools_path is not None:
+            specs, tools = _load_tools(tools_path, problems)
     if problems:
         raise ConfigError(problems)
 

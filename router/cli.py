@@ -107,7 +107,8 @@ def _admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     deploy.add_argument("route")
     deploy.add_argument("version")
     deploy.add_argument("--reason", default="")
-    promote = add("promote", "make the candidate active at 100%; the old active stays warm")
+    # argparse %-formats help strings: a percent sign is written %%.
+    promote = add("promote", "make the candidate active at 100%%; the old active stays warm")
     promote.add_argument("route")
     promote.add_argument("--reason", default="")
     rollback = add("rollback", "drain a live candidate, or else go back to the last warm version")

@@ -11,10 +11,19 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from router.errors import ConfigError, Problem
+from router.files import load_yaml
+from router.patterns import RE2_FIX, RegexError, compile_pattern
 
 DialectName = Literal["openai", "anthropic"]
 
@@ -235,6 +244,15 @@ class RolloutPlan(Strict):
         return self.bake[min(step, len(self.bake) - 1)]
 
 
+def _re2_pattern(pattern: str) -> str:
+    """A refusal pattern runs on every answer's text, on the event loop: it must be RE2."""
+    try:
+        compile_pattern(pattern)
+    except RegexError as exc:
+        raise fail(f"refusal pattern '{pattern}': {exc}", f"{RE2_FIX}; quote it in YAML") from None
+    return pattern
+
+
 def _guardrails_setting(value: Any) -> Any:
     """`guardrails: off` asks for an unguarded canary; no block at all means the defaults."""
     if value is False or value == "off":
@@ -250,7 +268,8 @@ class Route(Strict):
     weights: dict[str, float] | None = None
     client_system: Literal["replace", "append", "reject"] = "replace"
     allow_version_override: bool = False
-    refusal_patterns: list[str] = []  # regexes on the answer text that also count as refusals
+    # RE2 regexes on the answer text that also count as refusals
+    refusal_patterns: list[Annotated[str, AfterValidator(_re2_pattern)]] = []
     guardrails: Annotated[Guardrails | Literal["off"], BeforeValidator(_guardrails_setting)] = (
         Guardrails()
     )
@@ -259,18 +278,6 @@ class Route(Strict):
     @property
     def guarded(self) -> bool:
         return self.guardrails != "off"
-
-    @model_validator(mode="after")
-    def _check_patterns(self) -> Route:
-        for pattern in self.refusal_patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise fail(
-                    f"refusal pattern {pattern!r} is not a valid regex: {exc}",
-                    "fix the pattern (Python re syntax); quote it in YAML",
-                ) from None
-        return self
 
     @model_validator(mode="after")
     def _check_weights(self) -> Route:
@@ -402,18 +409,10 @@ def _resolve(base: Path, path: Path) -> Path:
 
 
 def load_config(path: str | Path) -> RouterConfig:
-    """Read and validate a router.yaml. Raises ConfigError naming file, key and fix."""
+    """Read and validate a router.yaml. Raises ConfigError naming file, key and fix.
+    The file is read within `router.files`' default limits (size, nodes, depth)."""
     file = Path(path)
-    try:
-        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            [Problem(str(file), "", "file not found", "pass --config PATH to an existing file")]
-        ) from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            [Problem(str(file), "", f"not valid YAML: {exc}", "fix the syntax at that line")]
-        ) from None
+    raw = load_yaml(file, missing_fix="pass --config PATH to an existing file")
     if not isinstance(raw, dict):
         raise ConfigError(
             [Problem(str(file), "", "the file is not a YAML mapping", "see config/router.yaml")]

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-import yaml
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from router.files import load_yaml
 
 ErrorKind = Literal["400", "401", "500", "529", "429", "reset"]
 BadToolCall = Literal["schema", "unknown_tool", "not_json"]
@@ -76,7 +77,7 @@ class Profile(BaseModel):
 def load_profile(path: str | Path | None) -> Profile:
     if path is None:
         return Profile()
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    raw = load_yaml(Path(path)) or {}  # bounded like router.yaml: size, aliases, depth
     return Profile.model_validate(raw)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from router.errors import (
 )
 from router.feedback import RecentRequests
 from router.forward import Upstream
+from router.patterns import compile_pattern
 from router.routing import WeightTable, bucket_of, random_bucket
 from router.sse import EventSplitter
 from router.telemetry import RouteCounters, VersionStats
@@ -93,7 +93,7 @@ class LiveRoute:
         self.reject_sessionless = config.session_key.missing == "reject"
         self.client_system = config.client_system
         self.allow_override = config.allow_version_override
-        self.refusal_patterns = [re.compile(p) for p in config.refusal_patterns]
+        self.refusal_patterns = [compile_pattern(p) for p in config.refusal_patterns]  # RE2
         self.counters = counters or RouteCounters()
 
     def add_target(self, bundle: Bundle, upstream: Upstream, stats: VersionStats) -> None:

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import fastjsonschema
+import httpx
 import pytest
 import yaml
 
 from router.bundles import load_bundle, load_route_bundles, pin_problem
-from router.errors import ConfigError
-from tests.servers import EXAMPLE_BUNDLES
+from router.errors import ConfigError, Problem
+from router.schemas import schema_regexes
+from tests.servers import EXAMPLE_BUNDLES, FakeProvider, Router, router_config
+from tests.test_admin import cli, new_version, own_bundles, with_bundles
+from tests.test_metrics import scrape, value
 
 
 @pytest.fixture
@@ -118,3 +126,321 @@ def test_unknown_key_in_bundle_yaml(refund: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_bundle(refund / "v1.4", "refund-agent", "prod")
     assert caught.value.problems[0].key == "temprature"
+
+
+# --- Hostile bundles: files outside the folder, oversized documents, YAML alias bombs,
+# --- and schema regexes that only a backtracking engine would run.
+
+CANARY = "canary-7d41c2-read-from-outside"
+
+
+def alias_bomb(levels: int, indent: str = "  ") -> str:
+    """YAML mapping lines whose key `l{levels-1}` expands to 10**levels leaves in a few
+    hundred bytes: each level is a list of ten aliases to the level before ("billion laughs")."""
+    lines = [f"{indent}l0: &l0 [{', '.join(['lol'] * 10)}]"]
+    for level in range(1, levels):
+        lines.append(f"{indent}l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 10)}]")
+    return "\n".join(lines) + "\n"
+
+
+def tool(name: str, **schema: object) -> dict[str, object]:
+    return {"name": name, "input_schema": {"type": "object", **schema}}
+
+
+def set_pattern(bundle: Path, pattern: str, example: str = "A-1234") -> None:
+    """Give the first tool's `order_id` this pattern, and an example the fake provider sends."""
+    tools = bundle / "tools.yaml"
+    data = yaml.safe_load(tools.read_text())
+    data[0]["input_schema"]["properties"]["order_id"] = {
+        "type": "string",
+        "pattern": pattern,
+        "examples": [example],
+    }
+    tools.write_text(yaml.safe_dump(data, allow_unicode=True))
+
+
+def refused(bundle: Path) -> Problem:
+    with pytest.raises(ConfigError) as caught:
+        load_bundle(bundle, "refund-agent", "prod")
+    assert CANARY not in str(caught.value)
+    return caught.value.problems[0]
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A file beside the bundles, as /etc/shadow or /proc/self/environ would be."""
+    file = tmp_path / "outside.txt"
+    file.write_text(f"ANTHROPIC_API_KEY={CANARY}\n")
+    return file
+
+
+@pytest.mark.parametrize("how", ["symlink", "absolute", "proc", "dotdot"])
+def test_a_prompt_outside_the_bundle_folder_is_refused(
+    refund: Path, outside: Path, how: str
+) -> None:
+    bundle = refund / "v1.5"
+    if how == "symlink":
+        (bundle / "prompt.txt").unlink()
+        (bundle / "prompt.txt").symlink_to(outside)
+    else:
+        path = {
+            "absolute": str(outside),
+            "proc": "/proc/self/environ",
+            "dotdot": "../../outside.txt",
+        }
+        edit(bundle / "bundle.yaml", prompt=path[how])
+    problem = refused(bundle)
+    assert problem.file == str(bundle / "bundle.yaml") and problem.key == "prompt"
+    assert "outside the bundle folder" in problem.message or "absolute path" in problem.message
+    assert "inside the bundle folder" in problem.fix
+
+
+@pytest.mark.parametrize("how", ["symlink", "absolute"])
+def test_tools_outside_the_bundle_folder_are_refused(
+    refund: Path, tmp_path: Path, how: str
+) -> None:
+    bundle = refund / "v1.5"
+    elsewhere = tmp_path / "tools.yaml"
+    shutil.copy(bundle / "tools.yaml", elsewhere)
+    if how == "symlink":
+        (bundle / "tools.yaml").unlink()
+        (bundle / "tools.yaml").symlink_to(elsewhere)
+    else:
+        edit(bundle / "bundle.yaml", tools=str(elsewhere))
+    problem = refused(bundle)
+    assert problem.file == str(bundle / "bundle.yaml") and problem.key == "tools"
+    assert "inside the bundle folder" in problem.fix
+
+
+def test_a_bundle_yaml_linked_from_outside_is_refused(refund: Path, tmp_path: Path) -> None:
+    bundle = refund / "v1.5"
+    elsewhere = tmp_path / "bundle.yaml"
+    shutil.move(bundle / "bundle.yaml", elsewhere)
+    (bundle / "bundle.yaml").symlink_to(elsewhere)
+    problem = refused(bundle)
+    assert problem.file == str(bundle / "bundle.yaml") and "outside the bundle folder" in (
+        problem.message
+    )
+
+
+def test_a_symlink_loop_is_refused(refund: Path) -> None:
+    bundle = refund / "v1.5"
+    (bundle / "prompt.txt").unlink()
+    (bundle / "prompt.txt").symlink_to("loop.txt")
+    (bundle / "loop.txt").symlink_to("prompt.txt")
+    problem = refused(bundle)
+    assert problem.key == "prompt" and "cannot be resolved" in problem.message
+
+
+def test_links_that_stay_inside_the_bundle_folder_are_fine(refund: Path) -> None:
+    bundle = refund / "v1.5"
+    (bundle / "prompts").mkdir()
+    shutil.move(bundle / "prompt.txt", bundle / "prompts" / "main.txt")
+    (bundle / "prompt.txt").symlink_to("prompts/main.txt")
+    loaded, _ = load_bundle(bundle, "refund-agent", "prod")
+    assert loaded.prompt.startswith("You are the refund agent")
+
+
+def test_a_prompt_over_the_limit_is_refused(refund: Path) -> None:
+    bundle = refund / "v1.5"
+    (bundle / "prompt.txt").write_text("x" * (2 * 1024 * 1024))  # the issue's was 50 MB
+    problem = refused(bundle)
+    assert problem.file == str(bundle / "bundle.yaml") and problem.key == "prompt"
+    assert "2 MiB, over the limit of 1 MiB" in problem.message
+
+
+@pytest.mark.parametrize(("name", "limit"), [("bundle.yaml", "256 KiB"), ("tools.yaml", "4 MiB")])
+def test_a_yaml_file_over_its_size_limit_is_refused_unread(
+    refund: Path, name: str, limit: str
+) -> None:
+    path = refund / "v1.5" / name
+    with path.open("r+b") as file:
+        file.truncate(64 * 1024 * 1024)  # sparse: no disk, and never read
+    problem = refused(refund / "v1.5")
+    assert problem.file == str(path)
+    assert f"64 MiB, over the limit of {limit}" in problem.message
+
+
+def test_an_alias_bomb_in_bundle_yaml_is_refused(refund: Path) -> None:
+    path = refund / "v1.5" / "bundle.yaml"
+    text = path.read_text().replace(
+        "params: {max_tokens: 1024, temperature: 0.2}\n",
+        "params:\n  max_tokens: 1024\n" + alias_bomb(7),  # 10**7 leaves in 400 bytes
+    )
+    path.write_text(text)
+    assert len(text.encode()) < 1024
+    problem = refused(refund / "v1.5")
+    assert problem.file == str(path)
+    assert "aliases expand it past" in problem.message and "nodes" in problem.message
+
+
+def test_the_alias_check_never_expands_the_bomb(refund: Path) -> None:
+    """10**30 leaves: refused as fast as any other error, because the check weighs each
+    node once and never walks an alias twice."""
+    path = refund / "v1.5" / "bundle.yaml"
+    kept = [line for line in path.read_text().splitlines() if not line.startswith("metadata:")]
+    path.write_text("\n".join(kept) + "\nmetadata:\n" + alias_bomb(30))
+    assert "aliases expand it past" in refused(refund / "v1.5").message
+
+
+def test_a_recursive_alias_is_refused(refund: Path) -> None:
+    path = refund / "v1.5" / "bundle.yaml"
+    path.write_text(path.read_text() + "loop: &loop [*loop]\n")
+    problem = refused(refund / "v1.5")
+    assert problem.file == str(path) and "recursive alias" in problem.message
+
+
+def test_values_nested_too_deep_are_refused(refund: Path) -> None:
+    """300 levels load in PyYAML but break orjson's digest (254) with a traceback."""
+    path = refund / "v1.5" / "bundle.yaml"
+    path.write_text(path.read_text() + "deep: " + "[" * 300 + "]" * 300 + "\n")
+    problem = refused(refund / "v1.5")
+    assert problem.file == str(path) and "nest deeper than 64 levels" in problem.message
+
+
+def test_a_prompt_that_is_not_a_regular_file_is_refused_unread(refund: Path) -> None:
+    prompt = refund / "v1.5" / "prompt.txt"
+    prompt.unlink()
+    os.mkfifo(prompt)  # reading a FIFO would wait for a writer, holding every reload
+    problem = refused(refund / "v1.5")
+    assert problem.key == "prompt" and "not a regular file" in problem.message
+
+
+def test_params_and_schemas_that_are_not_json_are_refused(refund: Path) -> None:
+    """YAML allows integer keys; JSON, and so the digest and the provider, do not."""
+    edit(refund / "v1.5" / "bundle.yaml", params={"max_tokens": 64, "logit_bias": {50256: -100}})
+    problem = refused(refund / "v1.5")
+    assert problem.key == "params" and "not JSON" in problem.message
+    assert "string keys" in problem.fix
+    (refund / "v1.4" / "tools.yaml").write_text(
+        yaml.safe_dump([tool("t", properties={1: {"type": "string"}})])
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_bundle(refund / "v1.4", "refund-agent", "prod")
+    assert caught.value.problems[0].key == "0.input_schema"
+    assert "'t' is not JSON" in caught.value.problems[0].message
+
+
+def test_too_many_tools_are_refused(refund: Path) -> None:
+    path = refund / "v1.5" / "tools.yaml"
+    path.write_text(yaml.safe_dump([tool(f"t{i}") for i in range(129)]))
+    problem = refused(refund / "v1.5")
+    assert problem.file == str(path) and "129 tools, over the limit of 128" in problem.message
+
+
+def test_a_schema_over_its_size_limit_is_refused(refund: Path) -> None:
+    path = refund / "v1.5" / "tools.yaml"
+    words = [f"choice-{i:05d}" for i in range(8000)]  # about 100 KiB of JSON
+    big = tool("big", properties={"kind": {"type": "string", "enum": words}})
+    path.write_text(yaml.safe_dump([tool("small"), big]))
+    problem = refused(refund / "v1.5")
+    assert problem.file == str(path) and problem.key == "1.input_schema"
+    assert "'big'" in problem.message and "over the limit of 64 KiB" in problem.message
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"^([A-Z])\1$",  # a backreference
+        r"^(?=A)[A-Z0-9-]+$",  # look-ahead
+        r"^(?<!x)A$",  # look-behind
+        r"^([A-Z]$",  # not a regex at all
+    ],
+)
+def test_a_pattern_re2_cannot_run_is_a_load_error(refund: Path, pattern: str) -> None:
+    set_pattern(refund / "v1.5", pattern)
+    problem = refused(refund / "v1.5")
+    assert problem.file.endswith("v1.5/tools.yaml")
+    assert problem.key == "0.input_schema.properties.order_id.pattern"
+    assert "lookup_order" in problem.message and pattern in problem.message
+    assert "RE2" in problem.fix
+
+
+def test_a_pattern_property_re2_cannot_run_is_a_load_error(refund: Path) -> None:
+    path = refund / "v1.5" / "tools.yaml"
+    path.write_text(yaml.safe_dump([tool("t", patternProperties={"^(?!x)": {"type": "string"}})]))
+    problem = refused(refund / "v1.5")
+    assert problem.key == "0.input_schema.patternProperties.^(?!x)" and "'t'" in problem.message
+
+
+@pytest.mark.parametrize("ref", ["file:///etc/passwd", "http://127.0.0.1:9/schema.json"])
+def test_a_remote_ref_is_refused(refund: Path, ref: str) -> None:
+    path = refund / "v1.5" / "tools.yaml"
+    path.write_text(yaml.safe_dump([tool("t", properties={"x": {"$ref": ref}})]))
+    problem = refused(refund / "v1.5")
+    assert problem.key == "0.input_schema.properties.x.$ref"
+    assert "only local references" in problem.message and "#/definitions/" in problem.fix
+
+
+def test_schema_regexes_run_on_re2(refund: Path) -> None:
+    set_pattern(refund / "v1.5", r"^\d+$")
+    bundle, _ = load_bundle(refund / "v1.5", "refund-agent", "prod")
+    check = bundle.tool("lookup_order")
+    assert check is not None
+    assert all(type(regex).__module__ == "re2" for regex in schema_regexes(check.validate))
+    check.validate({"order_id": "1234"})
+    with pytest.raises(fastjsonschema.JsonSchemaValueException, match="must match pattern"):
+        check.validate({"order_id": "١٢٣٤"})  # Python's \d takes Arabic-Indic digits; RE2's not
+
+
+async def test_a_backtracking_pattern_cannot_stall_the_router(
+    fake: FakeProvider, start_router: Callable[..., Router], tmp_path: Path
+) -> None:
+    """The issue's attack, through the real router: the model picks an argument that takes a
+    backtracking engine 2**40 steps. Requests running beside it complete, and both verdicts
+    are RE2's."""
+    folder = own_bundles(tmp_path)
+    set_pattern(folder / "refund-agent" / "v1.5", "^(a+)+$", example="a" * 40 + "!")
+    set_pattern(folder / "refund-agent" / "v1.4", r"^\d+$", example="١٢٣٤")
+    config = with_bundles(router_config(fake.url), folder)
+    config["routes"]["refund-agent"]["allow_version_override"] = True
+    router = start_router(config)
+    fake.behave(tool_call_rate=1.0)
+
+    async def ask(client: httpx.AsyncClient, route: str, version: str) -> int:
+        body = {"model": route, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
+        path = "/v1/messages" if route == "refund-agent" else "/v1/chat/completions"
+        answer = await client.post(path, json=body, headers={"X-Bundle-Version": version})
+        return answer.status_code
+
+    async with httpx.AsyncClient(base_url=router.url, timeout=20) as client:
+        statuses = await asyncio.gather(
+            ask(client, "refund-agent", "v1.5"),
+            ask(client, "refund-agent", "v1.4"),
+            ask(client, "support-agent", "v2.1"),
+        )
+    assert statuses == [200, 200, 200]
+    metrics = scrape(router)
+    for version in ("v1.5", "v1.4"):
+        labels = {"route": "refund-agent", "version": version}
+        assert value(metrics, "router_tool_calls_total", **labels, result="invalid_arguments") == 1
+        assert value(metrics, "router_tool_calls_total", **labels, result="valid") == 0
+
+
+def test_deploy_and_reload_refuse_a_bundle_that_reads_outside_its_folder(
+    fake: FakeProvider, start_router: Callable[..., Router], tmp_path: Path
+) -> None:
+    """The issue's attack on the running router: a new version whose prompt is the router's
+    own environment. Refused, and nothing of it ever goes upstream."""
+    folder = own_bundles(tmp_path)
+    config = with_bundles(router_config(fake.url), folder)
+    config["routes"]["refund-agent"]["allow_version_override"] = True
+    router = start_router(config, env={"BUNDLE_CANARY": CANARY})
+    new_version(folder, "refund-agent", "v1.5", "v1.6")
+    edit(folder / "refund-agent" / "v1.6" / "bundle.yaml", prompt="/proc/self/environ")
+    for command in (["reload"], ["deploy", "refund-agent", "v1.6"]):
+        done = cli(router, *command)
+        assert done.returncode == 1, done.stdout
+        assert f"{folder}/refund-agent/v1.6/bundle.yaml: prompt" in done.stderr
+        assert "nothing was changed" in done.stderr and CANARY not in done.stderr
+    httpx.post(
+        f"{router.url}/v1/messages",
+        json={
+            "model": "refund-agent",
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
+        headers={"X-Bundle-Version": "v1.6"},
+        timeout=10,
+    )
+    assert not any(CANARY in str(request) for request in fake.requests(100))

@@ -5,16 +5,21 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from router.catalog import load_catalog
 from router.config import load_config, parse_duration
 from router.errors import ConfigError
-from tests.servers import REPO
+from router.fake_provider import load_profile
+from tests.servers import REPO, FakeProvider, Router, router_config
+from tests.test_bundles import alias_bomb
+from tests.test_metrics import OPUS, scrape, value
 
 
 @pytest.fixture
@@ -163,3 +168,66 @@ def test_durations(text: Any, seconds: float) -> None:
 def test_bad_duration_says_how_to_write_one() -> None:
     with pytest.raises(ValueError, match="250ms, 5s, 2m or 1h"):
         parse_duration("five seconds")
+
+
+def test_an_alias_bomb_in_router_yaml_is_refused(config_dir: Path) -> None:
+    path = config_dir / "router.yaml"
+    text = path.read_text() + "bomb:\n" + alias_bomb(7) + "admin_allow: *l6\n"
+    path.write_text(text)
+    assert len(text.encode()) < 8 * 1024
+    result = validate(path)
+    assert result.returncode == 2
+    assert f"{path}: aliases expand it past 1,000,000 nodes" in result.stderr
+
+
+def test_a_router_yaml_over_its_size_limit_is_refused_unread(config_dir: Path) -> None:
+    path = config_dir / "router.yaml"
+    with path.open("r+b") as file:
+        file.truncate(64 * 1024 * 1024)
+    result = validate(path)
+    assert result.returncode == 2
+    assert "64 MiB, over the limit of 16 MiB" in result.stderr
+
+
+def test_an_alias_bomb_in_a_fake_provider_profile_is_refused(tmp_path: Path) -> None:
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("default: {latency_ms: 1}\nbomb:\n" + alias_bomb(7))
+    with pytest.raises(ConfigError) as caught:
+        load_profile(profile)
+    assert caught.value.problems[0].file == str(profile)
+    assert "aliases expand it past" in caught.value.problems[0].message
+
+
+@pytest.mark.parametrize("pattern", [r"(?<!not )sorry", r"(no)\s\1", r"(unclosed"])
+def test_a_refusal_pattern_re2_cannot_run_is_a_config_error(config_dir: Path, pattern: str) -> None:
+    path = config_dir / "router.yaml"
+    rewrite(path, lambda d: d["routes"]["refund-agent"].update(refusal_patterns=[pattern]))
+    result = validate(path)
+    assert result.returncode == 2
+    assert f"{path}: routes.refund-agent.refusal_patterns" in result.stderr
+    assert pattern in result.stderr and "RE2" in result.stderr
+
+
+def test_refusal_patterns_cannot_stall_the_router(
+    fake: FakeProvider, start_router: Callable[..., Router]
+) -> None:
+    """A backtracking pattern and an answer that takes a backtracking engine 2**40 steps: the
+    answer comes back, and the pattern still counts the answers it matches."""
+    config = router_config(fake.url)
+    config["routes"]["refund-agent"].update(
+        refusal_patterns=["(a+)+$"], allow_version_override=True
+    )
+    router = start_router(config)
+    body = {
+        "model": "refund-agent",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    for text in ("a" * 40 + "!", "aaaa"):
+        fake.behave(OPUS, text=text)
+        answer = httpx.post(
+            f"{router.url}/v1/messages", json=body, headers={"X-Bundle-Version": "v1.5"}, timeout=20
+        )
+        assert answer.status_code == 200 and answer.json()["content"][0]["text"] == text
+    refusals = value(scrape(router), "router_refusals_total", route="refund-agent", version="v1.5")
+    assert refusals == 1
