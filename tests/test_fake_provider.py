@@ -6,6 +6,7 @@ thinking, usage), in JSON and in SSE, so that the SDKs parse every answer into t
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Literal
@@ -14,10 +15,17 @@ import anthropic
 import fastjsonschema
 import httpx
 import openai
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
-from router.fake_provider import example_instance
+from router.fake_provider import Behaviour, example_instance
+from router.fake_provider.chat import Chat
+from router.fake_provider.messages import Messages
+from router.fake_provider.plan import Invalid, Planner
+from router.fake_provider.responses import Responses
 from tests.servers import FakeProvider
 
 GPT = "gpt-5.4-2026-03-05"
@@ -172,6 +180,146 @@ def test_generated_instance_prefers_examples_enum_default() -> None:
         "d": {"e": True},
         "f": [3],
     }
+
+
+INTEGERS = st.integers(-(2**63), 2**64 - 1)  # what orjson reads a body's integers into
+JSON = st.recursive(
+    st.none() | st.booleans() | INTEGERS | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "type",
+                    "properties",
+                    "required",
+                    "items",
+                    "$ref",
+                    "anyOf",
+                    "allOf",
+                    "enum",
+                    "minItems",
+                    "maxItems",
+                    "minimum",
+                    "maximum",
+                    "multipleOf",
+                    "minLength",
+                    "maxLength",
+                    "additionalProperties",
+                    "prefixItems",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(schema=JSON)
+def test_any_schema_gets_an_instance_and_never_an_exception(schema: Any) -> None:
+    """Schemas come from clients (response_format) and may be anything."""
+    orjson.dumps(example_instance(schema))
+
+
+FIELDS = [
+    "model", "messages", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls",
+    "response_format", "text", "n", "logprobs", "top_logprobs", "include", "thinking",
+    "temperature", "top_k", "max_tokens", "reasoning", "reasoning_effort",
+    "previous_response_id", "store", "stream_options",
+]  # fmt: skip
+
+
+TOOLS = {Chat: OPENAI_TOOLS, Messages: ANTHROPIC_TOOLS, Responses: RESPONSES_TOOLS}
+CHOICES = {
+    Chat: ["auto", "none", "required", {"type": "function", "function": {"name": "notify"}}],
+    Messages: [{"type": "auto"}, {"type": "any"}, {"type": "tool", "name": "notify"}],
+    Responses: ["auto", "none", "required", {"type": "function", "name": "notify"}],
+}
+SHAPES = [
+    {"response_format": {"type": "json_schema", "json_schema": {"name": "o", "schema": LOOKUP}}},
+    {"text": {"format": {"type": "json_schema", "name": "o", "schema": REFUND}}},
+    {"thinking": {"type": "enabled", "budget_tokens": 1024}, "max_tokens": 2048},
+    {"reasoning": {"effort": "low", "summary": "auto"}},
+    {"n": 2, "logprobs": True, "top_logprobs": 2},
+    {"include": ["message.output_text.logprobs"]},
+]
+
+
+def typed(kinds: list[str], *fields: str) -> st.SearchStrategy[dict[str, Any]]:
+    """An object with a known `type` and random JSON in the fields beside it."""
+    return st.fixed_dictionaries(
+        {"type": st.sampled_from(kinds)}, optional={f: JSON | st.just("notify") for f in fields}
+    )
+
+
+# Near misses of the well-formed shapes, where a reader that trusts a field's type breaks.
+NEAR = {
+    "tool_choice": typed(
+        ["function", "tool", "any", "allowed_tools"],
+        "name",
+        "function",
+        "tools",
+        "allowed_tools",
+        "mode",
+        "disable_parallel_tool_use",
+    ),
+    "input": st.lists(
+        typed(["function_call", "function_call_output", "message"], "call_id", "content"),
+        max_size=3,
+    ),
+    "thinking": typed(["enabled", "adaptive", "disabled"], "budget_tokens"),
+    "response_format": typed(["json_schema", "json_object", "text"], "json_schema"),
+    "text": st.fixed_dictionaries(
+        {"format": typed(["json_schema", "json_object", "text"], "name", "schema")}
+    ),
+    "reasoning": st.fixed_dictionaries({}, optional={"effort": JSON, "summary": JSON}),
+}
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[Any, dict[str, Any]]:
+    """A dialect and a body: random JSON in its fields, often with well-formed tools, tool
+    choices and options among them, so that both the refusals and the answers are reached."""
+    dialect = draw(st.sampled_from([Chat, Messages, Responses]))
+    body: dict[str, Any] = {"model": GPT, "messages": HI, "input": "hi"}
+    if draw(st.booleans()):
+        body["tools"] = TOOLS[dialect]
+        body["tool_choice"] = draw(st.sampled_from(CHOICES[dialect]) | JSON)
+    body.update(draw(st.sampled_from([{}, *SHAPES])))
+    body.update(draw(st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=3)))
+    body.update(draw(st.fixed_dictionaries({}, optional=NEAR)))
+    return dialect, body
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    request=requests(),
+    how=st.builds(
+        Behaviour,
+        tool_call_rate=st.just(1.0),
+        tool_calls_per_turn=st.integers(1, 3),
+        invalid_tool_call_rate=st.sampled_from([0.0, 1.0]),
+        refusal_rate=st.sampled_from([0.0, 0.5]),
+    ),
+)
+def test_any_request_is_answered_or_refused_never_crashes(
+    request: tuple[Any, dict[str, Any]], how: Behaviour
+) -> None:
+    """Whatever JSON a client sends, each dialect answers it (JSON and SSE) or refuses it
+    with the real API's 400, never with an exception (which aiohttp would make a 500)."""
+    dialect, body = request
+    speaker = dialect()
+    try:
+        ask = speaker.read(body)
+    except Invalid as problem:
+        assert problem.message and problem.status == 400
+        return
+    plan = Planner(random.Random(0)).plan(ask, how)
+    orjson.dumps(speaker.answer(body, ask, plan))
+    assert speaker.events(body, ask, plan, how)
 
 
 # ---- tool_choice ------------------------------------------------------------------------------
@@ -538,6 +686,15 @@ def test_responses_function_call_round_trip(fake: FakeProvider, gpt: openai.Open
     assert second.output[0].type == "message" and second.previous_response_id == first.id
     assert second.usage is not None and first.usage is not None
     assert second.usage.input_tokens > first.usage.input_tokens  # the conversation so far
+    for choice, rate, calls in (("none", 1.0, 0), ("required", 0.0, 1), ("auto", 0.0, 0)):
+        fake.behave(GPT, tool_call_rate=rate)
+        answer = gpt.responses.create(
+            model=GPT,
+            input="hi",
+            tools=RESPONSES_TOOLS,  # type: ignore[arg-type]
+            tool_choice=choice,  # type: ignore[arg-type]
+        )
+        assert sum(item.type == "function_call" for item in answer.output) == calls
     with pytest.raises(openai.BadRequestError, match="No tool call found"):
         gpt.responses.create(
             model=GPT,
@@ -560,6 +717,25 @@ def test_responses_unknown_ids(fake: FakeProvider, gpt: openai.OpenAI) -> None:
     unstored = gpt.responses.create(model=GPT, input="hi", store=False)
     with pytest.raises(openai.NotFoundError):
         gpt.responses.retrieve(unstored.id)
+    stored = gpt.responses.create(model=GPT, input="hi")
+    gpt.responses.delete(stored.id)
+    with pytest.raises(openai.NotFoundError):
+        gpt.responses.retrieve(stored.id)
+
+
+def test_responses_logprobs(gpt: openai.OpenAI) -> None:
+    asked = {"include": ["message.output_text.logprobs"], "top_logprobs": 3}
+    response = gpt.responses.create(model=GPT, input="hi", **asked)  # type: ignore[arg-type]
+    part = response.output[0].content[0]  # type: ignore[union-attr]
+    assert part.type == "output_text" and part.logprobs
+    assert "".join(t.token for t in part.logprobs) == part.text
+    assert all(len(t.top_logprobs) == 3 for t in part.logprobs)
+    deltas = [
+        e.logprobs
+        for e in gpt.responses.create(model=GPT, input="hi", stream=True, **asked)  # type: ignore[arg-type]
+        if e.type == "response.output_text.delta"
+    ]
+    assert all(deltas) and "".join(t.token for d in deltas for t in d) == part.text
 
 
 RESPONSES_TEXT_EVENTS = [

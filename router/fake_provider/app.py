@@ -9,6 +9,7 @@ import socket
 import struct
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -90,7 +91,7 @@ class FakeProvider:
         return web.Response(body=orjson.dumps(items), content_type="application/json")
 
     # ---- the APIs --------------------------------------------------------------------
-    def on(self, dialect: Dialect) -> Any:
+    def on(self, dialect: Dialect) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
             return await self.answer(request, dialect)
 

@@ -24,6 +24,7 @@ from router.fake_provider.plan import (
     Plan,
     Tool,
     ToolMode,
+    as_list,
     logprobs,
     pieces,
 )
@@ -217,7 +218,7 @@ def tool_choice(choice: Any, tools: list[Tool]) -> tuple[ToolMode, str | None, l
         allowed = choice["allowed_tools"]
         named = {
             str((t.get("function") or {}).get("name"))
-            for t in allowed.get("tools") or []
+            for t in as_list(allowed.get("tools"))
             if isinstance(t, dict) and isinstance(t.get("function"), dict)
         }
         subset = [t for t in tools if t.name in named]

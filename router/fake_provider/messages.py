@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from router.fake_provider.plan import Answer, Ask, Invalid, Plan, Tool, ToolMode, pieces
+from router.fake_provider.plan import Answer, Ask, Invalid, Plan, Tool, ToolMode, as_list, pieces
 from router.fake_provider.profile import Behaviour
 
 DOCS = "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
@@ -65,7 +65,7 @@ class Messages:
     def read(self, body: dict[str, Any]) -> Ask:
         tools = [
             Tool(t["name"], t["input_schema"] if isinstance(t.get("input_schema"), dict) else {})
-            for t in body.get("tools") or []
+            for t in as_list(body.get("tools"))
             if isinstance(t, dict) and isinstance(t.get("name"), str)
         ]
         mode, named, parallel = tool_choice(body.get("tool_choice"), tools)
@@ -198,8 +198,8 @@ def tool_choice(choice: Any, tools: list[Tool]) -> tuple[ToolMode, str | None, b
     kind = choice.get("type") if isinstance(choice, dict) else None
     if kind not in ("auto", "any", "tool", "none"):
         raise Invalid(
-            "tool_choice: Input tag found using 'type' does not match any of the expected tags: "
-            "'auto', 'any', 'tool', 'none'"
+            f"tool_choice: Input tag '{kind}' found using 'type' does not match any of the "
+            "expected tags: 'auto', 'any', 'tool', 'none'"
         )
     assert isinstance(choice, dict)
     parallel = choice.get("disable_parallel_tool_use") is not True

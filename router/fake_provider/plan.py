@@ -172,7 +172,7 @@ class Planner:
         return Call(key=uuid.uuid4().hex[:24], name=name, arguments=args, text=text)
 
 
-# ---- helpers every dialect draws with ----------------------------------------------------------
+# ---- helpers every dialect uses ----------------------------------------------------------
 def pieces(text: str, parts: int, json: bool = False) -> list[str]:
     """`text` cut into about `parts` pieces that join back into it: at spaces for prose,
     anywhere for JSON."""
@@ -206,5 +206,6 @@ def logprobs(text: str, top: int) -> list[dict[str, Any]]:
     return out
 
 
-def words(text: str) -> int:
-    return len(text.split())
+def as_list(value: Any) -> list[Any]:
+    """A request field that should be a list; anything else reads as empty."""
+    return value if isinstance(value, list) else []

@@ -23,7 +23,17 @@ from aiohttp import web
 
 from router.fake_provider import openai_errors
 from router.fake_provider.chat import read_tools
-from router.fake_provider.plan import Answer, Ask, Invalid, Plan, Tool, ToolMode, logprobs, pieces
+from router.fake_provider.plan import (
+    Answer,
+    Ask,
+    Invalid,
+    Plan,
+    Tool,
+    ToolMode,
+    as_list,
+    logprobs,
+    pieces,
+)
 from router.fake_provider.profile import Behaviour
 
 STORED = 1000
@@ -86,7 +96,7 @@ class Responses:
             input_size=len(orjson.dumps(items)) + len(orjson.dumps(instructions)),
         )
         previous = self.previous(body.get("previous_response_id"))
-        calls_known: set[Any] = set()
+        calls_known: set[str] = set()
         if previous is not None:
             usage = previous.get("usage") or {}
             ask.context_tokens = usage.get("input_tokens", 0) + usage.get("output_tokens", 0)
@@ -94,14 +104,14 @@ class Responses:
         for item in items if isinstance(items, list) else []:
             if not isinstance(item, dict):
                 continue
-            if item.get("type") == "function_call":
-                calls_known.add(item.get("call_id"))
+            call_id = item.get("call_id")
+            if item.get("type") == "function_call" and isinstance(call_id, str):
+                calls_known.add(call_id)
             elif item.get("type") == "function_call_output" and (
-                item.get("call_id") not in calls_known
+                not isinstance(call_id, str) or call_id not in calls_known
             ):
                 raise Invalid(
-                    "No tool call found for function call output with call_id "
-                    f"{item.get('call_id')}.",
+                    f"No tool call found for function call output with call_id {call_id}.",
                     param="input",
                 )
         text = body.get("text")
@@ -321,14 +331,14 @@ def tool_choice(choice: Any, tools: list[Tool]) -> tuple[ToolMode, str | None, l
     if kind == "function":
         assert isinstance(choice, dict)
         name = choice.get("name")
-        if name not in {t.name for t in tools}:
+        if not isinstance(name, str) or name not in {t.name for t in tools}:
             raise Invalid(
                 "Tool choice 'function' not found in 'tools' parameter.", param="tool_choice"
             )
-        return "named", str(name), tools
+        return "named", name, tools
     if kind == "allowed_tools":
         assert isinstance(choice, dict)
-        named = {t.get("name") for t in choice.get("tools") or [] if isinstance(t, dict)}
+        named = {str(t.get("name")) for t in as_list(choice.get("tools")) if isinstance(t, dict)}
         subset = [t for t in tools if t.name in named]
         if choice.get("mode") in ("auto", "required") and subset:
             return choice["mode"], None, subset

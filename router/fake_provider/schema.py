@@ -53,7 +53,7 @@ def example_instance(schema: Any, root: Any = None, depth: int = 0) -> Any:
     if isinstance(schema.get("allOf"), list):
         return example_instance(_merge(schema), root, depth + 1)
     for key in ("anyOf", "oneOf"):
-        branches = [b for b in schema.get(key) or [] if isinstance(b, dict)]
+        branches = [b for b in _list(schema.get(key)) if isinstance(b, dict)]
         if isinstance(schema.get(key), list) and branches:
             rest = {k: v for k, v in schema.items() if k != key}
             chosen = next((b for b in branches if b.get("type") != "null"), branches[0])
@@ -98,6 +98,10 @@ def broken_arguments(schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _resolve(root: Any, ref: str) -> dict[str, Any] | None:
     """A local reference such as `#/$defs/Line`; None for anything else."""
     if not ref.startswith("#"):
@@ -121,7 +125,7 @@ def _merge(schema: dict[str, Any]) -> dict[str, Any]:
             if key == "properties" and isinstance(value, dict):
                 merged["properties"] = {**(merged.get("properties") or {}), **value}
             elif key == "required" and isinstance(value, list):
-                merged["required"] = [*(merged.get("required") or []), *value]
+                merged["required"] = [*_list(merged.get("required")), *value]
             else:
                 merged.setdefault(key, value)
     return merged
@@ -145,7 +149,7 @@ def _kind(schema: dict[str, Any]) -> str | None:
 def _object(schema: dict[str, Any], root: Any, depth: int) -> dict[str, Any]:
     found = schema.get("properties")
     props: dict[str, Any] = found if isinstance(found, dict) else {}
-    required = [r for r in schema.get("required") or [] if isinstance(r, str)]
+    required = [r for r in _list(schema.get("required")) if isinstance(r, str)]
     extra = schema.get("additionalProperties")
     extra_schema = extra if isinstance(extra, dict) else {"type": "string"}
     names = list(dict.fromkeys(required if depth >= MAX_DEPTH else [*props, *required]))
