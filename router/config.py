@@ -58,6 +58,34 @@ def parse_address(value: Any) -> str:
 Address = Annotated[str, BeforeValidator(parse_address)]
 
 
+def parse_socket_mode(value: Any) -> int:
+    """'0660', '660' or '0o660' -> 0o660. A string: YAML reads an unquoted 0660 as 432."""
+    if not isinstance(value, str):
+        raise fail(
+            f"{value!r} is a number (YAML reads an unquoted 0660 as the number 432)",
+            "write the mode as a quoted octal string, e.g. admin_socket_mode: '0660'",
+        )
+    digits = value.strip().lower().removeprefix("0o")
+    if not digits or any(digit not in "01234567" for digit in digits):
+        raise fail(f"{value!r} is not an octal mode", "write it like '0600' or '0660'")
+    mode = int(digits, 8)
+    if mode > 0o777:
+        raise fail(
+            f"{value!r} is not an octal mode from 0600 to 0777",
+            "give read and write bits only, e.g. '0660' for the owner and the socket's group",
+        )
+    if mode & 0o600 != 0o600:
+        raise fail(
+            f"{value!r} takes read or write away from the socket's owner",
+            "begin the mode with 6: the router's own user needs read and write on its "
+            "socket (the admin CLI may run as it)",
+        )
+    return mode
+
+
+SocketMode = Annotated[int, BeforeValidator(parse_socket_mode)]
+
+
 def split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
@@ -350,6 +378,10 @@ class RouterConfig(Strict):
     metrics_listen: Address = "127.0.0.1:9464"
     admin_socket: Path = Path("run/admin.sock")
     admin_allow: list[str | int] = []  # user names or uids; empty: the router's own uid and root
+    # Who may connect at all, as PostgreSQL's unix_socket_group and unix_socket_permissions:
+    # with mode '0660' the group's members can reach the socket; admin_allow then picks users.
+    admin_socket_group: str | int | None = None  # a group name or gid; none: the router's own
+    admin_socket_mode: SocketMode = 0o600
     state_dir: Path = Path("run/state")
     warm_window: Duration = 48 * 3600.0  # how long a replaced active stays warm for rollback
     providers: dict[str, Provider]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from router.admin import Admin, prepare_socket
+from router.admin import Admin, AdminSocket, prepare_socket, unreachable
 from router.assemble import build_guards, build_routes, build_upstreams
 from router.catalog import Catalog, load_catalog
 from router.config import Limits, RouterConfig, split_address
@@ -141,13 +141,20 @@ async def _start(app: web.Application, address: str, limits: Limits | None = Non
     return runner
 
 
-async def _start_unix(app: web.Application, path: Path) -> web.AppRunner:
-    """The admin app on a Unix socket: mode 0600 in a 0700 folder."""
-    prepare_socket(path)
+async def _start_unix(admin: Admin, bound: AdminSocket) -> web.AppRunner:
+    """The admin app on its socket, bound by `prepare_socket`; the socket file is removed
+    on the way out if it is still the one made here."""
+    for problem in unreachable(bound.path, admin.allowed):
+        log.warning("%s", problem)
+    app = admin.app()
+
+    async def remove_socket(app: web.Application) -> None:
+        bound.remove()
+
+    app.on_cleanup.append(remove_socket)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
-    await web.UnixSite(runner, str(path)).start()
-    os.chmod(path, 0o600)
+    await web.SockSite(runner, bound.sock).start()
     return runner
 
 
@@ -157,6 +164,9 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     catalog = load_catalog(config_path)
     for warning in catalog.warnings:
         log.warning("%s", warning)
+    # First: another router on this socket is refused before anything else is touched, and
+    # the socket's folder, when missing, is made private before state_dir makes it public.
+    admin_socket = prepare_socket(catalog.config)
     runners: list[web.AppRunner] = []
     if fake_provider:
         runners.append(await _start(FakeProvider(load_profile(None)).app(), fake_provider))
@@ -177,7 +187,7 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     metrics_app = build_metrics_app(health, routes, rollouts)
     runners.append(await _start(metrics_app, config.metrics_listen, config.limits))
     admin = Admin(config, routes, rollouts, reloader, ramps)
-    runners.append(await _start_unix(admin.app(), config.admin_socket))
+    runners.append(await _start_unix(admin, admin_socket))
     health.ready = True
     log.info(
         "bundle-router serving %s on http://%s (health on http://%s, admin on %s)",
