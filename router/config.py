@@ -361,6 +361,11 @@ class Notify(Strict):
 
 class Limits(Strict):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Open client connections on the proxy listener (idle keep-alive ones included) before
+    # new ones get 503 too_many_connections. /metrics and /healthz have their own listener.
+    max_connections: int = Field(default=4096, ge=1)
+    # A client that takes nothing of an answer for this long is let go (nginx send_timeout).
+    send_timeout: Duration = 60.0
     # Requests in flight per route (streams included) before new ones get 503 + Retry-After.
     max_concurrent_per_route: int = Field(default=1024, ge=1)
     retry_after: Duration = 1.0  # what the 503 tells the client to wait
