@@ -99,6 +99,8 @@ def socket_gid(config: RouterConfig) -> int | None:
     group = config.admin_socket_group
     if group is None or isinstance(group, int):
         return group
+    if group.isdigit():  # a gid written as a string
+        return int(group)
     try:
         return grp.getgrnam(group).gr_gid
     except KeyError:
@@ -131,17 +133,21 @@ def prepare_socket(config: RouterConfig) -> AdminSocket:
             _give_group(config, folder, gid)
     _clear_stale(config)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    umask = os.umask(0o177)  # the socket is born 0600: no moment with a wider mode
     try:
-        umask = os.umask(0o177)  # the socket is born 0600: no moment with a wider mode
-        try:
-            sock.bind(str(path))
-        finally:
-            os.umask(umask)
+        sock.bind(str(path))
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(umask)
+    try:
         if gid is not None:
             _give_group(config, path, gid)
         os.chmod(path, mode)  # before listen(): nobody can connect until this is set
     except BaseException:
         sock.close()
+        path.unlink()  # made here a moment ago
         raise
     made = os.lstat(path)
     return AdminSocket(sock, path, (made.st_dev, made.st_ino))
