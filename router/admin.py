@@ -1,9 +1,10 @@
 """The admin API: HTTP over a Unix socket, for `bundle-router status`, `rollback` and friends.
 
-The socket is mode 0600 in a 0700 folder, and every connection's peer is identified with
-SO_PEERCRED: only uids on the allowlist (`admin_allow`; by default the router's own uid and
-root) get an answer. The actor written to the audit log is the peer's user name, plus the
-label the CLI sends (`--actor`). Every change goes through `Rollouts.change`.
+The socket is mode `admin_socket_mode` (0600) with group `admin_socket_group`, and every
+connection's peer is identified with SO_PEERCRED: only uids on the allowlist (`admin_allow`;
+by default the router's own uid and root) get an answer. The actor written to the audit log
+is the peer's user name, plus the label the CLI sends (`--actor`). Every change goes
+through `Rollouts.change`.
 
     GET  /status                       every route at a glance (the CLI prints it as a table)
     GET  /routes                       live deploy state
@@ -20,10 +21,13 @@ label the CLI sends (`--actor`). Every change goes through `Rollouts.change`.
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import logging
 import os
 import pwd
 import socket
+import stat
 import statistics
 import struct
 import time
@@ -36,6 +40,7 @@ import orjson
 from aiohttp import web
 
 from router.config import RouterConfig, split_address
+from router.errors import ConfigError, Problem
 from router.proxy import LiveRoute
 from router.ramp import Ramps
 from router.reload import Reloader
@@ -89,24 +94,177 @@ def _json(data: Any) -> web.Response:
     return web.Response(body=orjson.dumps(data), content_type="application/json")
 
 
-def prepare_socket(path: Path) -> None:
-    """Prepare `path` for the admin socket: a 0700 folder, and no stale socket file.
-    Refuses when another router is already listening there."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    if path.exists():
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def socket_gid(config: RouterConfig) -> int | None:
+    """The gid `admin_socket_group` names (a group name or a gid), or None."""
+    group = config.admin_socket_group
+    if group is None or isinstance(group, int):
+        return group
+    if group.isdigit():  # a gid written as a string
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise _socket_problem(
+            config,
+            "admin_socket_group",
+            f"there is no group named {group!r} on this machine",
+            "create the group, or name an existing group (or its gid)",
+        ) from None
+
+
+def prepare_socket(config: RouterConfig) -> AdminSocket:
+    """Bind the admin socket at `admin_socket`, with `admin_socket_mode` and
+    `admin_socket_group`, and return it (not yet listening).
+
+    Only what the router made is changed: a missing folder is created (0700, plus search
+    permission for the classes the socket mode lets in); an existing folder is left as it is.
+    A socket this uid left behind (a router that did not stop cleanly) is replaced; any other
+    file at the path is refused. Refuses when another router is serving the socket."""
+    path, mode, gid = config.admin_socket, config.admin_socket_mode, socket_gid(config)
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True)
+    except FileExistsError:
+        pass  # not ours: its mode and owner stay as they are
+    else:
+        # Search (x) on the folder for the classes that may use the socket; never listing.
+        os.chmod(folder, 0o700 | (0o010 if mode & 0o060 else 0) | (0o001 if mode & 0o006 else 0))
+        if gid is not None:
+            _give_group(config, folder, gid)
+    _clear_stale(config)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    umask = os.umask(0o177)  # the socket is born 0600: no moment with a wider mode
+    try:
+        sock.bind(str(path))
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        os.umask(umask)
+    try:
+        if gid is not None:
+            _give_group(config, path, gid)
+        os.chmod(path, mode)  # before listen(): nobody can connect until this is set
+    except BaseException:
+        sock.close()
+        path.unlink()  # made here a moment ago
+        raise
+    made = os.lstat(path)
+    return AdminSocket(sock, path, (made.st_dev, made.st_ino))
+
+
+class AdminSocket:
+    """The bound admin socket, and the file it made, which `remove` deletes only while
+    it is still that same file."""
+
+    def __init__(self, sock: socket.socket, path: Path, identity: tuple[int, int]) -> None:
+        self.sock = sock
+        self.path = path
+        self.identity = identity
+
+    def remove(self) -> None:
         try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # left by a router that did not stop cleanly
-        else:
-            raise StateError(
-                f"another router is serving the admin socket {path}; stop it, or give this "
-                "one its own admin_socket (and state_dir)"
-            )
-        finally:
-            probe.close()
+            now = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if (now.st_dev, now.st_ino) == self.identity:
+            self.path.unlink()
+
+
+def _clear_stale(config: RouterConfig) -> None:
+    path = config.admin_socket
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(found.st_mode):
+        kind = _kind(found.st_mode)
+        raise _socket_problem(
+            config,
+            "admin_socket",
+            f"{path} is a {kind}, not a socket; the router does not replace it",
+            "point admin_socket at a path of its own (the default is admin_socket: "
+            f"run/admin.sock, beside the config), or move the {kind} away",
+        )
+    if found.st_uid != os.geteuid():
+        raise _socket_problem(
+            config,
+            "admin_socket",
+            f"{path} is a socket owned by uid {found.st_uid}, not by this router "
+            f"(uid {os.geteuid()}); the router replaces only a socket of its own",
+            "point admin_socket at a path of its own, or remove that socket if nothing uses it",
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()  # left by a router of this uid that did not stop cleanly
+    else:
+        raise StateError(
+            f"another router is serving the admin socket {path}; stop it, or give this "
+            "one its own admin_socket (and state_dir)"
+        )
+    finally:
+        probe.close()
+
+
+def _give_group(config: RouterConfig, path: Path, gid: int) -> None:
+    try:
+        os.chown(path, -1, gid)
+    except PermissionError:
+        raise _socket_problem(
+            config,
+            "admin_socket_group",
+            f"the router (uid {os.geteuid()}) may not give {path} to group "
+            f"{config.admin_socket_group} (gid {gid})",
+            "run the router as a member of that group, or name a group it belongs to",
+        ) from None
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISREG(mode):
+        return "regular file"
+    return "special file"
+
+
+def _socket_problem(config: RouterConfig, key: str, message: str, fix: str) -> ConfigError:
+    return ConfigError([Problem(str(config.source), key, message, fix)])
+
+
+def unreachable(path: Path, uids: set[int]) -> list[str]:
+    """Why each of `uids` (root and the router's own uid aside) could not connect to the
+    socket at `path`: the first folder it may not search, or the socket it may not write."""
+    path = path.absolute()
+    found = []
+    for uid in sorted(uids - {0, os.geteuid()}):
+        gids: set[int] = set()
+        with contextlib.suppress(KeyError):
+            user = pwd.getpwuid(uid)
+            gids = {user.pw_gid} | {g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem}
+        for step in [*reversed(path.parents), path]:
+            try:
+                st = os.stat(step)
+            except OSError:
+                break
+            need = 0o2 if step == path else 0o1  # write on the socket, search on a folder
+            shift = 6 if st.st_uid == uid else 3 if st.st_gid in gids else 0
+            if not (st.st_mode >> shift) & need:
+                what = "write to the socket" if step == path else "search the folder"
+                who = user_name(uid)
+                who = who if who == f"uid {uid}" else f"{who} (uid {uid})"
+                found.append(
+                    f"admin_allow names {who}, who cannot reach the "
+                    f"admin socket {path}: they may not {what} {step} (mode "
+                    f"{stat.S_IMODE(st.st_mode):04o}, owner uid {st.st_uid}, group gid "
+                    f"{st.st_gid}); give them a group with admin_socket_group and "
+                    "admin_socket_mode: '0660', or drop them from admin_allow"
+                )
+                break
+    return found
 
 
 class Admin:

@@ -67,6 +67,34 @@ def parse_address(value: Any) -> str:
 Address = Annotated[str, BeforeValidator(parse_address)]
 
 
+def parse_socket_mode(value: Any) -> int:
+    """'0660', '660' or '0o660' -> 0o660. A string: YAML reads an unquoted 0660 as 432."""
+    if not isinstance(value, str):
+        raise fail(
+            f"{value!r} is a number (YAML reads an unquoted 0660 as the number 432)",
+            "write the mode as a quoted octal string, e.g. admin_socket_mode: '0660'",
+        )
+    digits = value.strip().lower().removeprefix("0o")
+    if not digits or any(digit not in "01234567" for digit in digits):
+        raise fail(f"{value!r} is not an octal mode", "write it like '0600' or '0660'")
+    mode = int(digits, 8)
+    if mode > 0o777:
+        raise fail(
+            f"{value!r} is not an octal mode from 0600 to 0777",
+            "give read and write bits only, e.g. '0660' for the owner and the socket's group",
+        )
+    if mode & 0o600 != 0o600:
+        raise fail(
+            f"{value!r} takes read or write away from the socket's owner",
+            "begin the mode with 6: the router's own user needs read and write on its "
+            "socket (the admin CLI may run as it)",
+        )
+    return mode
+
+
+SocketMode = Annotated[int, BeforeValidator(parse_socket_mode)]
+
+
 def split_address(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)
@@ -349,6 +377,11 @@ class Notify(Strict):
 
 class Limits(Strict):
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Open client connections on the proxy listener (idle keep-alive ones included) before
+    # new ones get 503 too_many_connections. /metrics and /healthz have their own listener.
+    max_connections: int = Field(default=4096, ge=1)
+    # A client that takes nothing of an answer for this long is let go (nginx send_timeout).
+    send_timeout: Duration = 60.0
     # Requests in flight per route (streams included) before new ones get 503 + Retry-After.
     max_concurrent_per_route: int = Field(default=1024, ge=1)
     retry_after: Duration = 1.0  # what the 503 tells the client to wait
@@ -366,6 +399,10 @@ class RouterConfig(Strict):
     metrics_listen: Address = "127.0.0.1:9464"
     admin_socket: Path = Path("run/admin.sock")
     admin_allow: list[str | int] = []  # user names or uids; empty: the router's own uid and root
+    # Who may connect at all, as PostgreSQL's unix_socket_group and unix_socket_permissions:
+    # with mode '0660' the group's members can reach the socket; admin_allow then picks users.
+    admin_socket_group: str | int | None = None  # a group name or gid; none: the router's own
+    admin_socket_mode: SocketMode = 0o600
     state_dir: Path = Path("run/state")
     warm_window: Duration = 48 * 3600.0  # how long a replaced active stays warm for rollback
     providers: dict[str, Provider]

@@ -10,36 +10,107 @@ starts a request and then sends a byte every few seconds holds its connection op
 head must be complete within `header_timeout` of its first byte, or the client gets a 408 and
 the connection is closed.
 
+A client that stops reading an answer would hold its connection, and the upstream request
+behind it, for as long as it likes. Here, once the transport's write buffer is over its
+high-water mark, the buffer must shrink within `send_timeout` (nginx's `send_timeout`), or the
+connection is aborted: the request handler is cancelled, which cancels the upstream request.
+
+`ProxyServer` counts the open connections of its listener in a `ConnectionStats`. Past
+`max_connections`, a new connection gets a `Refusal`: a 503 `too_many_connections` with
+Retry-After, sent at once, and the connection is let go.
+
 Use `ProxyRunner` in place of `web.AppRunner`:
 
-    runner = ProxyRunner(app, header_timeout=10.0, max_field_size=8190, max_headers=128)
+    runner = ProxyRunner(app, stats=ConnectionStats("proxy"), max_connections=4096,
+                         header_timeout=10.0, send_timeout=60.0, max_field_size=8190)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from router.errors import HeadersTooLarge, MalformedRequest, RequestTimeout, RouterError
+from router.errors import (
+    HeadersTooLarge,
+    MalformedRequest,
+    Overloaded,
+    RequestTimeout,
+    RouterError,
+)
 
 log = logging.getLogger("router")
+LINGER = 2.0  # how long a refused connection may take to read its 503 and close
+
+
+@dataclass(slots=True)
+class ConnectionStats:
+    """One listener's connections, read by the metrics collector: plain ints, no lock."""
+
+    listener: str  # "proxy", "metrics"
+    open: int = 0
+    refused: int = 0  # turned away at max_connections
+    send_timeouts: int = 0  # aborted: the client took nothing for send_timeout
+    accept_errors: dict[str, int] = field(default_factory=dict)  # errno name -> count
+
+
+class Throttle:
+    """At most one log line per `every` seconds about a condition that recurs; `due()`
+    returns how many occurrences went unlogged since the last line, or None (skip this one)."""
+
+    __slots__ = ("every", "next_at", "skipped")
+
+    def __init__(self, every: float = 60.0) -> None:
+        self.every = every
+        self.next_at = 0.0
+        self.skipped = 0
+
+    def due(self) -> int | None:
+        now = time.monotonic()
+        if now < self.next_at:
+            self.skipped += 1
+            return None
+        skipped, self.skipped = self.skipped, 0
+        self.next_at = now + self.every
+        return skipped
 
 
 class ClientConnection(RequestHandler):
     """One client connection. Between requests it times the head of the next one; a
-    request that cannot be parsed gets a JSON error that echoes none of its bytes."""
+    request that cannot be parsed gets a JSON error that echoes none of its bytes; a
+    client that takes nothing of an answer for `send_timeout` is let go."""
 
-    __slots__ = ("_head_timer", "header_timeout")
+    __slots__ = (
+        "_head_timer",
+        "_send_left",
+        "_send_timer",
+        "_stats",
+        "header_timeout",
+        "send_timeout",
+    )
 
-    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        header_timeout: float,
+        send_timeout: float = 60.0,
+        stats: ConnectionStats | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self.header_timeout = header_timeout
+        self.send_timeout = send_timeout
         self._head_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._send_left = 0  # the write buffer's size when the send timer was last set
+        self._stats = stats  # counted open by ProxyServer; uncounted here when lost
 
     def data_received(self, data: bytes) -> None:
         # aiohttp's start() waits on `_waiter` exactly while no request is parsed or queued.
@@ -58,7 +129,53 @@ class ClientConnection(RequestHandler):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        self.forget()
         super().connection_lost(exc)
+
+    def forget(self) -> None:
+        """Uncount a connection that never started (its socket could not be set up)."""
+        if self._stats is not None:
+            self._stats.open -= 1
+            self._stats = None
+
+    def pause_writing(self) -> None:
+        """The transport's write buffer is over its high-water mark: the client is not
+        keeping up. From now on it must take some of it every `send_timeout`."""
+        super().pause_writing()
+        if self._send_timer is None and self.transport is not None:
+            self._send_left = self.transport.get_write_buffer_size()
+            self._send_timer = self._loop.call_later(self.send_timeout, self._send_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_stalled(self) -> None:
+        self._send_timer = None
+        transport = self.transport
+        if transport is None or transport.is_closing() or not self.writing_paused:
+            return
+        left = transport.get_write_buffer_size()
+        if left < self._send_left:  # the client took some: it gets another send_timeout
+            self._send_left = left
+            self._send_timer = self._loop.call_later(self.send_timeout, self._send_stalled)
+            return
+        if self._stats is not None:
+            self._stats.send_timeouts += 1
+        log.info(
+            "closed a connection from %s: the client took nothing of the answer for %g s "
+            "(limits.send_timeout), %d bytes still waiting for it",
+            self._peer(),
+            self.send_timeout,
+            left,
+        )
+        # The handler is cancelled (handler_cancellation), and with it the upstream request.
+        transport.abort()
 
     def _head_too_slow(self) -> None:
         self._head_timer = None
@@ -149,21 +266,117 @@ def _reason(exc: BadHttpMessage) -> str:
     return reason
 
 
-class ProxyServer(web.Server):
-    """aiohttp's protocol factory, making `ClientConnection`s."""
+class Refusal(asyncio.Protocol):
+    """A connection over `max_connections`: answered at once, request unread, then let go.
 
-    def __call__(self) -> RequestHandler:
-        return ClientConnection(self, loop=self._loop, **self._kwargs)
+    The write side is shut after the answer, and what the client sends is read and dropped
+    until it closes (or for LINGER s at most): closing with unread bytes would send a reset,
+    which can reach the client before it has read the answer."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        transport.write(self.answer)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.timer = asyncio.get_running_loop().call_later(LINGER, transport.abort)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the request is not read: the answer does not depend on it
+
+    def eof_received(self) -> bool:
+        return False  # the client has read the answer and closed: close our side too
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+class ProxyServer(web.Server):
+    """aiohttp's protocol factory, making `ClientConnection`s, counted in `stats`; past
+    `max_connections` (None: no cap) it makes `Refusal`s instead."""
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        stats: ConnectionStats,
+        max_connections: int | None = None,
+        retry_after: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self.stats = stats
+        self.max_connections = max_connections
+        self.refusals = Throttle()
+        self.refusal = _too_many_connections(max_connections or 0, retry_after)
+
+    def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
+        stats = self.stats
+        if self.max_connections is not None and stats.open >= self.max_connections:
+            stats.refused += 1
+            if (unlogged := self.refusals.due()) is not None:
+                log.warning(
+                    "refused a connection: the %s listener has %d open connections, its "
+                    "limit (limits.max_connections)%s",
+                    stats.listener,
+                    stats.open,
+                    f"; {unlogged} more refused since the last message" if unlogged else "",
+                )
+            return Refusal(self.refusal)
+        stats.open += 1  # here, not in connection_made: a burst of accepts sees each other
+        return ClientConnection(self, loop=self._loop, stats=stats, **self._kwargs)
+
+
+def _too_many_connections(limit: int, retry_after: float) -> bytes:
+    seconds = max(1, round(retry_after))
+    error = Overloaded(
+        f"the router already has {limit} open connections (limits.max_connections); retry "
+        f"after {seconds} s, and keep connections alive rather than opening new ones",
+        code="too_many_connections",
+    )
+    body = error.body("anthropic")  # the dialect is unknown: see handle_error
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"Retry-After: {seconds}\r\n"
+        f"X-Router-Error: {error.code}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 class ProxyRunner(web.AppRunner):
-    """`web.AppRunner` whose connections are `ClientConnection`s. Takes `header_timeout`
-    besides aiohttp's own options (`max_field_size`, `max_headers`, `keepalive_timeout`)."""
+    """`web.AppRunner` whose connections are `ClientConnection`s, counted in `stats` and
+    capped at `max_connections`. Takes `header_timeout` and `send_timeout` besides aiohttp's
+    own options (`max_field_size`, `max_headers`, `keepalive_timeout`). Serve it with a
+    `router.listener.ListenerSite`, which hands each accepted socket to its server."""
+
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        stats: ConnectionStats,
+        max_connections: int | None = None,
+        retry_after: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(app, **kwargs)
+        self.stats = stats
+        self.max_connections = max_connections
+        self.retry_after = retry_after
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         return ProxyServer(
             server.request_handler,
+            stats=self.stats,
+            max_connections=self.max_connections,
+            retry_after=self.retry_after,
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=server._loop,

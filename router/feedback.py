@@ -4,12 +4,14 @@
 verdict to the version that served the request. Only the last `feedback_capacity` request
 ids, each for `feedback_ttl` seconds, are remembered; an older id is answered with 404.
 A request's first verdict counts; the same verdict sent again is acknowledged and ignored,
-a different one is refused with 409.
+a different one is refused with 409. An id names one answer only: a request that reuses an id
+still remembered gets a fresh one, so a second answer cannot take over the first one's verdict.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -29,12 +31,16 @@ class RecentRequests:
         self.ttl = ttl
         self._items: OrderedDict[str, Served] = OrderedDict()
 
-    def remember(self, request_id: str, stats: VersionStats) -> None:
+    def remember(self, request_id: str, stats: VersionStats) -> str:
+        """Remember who serves this request; returns its id: `request_id`, or a fresh one
+        when `request_id` already names another answer that may still get feedback."""
         items = self._items
-        items.pop(request_id, None)
+        if self.lookup(request_id) is not None:
+            request_id = uuid.uuid4().hex
         items[request_id] = Served(stats, time.monotonic())
         if len(items) > self.capacity:
             items.popitem(last=False)
+        return request_id
 
     def lookup(self, request_id: str) -> Served | None:
         served = self._items.get(request_id)

@@ -22,6 +22,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from router import __version__, tasks
+from router.connection import ConnectionStats
 from router.proxy import LiveRoute
 from router.rollout import Rollouts
 from router.stack import ROLLED_BACK
@@ -286,3 +287,39 @@ class MetricsEndpoints:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/windows", self.windows)
         app.router.add_get("/rollouts", self.rollout_state)
+
+
+class ConnectionCollector(Collector):
+    """Client connections per listener (`proxy`, `metrics`), read at scrape time."""
+
+    def __init__(self, listeners: list[ConnectionStats]) -> None:
+        self.listeners = listeners
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["listener"]
+        open_now = GaugeMetricFamily(
+            "router_open_connections", "Client connections open now.", labels=labels
+        )
+        refused = CounterMetricFamily(
+            "router_connections_refused",
+            "Connections answered 503 too_many_connections at limits.max_connections.",
+            labels=labels,
+        )
+        send_timeouts = CounterMetricFamily(
+            "router_send_timeouts",
+            "Connections aborted because the client took nothing of an answer for "
+            "limits.send_timeout.",
+            labels=labels,
+        )
+        accept_errors = CounterMetricFamily(
+            "router_accept_errors",
+            "Failed accepts, by errno (EMFILE, ENFILE: out of file descriptors).",
+            labels=[*labels, "error"],
+        )
+        for stats in self.listeners:
+            open_now.add_metric([stats.listener], stats.open)
+            refused.add_metric([stats.listener], stats.refused)
+            send_timeouts.add_metric([stats.listener], stats.send_timeouts)
+            for error, count in stats.accept_errors.items():
+                accept_errors.add_metric([stats.listener, error], count)
+        yield from (open_now, refused, send_timeouts, accept_errors)

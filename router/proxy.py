@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,6 +55,9 @@ SDK_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic"}
 # Outcomes that count against a version in its error rate. A provider 4xx is usually the
 # caller's doing and is counted apart; a 429 may be the new snapshot's tighter limit.
 ERROR_OUTCOMES = frozenset({"provider_5xx", "provider_429", "timeout", "connect_error"})
+# A client's X-Request-Id is kept when it is this short and plain; any other gets a fresh id
+# (an 8 KB id on every request would fill the feedback memory with 8 KB keys).
+CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +210,9 @@ class Proxy:
 
     async def handle(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
         clock = Clock()
-        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        request_id = request.headers.get("X-Request-Id", "")
+        if not CLIENT_REQUEST_ID.fullmatch(request_id):
+            request_id = uuid.uuid4().hex
         headers = {"X-Request-Id": request_id}
         target: Target | None = None
         admitted: RouteCounters | None = None  # the route whose in-flight count we hold
@@ -216,6 +222,9 @@ class Proxy:
                 route = self.route_for(request, body, dialect)
                 admitted = self.admit(route)
                 target = self.choose(route, request, body)
+                # An id already naming another answer is replaced: feedback judges one answer.
+                request_id = self.recent.remember(request_id, target.stats)
+                headers["X-Request-Id"] = request_id
                 headers.update(target.headers)
                 if self.debug:
                     log.debug(
@@ -227,7 +236,6 @@ class Proxy:
                         target.bundle.version,
                         target.bundle.model,
                     )
-                self.recent.remember(request_id, target.stats)
                 if dialect.rewrite(body, target.injection, route.client_system):
                     route.counters.client_system_prompts += 1
                 stream = body.get("stream") is True
@@ -564,6 +572,12 @@ class Proxy:
                 raise BadRequest(
                     "feedback needs 'request_id': the X-Request-Id of the answer it judges",
                     code="missing_request_id",
+                )
+            if not CLIENT_REQUEST_ID.fullmatch(request_id):  # never an id the router kept
+                raise NotFound(
+                    "'request_id' is not an id the router answered with: ids are at most 128 "
+                    "letters, digits and ._:/+=@-; send the X-Request-Id of the answer",
+                    code="unknown_request_id",
                 )
             if not isinstance(passed, bool):
                 raise BadRequest("feedback needs 'passed': true or false", code="invalid_feedback")

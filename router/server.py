@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -17,15 +18,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from router.admin import Admin, prepare_socket
+from router.admin import Admin, AdminSocket, prepare_socket, unreachable
 from router.assemble import build_guards, build_routes, build_upstreams
 from router.catalog import Catalog, load_catalog
 from router.config import Limits, RouterConfig, split_address
-from router.connection import ProxyRunner
+from router.connection import ConnectionStats, ProxyRunner
 from router.fake_provider import FakeProvider, load_profile
 from router.feedback import RecentRequests
 from router.forward import Upstream
-from router.metrics import MetricsEndpoints
+from router.listener import ListenerSite
+from router.metrics import ConnectionCollector, MetricsEndpoints
 from router.notify import Notifier
 from router.proxy import LiveRoute, Proxy
 from router.ramp import Ramps
@@ -35,6 +37,7 @@ from router.state import AuditLog, StateFile
 
 log = logging.getLogger("router")
 DRAIN_TIMEOUT = 30.0
+FD_RESERVE = 256  # files, the metrics listener's clients, the admin socket, state files
 
 
 class Health:
@@ -91,12 +94,17 @@ def build_proxy_app(
 
 
 def build_metrics_app(
-    health: Health, routes: dict[str, LiveRoute], rollouts: Rollouts
+    health: Health,
+    routes: dict[str, LiveRoute],
+    rollouts: Rollouts,
+    connections: list[ConnectionStats] | None = None,
 ) -> web.Application:
     app = web.Application()
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
-    MetricsEndpoints(routes, rollouts).add_routes(app)
+    endpoints = MetricsEndpoints(routes, rollouts)
+    endpoints.registry.register(ConnectionCollector(connections or []))
+    endpoints.add_routes(app)
     return app
 
 
@@ -134,32 +142,82 @@ def build_rollouts(catalog: Catalog, routes: dict[str, LiveRoute], notifier: Not
     return rollouts
 
 
-async def _start(app: web.Application, address: str, limits: Limits | None = None) -> web.AppRunner:
+async def _start(
+    app: web.Application,
+    address: str,
+    limits: Limits | None = None,
+    stats: ConnectionStats | None = None,
+    *,
+    capped: bool = False,
+) -> web.AppRunner:
+    """Serve `app` on `address`; `capped`: at most `limits.max_connections` connections."""
     limits = limits or Limits()
     runner = ProxyRunner(
         app,
+        stats=stats or ConnectionStats(address),
+        max_connections=limits.max_connections if capped else None,
+        retry_after=limits.retry_after,
         handler_cancellation=True,
         access_log=None,
         shutdown_timeout=DRAIN_TIMEOUT,
         keepalive_timeout=limits.keepalive_timeout,
         header_timeout=limits.header_timeout,
+        send_timeout=limits.send_timeout,
         max_line_size=limits.max_header_bytes,
         max_field_size=limits.max_header_bytes,
         max_headers=limits.max_headers,
     )
     await runner.setup()
     host, port = split_address(address)
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    await ListenerSite(runner, host, port).start()
     return runner
 
 
-async def _start_unix(app: web.Application, path: Path) -> web.AppRunner:
-    """The admin app on a Unix socket: mode 0600 in a 0700 folder."""
-    prepare_socket(path)
+def raise_open_file_limit(config: RouterConfig) -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (a soft 1024 is common and far too
+    few for a proxy), and warn when the connection cap does not fit under it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:  # e.g. an unlimited hard limit over nr_open
+            log.warning("open-file limit (RLIMIT_NOFILE) stays at %d: %s", soft, exc)
+        else:
+            log.info("open-file limit (RLIMIT_NOFILE) raised from %d to %d", soft, hard)
+            soft = hard
+    else:
+        log.info("open-file limit (RLIMIT_NOFILE) is %d", soft)
+    clients = config.limits.max_connections
+    upstream = sum(provider.max_connections for provider in config.providers.values())
+    needed = clients + upstream + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and needed > soft:
+        log.warning(
+            "limits.max_connections (%d) + provider pools (%d) + %d for the router itself "
+            "need %d open files, over the open-file limit of %d: clients would meet "
+            "'too many open files' before the connection cap. Raise the limit (ulimit -n, "
+            "LimitNOFILE, the container's nofile) or lower limits.max_connections",
+            clients,
+            upstream,
+            FD_RESERVE,
+            needed,
+            soft,
+        )
+
+
+async def _start_unix(admin: Admin, bound: AdminSocket) -> web.AppRunner:
+    """The admin app on its socket, bound by `prepare_socket`; the socket file is removed
+    on the way out if it is still the one made here."""
+    for problem in unreachable(bound.path, admin.allowed):
+        log.warning("%s", problem)
+    app = admin.app()
+
+    async def remove_socket(app: web.Application) -> None:
+        bound.remove()
+
+    app.on_cleanup.append(remove_socket)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
     await runner.setup()
-    await web.UnixSite(runner, str(path)).start()
-    os.chmod(path, 0o600)
+    await web.SockSite(runner, bound.sock).start()
     return runner
 
 
@@ -169,6 +227,10 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     catalog = load_catalog(config_path)
     for warning in catalog.warnings:
         log.warning("%s", warning)
+    # First: another router on this socket is refused before anything else is touched, and
+    # the socket's folder, when missing, is made private before state_dir makes it public.
+    admin_socket = prepare_socket(catalog.config)
+    raise_open_file_limit(catalog.config)
     runners: list[web.AppRunner] = []
     if fake_provider:
         runners.append(await _start(FakeProvider(load_profile(None)).app(), fake_provider))
@@ -186,11 +248,13 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     ramps.start()
     reloader = Reloader(config_path, catalog, routes, upstreams, rollouts)
     proxy_app = build_proxy_app(catalog, routes, upstreams)
-    runners.append(await _start(proxy_app, config.listen, config.limits))
-    metrics_app = build_metrics_app(health, routes, rollouts)
-    runners.append(await _start(metrics_app, config.metrics_listen, config.limits))
+    # Two listeners, two connection budgets: a proxy at its cap still answers /healthz.
+    proxy_conns, metrics_conns = ConnectionStats("proxy"), ConnectionStats("metrics")
+    runners.append(await _start(proxy_app, config.listen, config.limits, proxy_conns, capped=True))
+    metrics_app = build_metrics_app(health, routes, rollouts, [proxy_conns, metrics_conns])
+    runners.append(await _start(metrics_app, config.metrics_listen, config.limits, metrics_conns))
     admin = Admin(config, routes, rollouts, reloader, ramps)
-    runners.append(await _start_unix(admin.app(), config.admin_socket))
+    runners.append(await _start_unix(admin, admin_socket))
     health.ready = True
     log.info(
         "bundle-router serving %s on http://%s (health on http://%s, admin on %s)",
