@@ -295,6 +295,7 @@ class Route(Strict):
     candidate: str | None = None
     weights: dict[str, float] | None = None
     client_system: Literal["replace", "append", "reject"] = "replace"
+    client_tools: Literal["merge", "replace", "reject"] = "merge"
     allow_version_override: bool = False
     # RE2 regexes on the answer text that also count as refusals
     refusal_patterns: list[Annotated[str, AfterValidator(_re2_pattern)]] = []

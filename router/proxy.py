@@ -26,7 +26,7 @@ from aiohttp import web
 from router.bundles import Bundle
 from router.catalog import RouteSpec
 from router.dialects import DIALECTS, Dialect, Injection
-from router.dialects.base import Reading
+from router.dialects.base import Policy, Reading, Rewritten
 from router.errors import (
     BadRequest,
     Conflict,
@@ -96,6 +96,7 @@ class LiveRoute:
         )
         self.reject_sessionless = config.session_key.missing == "reject"
         self.client_system = config.client_system
+        self.policy = Policy(spec.name, config.client_system, config.client_tools)
         self.allow_override = config.allow_version_override
         self.refusal_patterns = [compile_pattern(p) for p in config.refusal_patterns]  # RE2
         self.counters = counters or RouteCounters()
@@ -236,7 +237,8 @@ class Proxy:
                         target.bundle.version,
                         target.bundle.model,
                     )
-                if dialect.rewrite(body, target.injection, route.client_system):
+                rewritten = dialect.rewrite(body, target.injection, route.policy)
+                if rewritten.client_system:
                     route.counters.client_system_prompts += 1
                 stream = body.get("stream") is True
                 upstream = target.upstream
@@ -281,8 +283,10 @@ class Proxy:
                     and response.status == 200
                     and response.content_type == "text/event-stream"
                 ):
-                    return await self.relay_stream(request, response, route, target, headers, clock)
-                return await self.relay_json(response, route, target, headers, clock)
+                    return await self.relay_stream(
+                        request, response, route, target, headers, clock, rewritten
+                    )
+                return await self.relay_json(response, route, target, headers, clock, rewritten)
             finally:
                 response.close()
         finally:
@@ -414,6 +418,7 @@ class Proxy:
         target: Target,
         headers: dict[str, str],
         clock: Clock,
+        rewritten: Rewritten,
     ) -> web.StreamResponse:
         dialect, stats = route.dialect, target.stats
         started = perf_counter()
@@ -439,9 +444,8 @@ class Proxy:
         status = response.status
         outcome = outcome_of_status(status)
         if outcome == "ok" and stats.enabled:
-            self.record_reading(
-                route, target, dialect.read_json(data, bool(route.refusal_patterns))
-            )
+            reading = dialect.read_json(data, bool(route.refusal_patterns))
+            self.record_reading(route, target, reading, rewritten.client_tools)
         overhead = clock.overhead()
         stats.record_request(
             outcome, error=outcome in ERROR_OUTCOMES, seconds=clock.elapsed(), overhead=overhead
@@ -459,6 +463,7 @@ class Proxy:
         target: Target,
         headers: dict[str, str],
         clock: Clock,
+        rewritten: Rewritten,
     ) -> web.StreamResponse:
         """Relay an SSE stream event by event, reading each event for the telemetry.
 
@@ -538,7 +543,7 @@ class Proxy:
             reading = reader.finish()
             if reading.error and outcome == "ok":
                 outcome = "provider_5xx"  # the provider reported an error inside the stream
-            self.record_reading(route, target, reading)
+            self.record_reading(route, target, reading, rewritten.client_tools)
             stats.record_request(
                 outcome,
                 error=outcome in ERROR_OUTCOMES,
@@ -548,11 +553,17 @@ class Proxy:
             )
         return out
 
-    def record_reading(self, route: LiveRoute, target: Target, reading: Reading) -> None:
+    def record_reading(
+        self, route: LiveRoute, target: Target, reading: Reading, client_tools: frozenset[str]
+    ) -> None:
         stats, bundle = target.stats, target.bundle
         stats.record_usage(reading.usage, reading.usage_complete)
         for call in reading.tool_calls:
-            stats.record_tool_call(bundle.check_tool_call(call.name, call.arguments, raw=call.raw))
+            if call.name in client_tools:  # the client's own tool: not the bundle's to judge
+                stats.record_tool_call("client_tool")
+            else:
+                result = bundle.check_tool_call(call.name, call.arguments, raw=call.raw)
+                stats.record_tool_call(result)
         refused = reading.refusal
         if not refused and route.refusal_patterns and reading.text:
             text = "".join(reading.text)

@@ -31,7 +31,8 @@ OUTCOMES = (
 )
 OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOMES)}
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
-TOOL_RESULTS = ("valid", "unknown_tool", "invalid_json", "invalid_arguments")
+# `client_tool`: a call to a tool the client sent (client_tools: merge), not a bundle's.
+TOOL_RESULTS = ("valid", "unknown_tool", "invalid_json", "invalid_arguments", "client_tool")
 TOOL_INDEX = {name: i for i, name in enumerate(TOOL_RESULTS)}
 
 
@@ -324,6 +325,8 @@ class VersionStats:
 
     def record_tool_call(self, result: str) -> None:
         self.tool_calls[TOOL_INDEX[result]] += 1
+        if result == "client_tool":
+            return  # counted, but the guardrails judge only the bundle's own tools
         slot = self._slot()
         slot.tool_calls += 1
         if result != "valid":
@@ -348,14 +351,15 @@ class VersionStats:
     def totals(self) -> Totals:
         """Everything counted so far; the guardrails subtract two of these."""
         tools = self.tool_calls
+        bundle_calls = sum(tools) - tools[TOOL_INDEX["client_tool"]]
         return Totals(
             requests=sum(self.outcomes),
             errors=self.errors,
             latency=tuple(self.guard_latency),
             priced=self.priced,
             cost_usd=self.cost_usd,
-            tool_calls=sum(tools),
-            tool_failures=sum(tools) - tools[0],
+            tool_calls=bundle_calls,
+            tool_failures=bundle_calls - tools[TOOL_INDEX["valid"]],
             refusals=self.refusals,
             eval_pass=self.eval_pass,
             eval_fail=self.eval_fail,

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from router.bundles import Bundle, load_bundle
 from router.dialects import ANTHROPIC, OPENAI
+from router.dialects.base import Policy
 from router.errors import BadRequest
 from tests.servers import EXAMPLE_BUNDLES
 
@@ -39,7 +40,7 @@ def test_openai_stream_keeps_client_stream_options(support: Bundle) -> None:
         "stream_options": {"include_obfuscation": False},
         "messages": [{"role": "user", "content": "hi"}],
     }
-    OPENAI.rewrite(body, OPENAI.prepare(support), "replace")
+    OPENAI.rewrite(body, OPENAI.prepare(support), Policy("r", "replace"))
     assert body["stream_options"] == {"include_obfuscation": False, "include_usage": True}
 
 
@@ -52,7 +53,9 @@ def test_openai_replace_drops_developer_messages_too(support: Bundle) -> None:
             {"role": "system", "content": "late system"},
         ],
     }
-    assert OPENAI.rewrite(body, OPENAI.prepare(support), "replace") is True
+    assert (
+        OPENAI.rewrite(body, OPENAI.prepare(support), Policy("r", "replace")).client_system is True
+    )
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
     assert body["messages"][0]["content"] == support.prompt
 
@@ -64,7 +67,7 @@ def test_openai_bundle_without_tools_sends_none(support: Bundle) -> None:
         "tool_choice": "auto",
         "messages": [{"role": "user", "content": "hi"}],
     }
-    OPENAI.rewrite(body, OPENAI.prepare(without_tools(support)), "replace")
+    OPENAI.rewrite(body, OPENAI.prepare(without_tools(support)), Policy("r", "replace", "replace"))
     assert "tools" not in body and "tool_choice" not in body
 
 
@@ -76,7 +79,7 @@ def test_client_may_set_request_shaped_params(support: Bundle) -> None:
         "tool_choice": "required",
         "messages": [{"role": "user", "content": "hi"}],
     }
-    OPENAI.rewrite(body, OPENAI.prepare(support), "replace")
+    OPENAI.rewrite(body, OPENAI.prepare(support), Policy("r", "replace"))
     assert body["max_completion_tokens"] == 50  # a default: the client wins
     assert body["temperature"] == 0.3  # pinned: the bundle wins
     assert body["tool_choice"] == "required"
@@ -88,23 +91,33 @@ def test_anthropic_append_turns_strings_into_blocks(refund: Bundle) -> None:
         "system": "client",
         "messages": [{"role": "user", "content": "hi"}],
     }
-    assert ANTHROPIC.rewrite(body, ANTHROPIC.prepare(refund), "append") is True
+    assert (
+        ANTHROPIC.rewrite(body, ANTHROPIC.prepare(refund), Policy("r", "append")).client_system
+        is True
+    )
     assert body["system"][0]["cache_control"] == {"type": "ephemeral"}
     assert body["system"][1] == {"type": "text", "text": "client"}
 
 
 def test_anthropic_without_client_system_is_not_counted(refund: Bundle) -> None:
     body: dict[str, Any] = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
-    assert ANTHROPIC.rewrite(body, ANTHROPIC.prepare(refund), "reject") is False
+    assert (
+        ANTHROPIC.rewrite(body, ANTHROPIC.prepare(refund), Policy("r", "reject")).client_system
+        is False
+    )
     assert body["max_tokens"] == 1024 and body["model"] == refund.model
 
 
 def test_reject_policy(refund: Bundle, support: Bundle) -> None:
     with pytest.raises(BadRequest, match="refuses one from the client"):
-        ANTHROPIC.rewrite({"system": "x", "messages": []}, ANTHROPIC.prepare(refund), "reject")
+        ANTHROPIC.rewrite(
+            {"system": "x", "messages": []}, ANTHROPIC.prepare(refund), Policy("r", "reject")
+        )
     with pytest.raises(BadRequest, match="refuses one from the client"):
         OPENAI.rewrite(
-            {"messages": [{"role": "system", "content": "x"}]}, OPENAI.prepare(support), "reject"
+            {"messages": [{"role": "system", "content": "x"}]},
+            OPENAI.prepare(support),
+            Policy("r", "reject"),
         )
 
 
@@ -269,7 +282,7 @@ def test_any_valid_openai_request_is_valid_after_injection(
     messages = ([{"role": "system", "content": system}] if system is not None else []) + turns
     body = {"model": "support-agent", "messages": messages, **extra}
     OPENAI_REQUEST(body)
-    OPENAI.rewrite(body, OPENAI.prepare(support), policy)
+    OPENAI.rewrite(body, OPENAI.prepare(support), Policy("r", policy, "replace"))
     OPENAI_REQUEST(orjson.loads(orjson.dumps(body)))  # still valid, and still plain JSON
     assert body["model"] == support.model
     assert body["messages"][0]["role"] == "system"
@@ -300,9 +313,85 @@ def test_any_valid_anthropic_request_is_valid_after_injection(
     if system is not None:
         body["system"] = system
     ANTHROPIC_REQUEST(body)
-    ANTHROPIC.rewrite(body, ANTHROPIC.prepare(refund), policy)
+    ANTHROPIC.rewrite(body, ANTHROPIC.prepare(refund), Policy("r", policy, "replace"))
     ANTHROPIC_REQUEST(orjson.loads(orjson.dumps(body)))
     assert body["model"] == refund.model and body["messages"] == turns
     system_text = "".join(block["text"] for block in body["system"])  # v1.5 caches its prompt
     assert refund.prompt in system_text
     assert [t["name"] for t in body["tools"]] == [t.name for t in refund.tools]
+
+
+def _openai_tool(name: str) -> dict[str, Any]:
+    return {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+
+
+OUTPUT = {"name": "FinalAnswer", "input_schema": {"type": "object"}}  # structured output
+
+
+@pytest.mark.parametrize(
+    ("policy", "own_tool", "goes_upstream"),
+    [("merge", "FinalAnswer", True), ("merge", None, False), ("replace", "FinalAnswer", False)],
+    ids=["merge", "merge_clash", "replace"],
+)
+def test_client_tools_policy_openai(
+    support: Bundle, policy: Any, own_tool: str | None, goes_upstream: bool
+) -> None:
+    """`own_tool` None: the client sends a tool named like the bundle's (a clash)."""
+    injection = OPENAI.prepare(support)
+    bundle_tool = support.tools[0].name
+    sent = own_tool or bundle_tool
+    body: dict[str, Any] = {"messages": [], "tools": [_openai_tool(sent)]}
+    rewritten = OPENAI.rewrite(body, injection, Policy("r", "replace", policy))
+    names = [t["function"]["name"] for t in body["tools"]]
+    assert names == [t.name for t in support.tools] + ([sent] if goes_upstream else [])
+    assert rewritten.client_tools == ({sent} if goes_upstream else set())
+    assert body["tools"][0] == injection.tools[0]  # the bundle's schema wins a clash
+
+
+def test_a_forced_tool_that_does_not_go_upstream_is_a_clear_400(
+    refund: Bundle, support: Bundle
+) -> None:
+    choice = {"type": "tool", "name": "FinalAnswer"}
+    body: dict[str, Any] = {"messages": [], "tools": [OUTPUT], "tool_choice": choice}
+    with pytest.raises(BadRequest, match="client_tools: replace") as caught:
+        ANTHROPIC.rewrite(body, ANTHROPIC.prepare(refund), Policy("refund", "replace", "replace"))
+    assert caught.value.code == "tool_not_offered"
+    body = {"messages": [], "tools": [OUTPUT], "tool_choice": choice}
+    merged = ANTHROPIC.rewrite(body, ANTHROPIC.prepare(refund), Policy("refund"))
+    assert body["tool_choice"] == choice and merged.client_tools == {"FinalAnswer"}
+    forced = {"type": "function", "function": {"name": "Nowhere"}}
+    with pytest.raises(BadRequest, match="neither the bundle nor the request"):
+        OPENAI.rewrite(
+            {"messages": [], "tool_choice": forced}, OPENAI.prepare(support), Policy("s")
+        )
+    with pytest.raises(BadRequest, match="refuses tools the bundle does not define") as refused:
+        ANTHROPIC.rewrite(
+            {"messages": [], "tools": [OUTPUT]},
+            ANTHROPIC.prepare(refund),
+            Policy("r", "replace", "reject"),
+        )
+    assert refused.value.code == "client_tools_rejected"
+
+
+def test_max_tokens_is_one_param_under_two_names(support: Bundle) -> None:
+    injection = OPENAI.prepare(support)
+    assert "max_completion_tokens" in injection.defaults  # the bundle's default
+    body: dict[str, Any] = {"messages": [], "max_tokens": 50}
+    OPENAI.rewrite(body, injection, Policy("s"))
+    assert body["max_tokens"] == 50 and "max_completion_tokens" not in body
+    body = {"messages": []}
+    OPENAI.rewrite(body, injection, Policy("s"))
+    assert body["max_completion_tokens"] == injection.defaults["max_completion_tokens"]
+
+
+def test_thinking_meets_a_pinned_temperature_with_a_clear_400(refund: Bundle) -> None:
+    injection = ANTHROPIC.prepare(refund)
+    assert injection.pinned["temperature"] != 1
+    body: dict[str, Any] = {
+        "messages": [],
+        "max_tokens": 2048,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
+    with pytest.raises(BadRequest, match=r"temperature 0\.2.*the bundle .* pins temperature") as e:
+        ANTHROPIC.rewrite(body, injection, Policy("refund-agent"))
+    assert e.value.code == "incompatible_params"

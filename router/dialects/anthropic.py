@@ -12,14 +12,16 @@ from typing import Any, Literal
 
 from router.bundles import Bundle
 from router.dialects.base import (
-    ClientSystemPolicy,
     Injection,
+    Policy,
     Reading,
+    Rewritten,
     ToolCall,
     apply_params,
     parse_object,
     split_params,
 )
+from router.dialects.tools import ToolSpelling, merge_tools
 from router.errors import BadRequest
 from router.sse import event_fields
 from router.telemetry import Usage
@@ -48,31 +50,26 @@ class AnthropicDialect:
             model=bundle.model, system=system, tools=tools, pinned=pinned, defaults=defaults
         )
 
-    def rewrite(
-        self, body: dict[str, Any], injection: Injection, policy: ClientSystemPolicy
-    ) -> bool:
+    def rewrite(self, body: dict[str, Any], injection: Injection, policy: Policy) -> Rewritten:
         if not isinstance(body.get("messages"), list):
             raise BadRequest("'messages' must be a list of messages", code="invalid_messages")
         client = body.get("system")
         client_system = bool(client)
-        if client_system and policy == "reject":
+        if client_system and policy.client_system == "reject":
             raise BadRequest(
                 "this route injects its own system prompt and refuses one from the client; "
                 "remove the 'system' field",
                 code="client_system_rejected",
             )
-        if client_system and policy == "append":
+        if client_system and policy.client_system == "append":
             body["system"] = [*_blocks(injection.system), *_blocks(client)]
         else:
             body["system"] = injection.system
         body["model"] = injection.model
-        if injection.tools:
-            body["tools"] = injection.tools
-        else:
-            body.pop("tools", None)
-            body.pop("tool_choice", None)
+        client_tools = merge_tools(body, injection.tools, policy.client_tools, TOOLS, policy.route)
         apply_params(body, injection)
-        return client_system
+        _check_thinking(body, injection, policy.route)
+        return Rewritten(client_system, client_tools)
 
     def read_json(self, data: bytes, collect_text: bool) -> Reading:
         reading = Reading(finished=True)
@@ -101,6 +98,47 @@ class AnthropicDialect:
 
     def default_headers(self) -> dict[str, str]:
         return {"anthropic-version": API_VERSION}
+
+
+def _named(value: Any, key: str = "name") -> str | None:
+    name = value.get(key) if isinstance(value, dict) else None
+    return name if isinstance(name, str) else None
+
+
+TOOLS = ToolSpelling(
+    name_of=_named,
+    forced=lambda choice: _named(choice) if _named(choice, "type") == "tool" else None,
+    needs_a_tool=lambda choice: _named(choice, "type") in ("any", "tool"),
+    goes_with_tools=(),
+)
+
+
+def _check_thinking(body: dict[str, Any], injection: Injection, route: str) -> None:
+    """Extended thinking takes no `temperature` other than 1 and no `top_k` (Anthropic's
+    docs). When the clash comes from the bundle's pinned params meeting the client's
+    `thinking` (or the other way round), say so here rather than let the provider refuse."""
+    thinking = body.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return
+    clashes = []
+    if body.get("temperature", 1) != 1:
+        clashes.append(f"temperature {body['temperature']}")
+    if "top_k" in body:
+        clashes.append(f"top_k {body['top_k']}")
+    if not clashes:
+        return
+    pinned = [k for k in ("thinking", "temperature", "top_k") if k in injection.pinned]
+    source = (
+        f"the bundle ({injection.model}) pins {', '.join(pinned)}"
+        if pinned
+        else "the request sets them"
+    )
+    raise BadRequest(
+        f"extended thinking cannot run with {' and '.join(clashes)}, and {source}; route "
+        f"{route}: drop thinking from the request, or use a bundle version without a pinned "
+        "temperature/top_k",
+        code="incompatible_params",
+    )
 
 
 def _blocks(system: Any) -> list[Any]:

@@ -9,10 +9,29 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from router.bundles import Bundle
+from router.dialects.tools import ClientToolsPolicy
 from router.errors import DialectName
 from router.telemetry import Usage
 
 ClientSystemPolicy = Literal["replace", "append", "reject"]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A route's rules for what a client brings of its own: a system prompt, tools."""
+
+    route: str
+    client_system: ClientSystemPolicy = "replace"
+    client_tools: ClientToolsPolicy = "merge"
+
+
+@dataclass(frozen=True, slots=True)
+class Rewritten:
+    """What a rewrite found in the client's request."""
+
+    client_system: bool = False  # it carried a system prompt of its own
+    client_tools: frozenset[str] = frozenset()  # its own tools that went upstream
+
 
 # Params that define the agent's behaviour: when a bundle sets one, it wins over the
 # client's value, so every request of a version samples the same way. Every other bundle
@@ -125,12 +144,9 @@ class Dialect(Protocol):
 
     def prepare(self, bundle: Bundle) -> Injection: ...
 
-    def rewrite(
-        self, body: dict[str, Any], injection: Injection, policy: ClientSystemPolicy
-    ) -> bool:
-        """Inject the bundle into a parsed request body, in place.
-
-        Returns True when the client sent a system prompt of its own."""
+    def rewrite(self, body: dict[str, Any], injection: Injection, policy: Policy) -> Rewritten:
+        """Inject the bundle into a parsed request body, in place, under the route's policy
+        for the client's own system prompt and tools."""
         ...
 
     def read_json(self, data: bytes, collect_text: bool) -> Reading:

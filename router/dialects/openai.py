@@ -8,24 +8,45 @@ gets `stream_options.include_usage: true` so the stream reports its token usage.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 from router.bundles import Bundle
 from router.dialects.base import (
-    ClientSystemPolicy,
     Injection,
+    Policy,
     Reading,
+    Rewritten,
     ToolCall,
     apply_params,
     has,
     parse_object,
     split_params,
 )
+from router.dialects.tools import ToolSpelling, merge_tools
 from router.errors import BadRequest
 from router.sse import event_fields
 from router.telemetry import Usage
 
 SYSTEM_ROLES = frozenset({"system", "developer"})
+TOKEN_LIMITS = frozenset({"max_tokens", "max_completion_tokens"})
+
+
+def _tool_name(tool: Any) -> str | None:
+    """`{"type": "function", "function": {"name": ...}}`, or a custom tool's name."""
+    if not isinstance(tool, dict):
+        return None
+    inner = tool.get(tool.get("type") or "function")
+    name = inner.get("name") if isinstance(inner, dict) else None
+    return name if isinstance(name, str) else None
+
+
+TOOLS = ToolSpelling(
+    name_of=_tool_name,
+    forced=_tool_name,  # a named tool_choice is spelled like a tool; "auto" etc. are strings
+    needs_a_tool=lambda choice: choice == "required" or _tool_name(choice) is not None,
+    goes_with_tools=("parallel_tool_calls",),
+)
 
 
 class OpenAIDialect:
@@ -55,9 +76,7 @@ class OpenAIDialect:
             defaults=defaults,
         )
 
-    def rewrite(
-        self, body: dict[str, Any], injection: Injection, policy: ClientSystemPolicy
-    ) -> bool:
+    def rewrite(self, body: dict[str, Any], injection: Injection, policy: Policy) -> Rewritten:
         messages = body.get("messages")
         if not isinstance(messages, list):
             raise BadRequest(
@@ -66,13 +85,13 @@ class OpenAIDialect:
             )
         client_system = any(isinstance(m, dict) and m.get("role") in SYSTEM_ROLES for m in messages)
         if client_system:
-            if policy == "reject":
+            if policy.client_system == "reject":
                 raise BadRequest(
                     "this route injects its own system prompt and refuses one from the "
                     "client; remove the system/developer message",
                     code="client_system_rejected",
                 )
-            if policy == "replace":
+            if policy.client_system == "replace":
                 messages = [
                     m
                     for m in messages
@@ -80,12 +99,14 @@ class OpenAIDialect:
                 ]
         body["model"] = injection.model
         body["messages"] = [injection.system, *messages]
-        if injection.tools:
-            body["tools"] = injection.tools
+        client_tools = merge_tools(body, injection.tools, policy.client_tools, TOOLS, policy.route)
+        if "max_tokens" in body or "max_completion_tokens" in body:
+            # One param under two names: the client's limit replaces the bundle's default,
+            # whichever name either uses, and only one goes upstream.
+            defaults = {k: v for k, v in injection.defaults.items() if k not in TOKEN_LIMITS}
+            apply_params(body, replace(injection, defaults=defaults))
         else:
-            for key in ("tools", "tool_choice", "parallel_tool_calls"):
-                body.pop(key, None)
-        apply_params(body, injection)
+            apply_params(body, injection)
         if body.get("stream"):
             options = body.get("stream_options")
             body["stream_options"] = (
@@ -93,7 +114,7 @@ class OpenAIDialect:
                 if isinstance(options, dict)
                 else {"include_usage": True}
             )
-        return client_system
+        return Rewritten(client_system, client_tools)
 
     def read_json(self, data: bytes, collect_text: bool) -> Reading:
         reading = Reading(finished=True)

@@ -1,0 +1,103 @@
+"""A client's own tools through the router: structured output done as a forced tool call
+(instructor, pydantic-ai, LangChain's with_structured_output do it so) and an agent's own
+functions reach the provider beside the bundle's tools, and the call comes back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from tests.servers import FakeProvider, Router, router_config
+from tests.test_metrics import scrape, value
+
+ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {"refund_approved": {"type": "boolean"}, "reason": {"type": "string"}},
+    "required": ["refund_approved", "reason"],
+}
+
+
+@pytest.fixture
+def tools_router(fake: FakeProvider, start_router: Callable[..., Router]) -> Router:
+    return start_router(router_config(fake.url))
+
+
+def test_anthropic_structured_output_through_a_forced_client_tool(
+    tools_router: Router, fake: FakeProvider
+) -> None:
+    with anthropic.Anthropic(base_url=tools_router.url, api_key="k", max_retries=0) as client:
+        message = client.messages.create(
+            model="refund-agent",
+            max_tokens=200,
+            messages=[{"role": "user", "content": "Refund order A-1?"}],
+            tools=[{"name": "FinalAnswer", "input_schema": ANSWER_SCHEMA}],  # type: ignore[typeddict-item]
+            tool_choice={"type": "tool", "name": "FinalAnswer"},
+        )
+    calls = [block for block in message.content if block.type == "tool_use"]
+    assert [call.name for call in calls] == ["FinalAnswer"]
+    assert set(calls[0].input) >= {"refund_approved", "reason"}  # type: ignore[arg-type]
+    sent = fake.last()["body"]
+    names = [tool["name"] for tool in sent["tools"]]
+    assert names[-1] == "FinalAnswer" and len(names) > 1  # the bundle's tools, then the client's
+    assert sent["tool_choice"] == {"type": "tool", "name": "FinalAnswer"}
+    metrics = scrape(tools_router)
+    counted = sum(
+        value(metrics, "router_tool_calls_total", route="refund-agent", version=v, result=r)
+        for v in ("v1.4", "v1.5")
+        for r in ("client_tool",)
+    )
+    failures = sum(
+        value(metrics, "router_tool_calls_total", route="refund-agent", version=v, result=r)
+        for v in ("v1.4", "v1.5")
+        for r in ("unknown_tool", "invalid_json", "invalid_arguments")
+    )
+    assert (counted, failures) == (1, 0)
+
+
+def test_openai_agent_tools_and_a_forced_choice_go_upstream(
+    tools_router: Router, fake: FakeProvider
+) -> None:
+    tool: Any = {
+        "type": "function",
+        "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
+    }
+    with openai.OpenAI(base_url=f"{tools_router.url}/v1", api_key="k", max_retries=0) as client:
+        completion = client.chat.completions.create(
+            model="support-agent",
+            user="customer-1",
+            messages=[{"role": "user", "content": "Weather?"}],
+            tools=[tool],
+            tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        )
+    calls = completion.choices[0].message.tool_calls or []
+    assert [call.function.name for call in calls] == ["get_weather"]  # type: ignore[union-attr]
+    json.loads(calls[0].function.arguments)  # type: ignore[union-attr]
+    sent = fake.last()["body"]
+    assert [t["function"]["name"] for t in sent["tools"]][-1] == "get_weather"
+
+
+def test_a_forced_tool_the_route_does_not_send_is_a_clear_400(
+    fake: FakeProvider, start_router: Callable[..., Router]
+) -> None:
+    config = router_config(fake.url)
+    config["routes"]["refund-agent"]["client_tools"] = "replace"
+    router = start_router(config)
+    with (
+        anthropic.Anthropic(base_url=router.url, api_key="k", max_retries=0) as client,
+        pytest.raises(anthropic.BadRequestError) as caught,
+    ):
+        client.messages.create(
+            model="refund-agent",
+            max_tokens=200,
+            messages=[{"role": "user", "content": "Refund order A-1?"}],
+            tools=[{"name": "FinalAnswer", "input_schema": ANSWER_SCHEMA}],  # type: ignore[typeddict-item]
+            tool_choice={"type": "tool", "name": "FinalAnswer"},
+        )
+    error = caught.value.body["error"]  # type: ignore[index]
+    assert error["code"] == "tool_not_offered" and error["source"] == "bundle-router"
+    assert "client_tools: merge" in error["message"]
