@@ -138,6 +138,19 @@ class Bundle:
         return "valid"
 
 
+def thinking_clash(params: Mapping[str, Any]) -> str | None:
+    """Extended thinking takes no temperature other than 1 and no top_k: what clashes."""
+    thinking = params.get("thinking")
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        return None
+    clashes = []
+    if params.get("temperature", 1) != 1:
+        clashes.append(f"temperature {params['temperature']}")
+    if "top_k" in params:
+        clashes.append(f"top_k {params['top_k']}")
+    return " and ".join(clashes) or None
+
+
 def digest_of(
     provider: str,
     model: str,
@@ -323,6 +336,17 @@ def load_bundle(folder: Path, route: str, environment: str) -> tuple[Bundle, lis
         )
     elif reason:
         warnings.append(f"{file}: model: {reason} (allowed because environment is dev)")
+    clash = thinking_clash(spec.params)
+    if clash:
+        problems.append(
+            Problem(
+                str(file),
+                "params",
+                f"bundle {route}/{spec.version} pins extended thinking with {clash}, which "
+                "Anthropic refuses",
+                "drop the temperature (or set it to 1) and top_k, or drop thinking",
+            )
+        )
     try:
         orjson.dumps(spec.params)
     except orjson.JSONEncodeError as exc:

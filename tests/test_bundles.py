@@ -444,3 +444,20 @@ def test_deploy_and_reload_refuse_a_bundle_that_reads_outside_its_folder(
         timeout=10,
     )
     assert not any(CANARY in str(request) for request in fake.requests(100))
+
+
+def test_a_bundle_that_pins_thinking_with_a_temperature_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "v9"
+    shutil.copytree(EXAMPLE_BUNDLES / "refund-agent" / "v1.5", folder)
+    bundle = folder / "bundle.yaml"
+    bundle.write_text(
+        bundle.read_text().replace(
+            "params: {max_tokens: 1024, temperature: 0.2}",
+            "params: {max_tokens: 4096, temperature: 0.2, "
+            "thinking: {type: enabled, budget_tokens: 2048}}",
+        )
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_bundle(folder, "refund-agent", "prod")
+    (problem,) = caught.value.problems
+    assert problem.key == "params" and "thinking with temperature 0.2" in problem.message

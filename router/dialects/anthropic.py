@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from router.bundles import Bundle
+from router.bundles import Bundle, thinking_clash
 from router.dialects.base import (
     Injection,
     Policy,
@@ -114,18 +114,10 @@ TOOLS = ToolSpelling(
 
 
 def _check_thinking(body: dict[str, Any], injection: Injection, route: str) -> None:
-    """Extended thinking takes no `temperature` other than 1 and no `top_k` (Anthropic's
-    docs). When the clash comes from the bundle's pinned params meeting the client's
-    `thinking` (or the other way round), say so here rather than let the provider refuse."""
-    thinking = body.get("thinking")
-    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
-        return
-    clashes = []
-    if body.get("temperature", 1) != 1:
-        clashes.append(f"temperature {body['temperature']}")
-    if "top_k" in body:
-        clashes.append(f"top_k {body['top_k']}")
-    if not clashes:
+    """When a request's `thinking` meets a temperature other than 1 or a top_k (one side
+    pinned by the bundle, say), answer the 400 here rather than let the provider refuse."""
+    clash = thinking_clash(body)
+    if clash is None:
         return
     pinned = [k for k in ("thinking", "temperature", "top_k") if k in injection.pinned]
     source = (
@@ -134,9 +126,8 @@ def _check_thinking(body: dict[str, Any], injection: Injection, route: str) -> N
         else "the request sets them"
     )
     raise BadRequest(
-        f"extended thinking cannot run with {' and '.join(clashes)}, and {source}; route "
-        f"{route}: drop thinking from the request, or use a bundle version without a pinned "
-        "temperature/top_k",
+        f"extended thinking cannot run with {clash}, and {source}; route {route}: drop "
+        "thinking from the request, or use a bundle version without a pinned temperature/top_k",
         code="incompatible_params",
     )
 
