@@ -472,6 +472,7 @@ class Proxy:
         ends with an error event in the client's dialect and is never counted as complete."""
         dialect, stats = route.dialect, target.stats
         reader = dialect.stream_reader(bool(route.refusal_patterns))
+        relay = rewritten.relay_event
         headers["X-Router-Overhead-Ms"] = f"{clock.overhead() * 1000:.3f}"
         out = web.StreamResponse(
             status=200,
@@ -508,6 +509,10 @@ class Proxy:
                         reader.feed(event)
                 if ttft is None and reader.reading.started:
                     ttft = clock.elapsed()
+                if relay is not None:  # the dialect hides what the router added
+                    events = [kept for kept in map(relay, events) if kept]
+                    if not events:
+                        continue
                 started = perf_counter()
                 written = await _write_quietly(
                     out, events[0] if len(events) == 1 else b"".join(events)
@@ -522,7 +527,9 @@ class Proxy:
                     # A last event the provider did not end with a blank line: complete it,
                     # so the client's parser keeps it (SSE drops an unterminated event).
                     reader.feed(rest)
-                    await _write_quietly(out, rest.rstrip(b"\r\n") + b"\n\n")
+                    rest = relay(rest) if relay is not None else rest
+                    if rest:
+                        await _write_quietly(out, rest.rstrip(b"\r\n") + b"\n\n")
                 # After a failure the tail is half an event: it is dropped, never relayed,
                 # so that the error event below starts on a line of its own.
                 if failure is None and stats.enabled and not reader.reading.finished:

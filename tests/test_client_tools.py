@@ -101,3 +101,39 @@ def test_a_forced_tool_the_route_does_not_send_is_a_clear_400(
     error = caught.value.body["error"]  # type: ignore[index]
     assert error["code"] == "tool_not_offered" and error["source"] == "bundle-router"
     assert "client_tools: merge" in error["message"]
+
+
+def test_the_openai_docs_stream_loop_works_and_usage_is_still_counted(
+    tools_router: Router, fake: FakeProvider
+) -> None:
+    """The router asks for usage (cost needs it); a client that did not ask gets no
+    usage-only chunk, whose empty `choices` would break `chunk.choices[0]`."""
+    with openai.OpenAI(base_url=f"{tools_router.url}/v1", api_key="k", max_retries=0) as client:
+        stream = client.chat.completions.create(
+            model="support-agent",
+            user="customer-2",
+            messages=[{"role": "user", "content": "Where is my order?"}],
+            stream=True,
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+        assert text
+        assert fake.last()["body"]["stream_options"] == {"include_usage": True}
+        asked = client.chat.completions.create(
+            model="support-agent",
+            user="customer-2",
+            messages=[{"role": "user", "content": "Where is my order?"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        usage = [chunk.usage for chunk in asked if chunk.usage is not None]
+        assert len(usage) == 1 and usage[0].completion_tokens > 0
+    metrics = scrape(tools_router)
+    output = sum(
+        value(metrics, "router_tokens_total", route="support-agent", version=v, kind="output")
+        for v in ("v2.0", "v2.1")
+    )
+    incomplete = sum(
+        value(metrics, "router_usage_incomplete_total", route="support-agent", version=v)
+        for v in ("v2.0", "v2.1")
+    )
+    assert output > usage[0].completion_tokens and incomplete == 0  # both streams counted

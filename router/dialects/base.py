@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -31,6 +31,9 @@ class Rewritten:
 
     client_system: bool = False  # it carried a system prompt of its own
     client_tools: frozenset[str] = frozenset()  # its own tools that went upstream
+    # For a stream: each whole SSE event passes through this on its way to the client, to
+    # hide what the router asked for and the client did not (b"" drops the event).
+    relay_event: Callable[[bytes], bytes] | None = None
 
 
 # Params that define the agent's behaviour: when a bundle sets one, it wins over the

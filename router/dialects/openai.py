@@ -107,14 +107,19 @@ class OpenAIDialect:
             apply_params(body, replace(injection, defaults=defaults))
         else:
             apply_params(body, injection)
+        relay_event = None
         if body.get("stream"):
+            # Cost needs the usage, so the router always asks for it; a client that did not
+            # ask gets the stream it asked for, without the usage chunk.
             options = body.get("stream_options")
+            asked = isinstance(options, dict) and options.get("include_usage") is True
             body["stream_options"] = (
                 {**options, "include_usage": True}
                 if isinstance(options, dict)
                 else {"include_usage": True}
             )
-        return Rewritten(client_system, client_tools)
+            relay_event = None if asked else hide_usage
+        return Rewritten(client_system, client_tools, relay_event)
 
     def read_json(self, data: bytes, collect_text: bool) -> Reading:
         reading = Reading(finished=True)
@@ -143,6 +148,17 @@ class OpenAIDialect:
 
     def default_headers(self) -> dict[str, str]:
         return {}
+
+
+def hide_usage(event: bytes) -> bytes:
+    """An event as the client would have had it without `include_usage`: the usage-only
+    last chunk (`"choices": []`, which breaks the usual `chunk.choices[0]` loop) is dropped,
+    and the `"usage": null` the other chunks carry is taken out."""
+    if b'"usage"' not in event:
+        return event
+    if has(event, b"choices", b"[]"):
+        return b""
+    return event.replace(b',"usage":null', b"").replace(b', "usage": null', b"")
 
 
 def read_usage(usage: Any) -> Usage | None:
