@@ -13,7 +13,7 @@ from typing import Literal
 
 import orjson
 
-DialectName = Literal["openai", "anthropic"]
+DialectName = Literal["openai", "anthropic", "responses"]
 
 
 class RouterError(Exception):
@@ -61,6 +61,15 @@ class RouterError(Exception):
         """The same error as one SSE event, for a stream that already started."""
         if dialect == "anthropic":
             return b"event: error\ndata: " + self.body(dialect) + b"\n\n"
+        if dialect == "responses":  # the Responses API's `error` event
+            event = {
+                "type": "error",
+                "code": self.code,
+                "message": f"bundle-router: {self.message}",
+                "param": None,
+                "sequence_number": 0,
+            }
+            return b"event: error\ndata: " + orjson.dumps(event) + b"\n\n"
         return b"data: " + self.body(dialect) + b"\n\n"
 
 

@@ -42,6 +42,14 @@ class RecentRequests:
             items.popitem(last=False)
         return request_id
 
+    def put(self, key: str, stats: VersionStats) -> None:
+        """Remember `key` as served by `stats`'s version (a Responses API response id)."""
+        items = self._items
+        items[key] = Served(stats, time.monotonic())
+        items.move_to_end(key)
+        if len(items) > self.capacity:
+            items.popitem(last=False)
+
     def lookup(self, request_id: str) -> Served | None:
         served = self._items.get(request_id)
         if served is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -22,6 +23,13 @@ from router.errors import RouterError, UpstreamTimeout, UpstreamUnavailable
 CLIENT_KEY_HEADERS = ("authorization", "x-api-key")
 
 
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+
+
 class Upstream:
     """One provider: where it is, how to authenticate, and its connection pool."""
 
@@ -29,7 +37,8 @@ class Upstream:
         self.name = name
         self.provider = provider
         self.dialect = dialect
-        self.url = provider.base_url.rstrip("/") + dialect.upstream_path
+        self.base_url = provider.base_url.rstrip("/")
+        self.url = self.base_url + dialect.upstream_path
         parts = urlsplit(provider.base_url)
         self.where = f"{parts.scheme}://{parts.hostname}:{parts.port or ''}".rstrip(":")
         api_key = os.environ.get(provider.api_key_env) if provider.api_key_env else None
@@ -81,17 +90,35 @@ class Upstream:
         return headers
 
     async def send(
-        self, body: bytes, headers: Mapping[str, str], *, stream: bool
+        self, body: bytes, headers: Mapping[str, str], *, stream: bool, path: str | None = None
     ) -> aiohttp.ClientResponse:
+        """POST to the provider's endpoint for its dialect, or to `path` under base_url (the
+        Responses API on an OpenAI provider)."""
         assert self._session is not None, "Upstream.start() was not awaited"
         try:
             return await self._session.post(
-                self.url,
+                self.url if path is None else self.base_url + path,
                 data=body,
                 headers=headers,
                 timeout=self._stream_timeout if stream else self._json_timeout,
                 allow_redirects=False,
             )
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.translate(exc) from exc
+
+    async def fetch(self, path: str, headers: Mapping[str, str]) -> Fetched:
+        """GET `path` under base_url, read whole (a stored response)."""
+        assert self._session is not None, "Upstream.start() was not awaited"
+        try:
+            async with self._session.get(
+                self.base_url + path,
+                headers=headers,
+                timeout=self._json_timeout,
+                allow_redirects=False,
+            ) as answer:
+                body = await answer.read()
+                kept = {"Content-Type": answer.headers.get("Content-Type", "application/json")}
+                return Fetched(answer.status, body, kept)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self.translate(exc) from exc
 

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from router.bundles import Bundle
 from router.catalog import RouteSpec
-from router.dialects import DIALECTS, Dialect, Injection
+from router.dialects import DIALECTS, FAMILIES, RESPONSES, Dialect, Injection
 from router.dialects.base import Policy, Reading, Rewritten
 from router.errors import (
     BadRequest,
@@ -65,7 +65,7 @@ class Target:
     """One bundle version, ready to serve: what to inject, where to send it, what to count."""
 
     bundle: Bundle
-    injection: Injection
+    injections: Mapping[str, Injection]  # per endpoint dialect the route serves
     upstream: Upstream
     headers: Mapping[str, str]  # X-Bundle-Version and X-Bundle-Digest
     stats: VersionStats
@@ -84,6 +84,7 @@ class LiveRoute:
         config = spec.config
         self.name = spec.name
         self.dialect: Dialect = DIALECTS[spec.dialect]
+        self.dialects = FAMILIES[spec.dialect]  # the endpoints this route serves
         self.targets: dict[str, Target] = {}
         for bundle in spec.bundles.values():
             self.add_target(bundle, upstreams[bundle.provider], stats[bundle.version])
@@ -105,7 +106,7 @@ class LiveRoute:
         """Make a version servable (one dict assignment; weights decide if it gets traffic)."""
         self.targets[bundle.version] = Target(
             bundle,
-            self.dialect.prepare(bundle),
+            {dialect.name: dialect.prepare(bundle) for dialect in self.dialects},
             upstream,
             {"X-Bundle-Version": bundle.version, "X-Bundle-Digest": bundle.short_digest},
             stats,
@@ -156,6 +157,9 @@ class Proxy:
         self.routes = routes
         self.max_body_bytes = max_body_bytes
         self.recent = recent
+        # Responses API response ids -> the version that answered, so that a chained turn
+        # (previous_response_id) and GET /v1/responses/{id} reach the provider that has it.
+        self.answered = RecentRequests(recent.capacity, recent.ttl)
         self.max_in_flight = max_in_flight
         self.body_timeout = body_timeout
         self.debug = log.isEnabledFor(logging.DEBUG)  # read once: the hot path skips the call
@@ -163,6 +167,8 @@ class Proxy:
 
     ENDPOINTS = (
         ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/responses"),
+        ("GET", "/v1/responses/{response_id}"),
         ("POST", "/v1/messages"),
         ("POST", "/v1/feedback"),
         ("GET", "/v1/models"),
@@ -170,6 +176,8 @@ class Proxy:
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.chat_completions)
+        app.router.add_post("/v1/responses", self.responses)
+        app.router.add_get("/v1/responses/{response_id}", self.stored_response)
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/feedback", self.feedback)
         app.router.add_get("/v1/models", self.models)
@@ -179,7 +187,9 @@ class Proxy:
         app.router.add_route("*", "/{anything:.*}", self.unknown_endpoint)
 
     async def wrong_method(self, request: web.Request) -> web.Response:
-        allowed = next(method for method, path in self.ENDPOINTS if path == request.path)
+        template = request.match_info.route.resource
+        where = template.canonical if template is not None else request.path
+        allowed = next(method for method, path in self.ENDPOINTS if path == where)
         error = MethodNotAllowed(
             f"{request.path} takes {allowed}, not {request.method}",
             code="method_not_allowed",
@@ -201,6 +211,36 @@ class Proxy:
 
     async def messages(self, request: web.Request) -> web.StreamResponse:
         return await self.handle(request, DIALECTS["anthropic"])
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        return await self.handle(request, RESPONSES)
+
+    async def stored_response(self, request: web.Request) -> web.StreamResponse:
+        """GET /v1/responses/{id}: from the version, and so the provider, that made it."""
+        response_id = request.match_info["response_id"]
+        served = self.answered.lookup(response_id)
+        route = self.routes.get(served.stats.route) if served else None
+        target = route.targets.get(served.stats.version) if route and served else None
+        if target is None:
+            error = NotFound(
+                f"no response {response_id!r} was answered through this router in the last "
+                f"{self.answered.ttl:g} s; stored responses are fetched from the version that "
+                "made them, so fetch it from the provider directly",
+                code="unknown_response",
+            )
+            return error_response(error, RESPONSES, {})
+        upstream = target.upstream
+        try:
+            answer = await upstream.fetch(
+                f"{RESPONSES.upstream_path}/{response_id}", upstream.headers_for(request.headers)
+            )
+        except RouterError as exc:
+            return error_response(exc, RESPONSES, dict(target.headers))
+        return web.Response(
+            status=answer.status,
+            body=answer.body,
+            headers={**answer.headers, **target.headers},
+        )
 
     async def models(self, request: web.Request) -> web.Response:
         data = [
@@ -237,7 +277,7 @@ class Proxy:
                         target.bundle.version,
                         target.bundle.model,
                     )
-                rewritten = dialect.rewrite(body, target.injection, route.policy)
+                rewritten = dialect.rewrite(body, target.injections[dialect.name], route.policy)
                 if rewritten.client_system:
                     route.counters.client_system_prompts += 1
                 stream = body.get("stream") is True
@@ -246,7 +286,10 @@ class Proxy:
                 sent = perf_counter()
                 try:
                     response = await upstream.send(
-                        payload, upstream.headers_for(request.headers), stream=stream
+                        payload,
+                        upstream.headers_for(request.headers),
+                        stream=stream,
+                        path=dialect.upstream_path,
                     )
                 finally:
                     clock.waited += perf_counter() - sent
@@ -284,9 +327,11 @@ class Proxy:
                     and response.content_type == "text/event-stream"
                 ):
                     return await self.relay_stream(
-                        request, response, route, target, headers, clock, rewritten
+                        request, response, route, target, headers, clock, dialect, rewritten
                     )
-                return await self.relay_json(response, route, target, headers, clock, rewritten)
+                return await self.relay_json(
+                    response, route, target, headers, clock, dialect, rewritten
+                )
             finally:
                 response.close()
         finally:
@@ -362,7 +407,7 @@ class Proxy:
                 f"unknown route {name!r}; set 'model' to one of the routes: {known}",
                 code="unknown_route",
             )
-        if route.dialect is not dialect:
+        if dialect not in route.dialects:
             expected = route.dialect
             raise BadRequest(
                 f"route {name} speaks the {expected.name} dialect; call POST {expected.path} "
@@ -397,6 +442,13 @@ class Proxy:
                     code="version_not_live",
                 )
             return target
+        previous = body.get("previous_response_id")
+        if isinstance(previous, str):  # a chained Responses turn: where its chain lives
+            served = self.answered.lookup(previous)
+            if served is not None and served.stats.route == route.name:
+                version = served.stats.version
+                if version in route.table.live:
+                    return route.targets[version]
         key = route.session_key(request, body)
         if key is None:
             if route.reject_sessionless:
@@ -418,9 +470,10 @@ class Proxy:
         target: Target,
         headers: dict[str, str],
         clock: Clock,
+        dialect: Dialect,
         rewritten: Rewritten,
     ) -> web.StreamResponse:
-        dialect, stats = route.dialect, target.stats
+        stats = target.stats
         started = perf_counter()
         try:
             data = await response.read()
@@ -463,6 +516,7 @@ class Proxy:
         target: Target,
         headers: dict[str, str],
         clock: Clock,
+        dialect: Dialect,
         rewritten: Rewritten,
     ) -> web.StreamResponse:
         """Relay an SSE stream event by event, reading each event for the telemetry.
@@ -470,7 +524,7 @@ class Proxy:
         A client that goes away ends the upstream request at once (the caller closes the
         upstream response). A stream that breaks, goes quiet or ends before its final event
         ends with an error event in the client's dialect and is never counted as complete."""
-        dialect, stats = route.dialect, target.stats
+        stats = target.stats
         reader = dialect.stream_reader(bool(route.refusal_patterns))
         relay = rewritten.relay_event
         headers["X-Router-Overhead-Ms"] = f"{clock.overhead() * 1000:.3f}"
@@ -564,6 +618,8 @@ class Proxy:
         self, route: LiveRoute, target: Target, reading: Reading, client_tools: frozenset[str]
     ) -> None:
         stats, bundle = target.stats, target.bundle
+        if reading.response_id is not None:  # a later turn may chain from it
+            self.answered.put(reading.response_id, stats)
         stats.record_usage(reading.usage, reading.usage_complete)
         for call in reading.tool_calls:
             if call.name in client_tools:  # the client's own tool: not the bundle's to judge

@@ -395,7 +395,7 @@ async def test_a_backtracking_pattern_cannot_stall_the_router(
     config = with_bundles(router_config(fake.url), folder)
     config["routes"]["refund-agent"]["allow_version_override"] = True
     router = start_router(config)
-    fake.behave(tool_call_rate=1.0)
+    fake.behave(tool_call_rate=1.0, tool_pick="first")  # the tool with the pattern
 
     async def ask(client: httpx.AsyncClient, route: str, version: str) -> int:
         body = {"model": route, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}

@@ -5,7 +5,17 @@ from __future__ import annotations
 from router.dialects.anthropic import ANTHROPIC
 from router.dialects.base import Dialect, Injection
 from router.dialects.openai import OPENAI
+from router.dialects.responses import RESPONSES
 
-DIALECTS: dict[str, Dialect] = {OPENAI.name: OPENAI, ANTHROPIC.name: ANTHROPIC}
+DIALECTS: dict[str, Dialect] = {
+    OPENAI.name: OPENAI,
+    ANTHROPIC.name: ANTHROPIC,
+    RESPONSES.name: RESPONSES,
+}
+# The endpoints a route serves, by its providers' dialect.
+FAMILIES: dict[str, tuple[Dialect, ...]] = {
+    "openai": (OPENAI, RESPONSES),
+    "anthropic": (ANTHROPIC,),
+}
 
-__all__ = ["ANTHROPIC", "DIALECTS", "OPENAI", "Dialect", "Injection"]
+__all__ = ["ANTHROPIC", "DIALECTS", "FAMILIES", "OPENAI", "RESPONSES", "Dialect", "Injection"]

@@ -31,6 +31,7 @@ API_VERSION = "2023-06-01"
 
 class AnthropicDialect:
     name: Literal["anthropic"] = "anthropic"
+    family = "anthropic"
     path = "/v1/messages"
     upstream_path = "/v1/messages"
     forward_headers = frozenset({"anthropic-version", "anthropic-beta"})

@@ -84,6 +84,7 @@ class Reading:
     started: bool = False  # a stream has produced its first token
     finished: bool = False  # the stream's terminal event arrived
     error: bool = False  # the provider sent an error event inside the stream
+    response_id: str | None = None  # Responses API: the id a later turn may chain from
 
 
 class StreamReader(Protocol):
@@ -129,6 +130,11 @@ def apply_params(body: dict[str, Any], injection: Injection) -> None:
 class Dialect(Protocol):
     @property
     def name(self) -> DialectName: ...
+
+    @property
+    def family(self) -> str:
+        """The provider dialect whose routes serve this endpoint (`openai`, `anthropic`)."""
+        ...
 
     @property
     def path(self) -> str:

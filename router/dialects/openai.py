@@ -51,6 +51,7 @@ TOOLS = ToolSpelling(
 
 class OpenAIDialect:
     name: Literal["openai"] = "openai"
+    family = "openai"
     path = "/v1/chat/completions"
     upstream_path = "/chat/completions"
     forward_headers = frozenset({"openai-organization", "openai-project", "openai-beta"})
