@@ -146,6 +146,13 @@ class SessionKey(Strict):
 
     header: str | None = None
     body_field: str | None = None
+    # When the header or field is absent: a chained Responses turn goes where its chain is
+    # (`previous_response`), then a hash of the route and the first user message keeps every
+    # turn of an agent run together (`fingerprint`). `[]` turns both off.
+    fallback: list[Literal["previous_response", "fingerprint"]] = [
+        "previous_response",
+        "fingerprint",
+    ]
     missing: Literal["random", "reject"] = "random"
 
     @model_validator(mode="before")

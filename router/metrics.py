@@ -100,6 +100,12 @@ class RouterCollector(Collector):
             "Requests without a session key, assigned at random.",
             labels=["route"],
         )
+        session_keys = CounterMetricFamily(
+            "router_session_keys",
+            "Requests keyed by a fallback when they brought no session key: `previous_response` "
+            "(sent where their chain was answered) or `fingerprint` (the first user message).",
+            labels=["route", "source"],
+        )
         client_system = CounterMetricFamily(
             "router_client_system_prompts",
             "Requests that carried their own system prompt, by the route's policy.",
@@ -121,6 +127,9 @@ class RouterCollector(Collector):
             in_flight.add_metric([name], route.counters.in_flight)
             overloaded.add_metric([name], route.counters.overloaded)
             sessionless.add_metric([name], route.counters.sessionless_requests)
+            counters = route.counters
+            session_keys.add_metric([name, "previous_response"], counters.chained_requests)
+            session_keys.add_metric([name, "fingerprint"], counters.fingerprinted_requests)
             client_system.add_metric(
                 [name, route.client_system], route.counters.client_system_prompts
             )
@@ -202,6 +211,7 @@ class RouterCollector(Collector):
             weight,
             build,
             sessionless,
+            session_keys,
             client_system,
             in_flight,
             overloaded,

@@ -96,6 +96,10 @@ class LiveRoute:
             else None
         )
         self.reject_sessionless = config.session_key.missing == "reject"
+        # `missing: reject` asks every client for a key of its own: no fallback stands in.
+        fallback = () if self.reject_sessionless else config.session_key.fallback
+        self.chain_sessions = "previous_response" in fallback
+        self.fingerprint_sessions = "fingerprint" in fallback
         self.client_system = config.client_system
         self.policy = Policy(spec.name, config.client_system, config.client_tools)
         self.allow_override = config.allow_version_override
@@ -262,7 +266,7 @@ class Proxy:
                 body = await self.read_body(request)
                 route = self.route_for(request, body, dialect)
                 admitted = self.admit(route)
-                target = self.choose(route, request, body)
+                target = self.choose(route, request, body, dialect)
                 # An id already naming another answer is replaced: feedback judges one answer.
                 request_id = self.recent.remember(request_id, target.stats)
                 headers["X-Request-Id"] = request_id
@@ -416,7 +420,9 @@ class Proxy:
             )
         return route
 
-    def choose(self, route: LiveRoute, request: web.Request, body: dict[str, Any]) -> Target:
+    def choose(
+        self, route: LiveRoute, request: web.Request, body: dict[str, Any], dialect: Dialect
+    ) -> Target:
         override = request.headers.get("X-Bundle-Version")
         if override is not None:
             if not route.allow_override:
@@ -442,14 +448,23 @@ class Proxy:
                     code="version_not_live",
                 )
             return target
-        previous = body.get("previous_response_id")
-        if isinstance(previous, str):  # a chained Responses turn: where its chain lives
-            served = self.answered.lookup(previous)
-            if served is not None and served.stats.route == route.name:
-                version = served.stats.version
-                if version in route.table.live:
-                    return route.targets[version]
         key = route.session_key(request, body)
+        if key is None and route.chain_sessions:
+            previous = body.get("previous_response_id")
+            if isinstance(previous, str):  # a chained Responses turn: where its chain lives
+                served = self.answered.lookup(previous)
+                if served is not None and served.stats.route == route.name:
+                    version = served.stats.version
+                    if version in route.table.live:
+                        route.counters.chained_requests += 1
+                        return route.targets[version]
+        if key is None and route.fingerprint_sessions:
+            # Every turn of an agent run sends the conversation from its first user message
+            # on, so that message keys the whole run; identical openings share a version.
+            opening = dialect.opening(body)
+            if opening is not None:
+                route.counters.fingerprinted_requests += 1
+                key = f"\x00opening\x00{opening}"
         if key is None:
             if route.reject_sessionless:
                 raise BadRequest(

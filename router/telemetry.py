@@ -405,10 +405,19 @@ class VersionStats:
 class RouteCounters:
     """Per-route counts that belong to no version."""
 
-    __slots__ = ("client_system_prompts", "in_flight", "overloaded", "sessionless_requests")
+    __slots__ = (
+        "chained_requests",
+        "client_system_prompts",
+        "fingerprinted_requests",
+        "in_flight",
+        "overloaded",
+        "sessionless_requests",
+    )
 
     def __init__(self) -> None:
-        self.sessionless_requests = 0
+        self.sessionless_requests = 0  # no key at all: a random bucket
+        self.fingerprinted_requests = 0  # keyed by the conversation's first user message
+        self.chained_requests = 0  # sent where their previous_response_id was answered
         self.client_system_prompts = 0
         self.in_flight = 0  # requests being answered now, streams included
         self.overloaded = 0  # requests turned away with 503 because in_flight was at the limit

@@ -387,7 +387,9 @@ def test_counted_client_system_prompts_and_sessionless(
     assert (
         value(m, "router_client_system_prompts_total", route="refund-agent", policy="replace") == 1
     )
-    assert value(m, "router_sessionless_requests_total", route="refund-agent") == 1
+    # No session key: the first user message keys the conversation instead (fingerprint).
+    assert value(m, "router_sessionless_requests_total", route="refund-agent") == 0
+    assert value(m, "router_session_keys_total", route="refund-agent", source="fingerprint") == 1
 
 
 PROMETHEUS = shutil.which("prometheus")

@@ -94,7 +94,12 @@ async def test_with_auto_rollback_off_a_breach_halts_and_alerts(
     state = await drive_until(router, lambda s: s["ramp"]["status"] == "halted")
     assert state["candidate_state"] == "live" and state["weights"]["v1.5"] == 500  # kept
     assert "guardrail error_rate" in state["ramp"]["note"]
-    assert "rollout of v1.5 HALTED at 5%" in router.process.output()  # the announcement
+    # The announcement follows the change once it is durable, a moment after the swap that
+    # /rollouts shows.
+    deadline = time.monotonic() + 5
+    while "rollout of v1.5 HALTED at 5%" not in router.process.output():
+        assert time.monotonic() < deadline, router.process.output()
+        await asyncio.sleep(0.05)
     assert "rollout halted: step 2/5 at 5%" in ok(router, "status")
     ok(router, "rollback", "refund-agent", "--reason", "the halt was right")
     assert router.rollouts()["refund-agent"]["ramp"]["status"] == "rolled_back"

@@ -39,6 +39,15 @@ def user_on_active(route: str = "support-agent", candidate_points: int = 1000) -
     )
 
 
+def opening_on_active(route: str = "support-agent", candidate_points: int = 1000) -> str:
+    """An opening message whose fingerprint the active version serves."""
+    return next(
+        text
+        for text in (f"And then? ({n})" for n in range(1000))
+        if bucket_of(route, f"\x00opening\x00{text}") >= candidate_points
+    )
+
+
 def test_a_responses_request_gets_the_bundle(
     client: openai.OpenAI, fake: FakeProvider, responses_router: Router
 ) -> None:
@@ -88,24 +97,21 @@ def test_a_streamed_response_is_relayed_and_counted(
 def test_a_chained_turn_stays_on_the_version_that_answered(
     client: openai.OpenAI, responses_router: Router
 ) -> None:
-    """The canary answers the first turn (pinned by override); the second turn carries only
-    `previous_response_id` and a user the weights give to the control: it stays on the
-    canary, where its chain lives."""
+    """The canary answers the first turn (pinned by override). The second turn carries only
+    `previous_response_id` and new input, no session key, and that input alone would go to
+    the control: it stays on the canary, where its chain lives."""
     first = client.responses.with_raw_response.create(
         model="support-agent",
         input="Hi",
         extra_headers={"X-Bundle-Version": "v2.1"},
     )
     assert first.headers["X-Bundle-Version"] == "v2.1"
-    user = user_on_active()
+    follow_up = opening_on_active()
     second = client.responses.with_raw_response.create(
-        model="support-agent",
-        input="And then?",
-        previous_response_id=first.parse().id,
-        user=user,
+        model="support-agent", input=follow_up, previous_response_id=first.parse().id
     )
     assert second.headers["X-Bundle-Version"] == "v2.1"
-    alone = client.responses.with_raw_response.create(model="support-agent", input="Hi", user=user)
+    alone = client.responses.with_raw_response.create(model="support-agent", input=follow_up)
     assert alone.headers["X-Bundle-Version"] == "v2.0"
     stored = client.responses.retrieve(first.parse().id)
     assert stored.id == first.parse().id and stored.output_text

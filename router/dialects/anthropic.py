@@ -18,6 +18,7 @@ from router.dialects.base import (
     Rewritten,
     ToolCall,
     apply_params,
+    first_user_message,
     parse_object,
     split_params,
 )
@@ -71,6 +72,9 @@ class AnthropicDialect:
         apply_params(body, injection)
         _check_thinking(body, injection, policy.route)
         return Rewritten(client_system, client_tools)
+
+    def opening(self, body: dict[str, Any]) -> str | None:
+        return first_user_message(body.get("messages"))
 
     def read_json(self, data: bytes, collect_text: bool) -> Reading:
         reading = Reading(finished=True)

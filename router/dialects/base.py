@@ -114,6 +114,20 @@ def has(data: bytes, key: bytes, value_start: bytes) -> bool:
     return b'"' + key + b'":' + value_start in data or b'"' + key + b'": ' + value_start in data
 
 
+def first_user_message(items: Any) -> str | None:
+    """The content of the first `role: user` item of a message list, as text: a string as
+    it is, blocks as their JSON. None when there is none."""
+    if not isinstance(items, list):
+        return None
+    for item in items:
+        if isinstance(item, dict) and item.get("role") == "user":
+            content = item.get("content")
+            if isinstance(content, str):
+                return content
+            return orjson.dumps(content).decode() if content is not None else None
+    return None
+
+
 def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     pinned = {k: v for k, v in params.items() if k in PINNED_PARAMS}
     defaults = {k: v for k, v in params.items() if k not in PINNED_PARAMS}
@@ -156,6 +170,10 @@ class Dialect(Protocol):
     def rewrite(self, body: dict[str, Any], injection: Injection, policy: Policy) -> Rewritten:
         """Inject the bundle into a parsed request body, in place, under the route's policy
         for the client's own system prompt and tools."""
+        ...
+
+    def opening(self, body: dict[str, Any]) -> str | None:
+        """The conversation's first user message, as text (for session fingerprints)."""
         ...
 
     def read_json(self, data: bytes, collect_text: bool) -> Reading:

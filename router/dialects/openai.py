@@ -19,6 +19,7 @@ from router.dialects.base import (
     Rewritten,
     ToolCall,
     apply_params,
+    first_user_message,
     has,
     parse_object,
     split_params,
@@ -121,6 +122,9 @@ class OpenAIDialect:
             )
             relay_event = None if asked else hide_usage
         return Rewritten(client_system, client_tools, relay_event)
+
+    def opening(self, body: dict[str, Any]) -> str | None:
+        return first_user_message(body.get("messages"))
 
     def read_json(self, data: bytes, collect_text: bool) -> Reading:
         reading = Reading(finished=True)

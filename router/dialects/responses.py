@@ -31,6 +31,7 @@ from router.dialects.base import (
     Reading,
     Rewritten,
     ToolCall,
+    first_user_message,
     parse_object,
     split_params,
 )
@@ -137,6 +138,10 @@ class ResponsesDialect:
         for key, value in injection.defaults.items():
             body.setdefault(key, value)
         return Rewritten(client_system, client_tools)
+
+    def opening(self, body: dict[str, Any]) -> str | None:
+        items = body.get("input")
+        return items if isinstance(items, str) else first_user_message(items)
 
     def read_json(self, data: bytes, collect_text: bool) -> Reading:
         reading = Reading(finished=True)
