@@ -9,7 +9,10 @@ A bundle is a folder:
 
 The digest is a sha256 over the canonical content that changes what the model sees
 (provider, model, prompt text, tools, params, prompt caching); metadata is not part of it.
-Tool schemas are compiled once here, so checking a tool call later costs one function call.
+Tool schemas are checked here, when the bundle loads, and compiled on their first tool call, so
+that a large config loads in seconds; after that checking a call costs one function call.
+Versions of a route usually share their tools file word for word, so a tools file is parsed
+and checked once per distinct text.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from router.config import YAML_LOADER
 from router.errors import ConfigError, Problem
 
 BUNDLE_FILE = "bundle.yaml"
@@ -68,6 +73,29 @@ class BundleFile(_Strict):
     params: dict[str, Any] = {}
     metadata: dict[str, Any] = {}
     prompt_caching: bool = False
+
+
+class ArgumentCheck:
+    """A tool's compiled JSON Schema check, built on its first call.
+
+    Generating the check's code is what finds a bad schema, so that happens when the bundle
+    loads; compiling the code (as long again) waits until a tool call needs it, so thousands
+    of bundles load without compiling checks most of them may never run."""
+
+    __slots__ = ("_check", "schema")
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        fastjsonschema.compile_to_code(dict(schema), detailed_exceptions=False)  # may raise
+        self.schema = schema
+        self._check: Callable[[Any], Any] | None = None
+
+    def __call__(self, data: Any) -> Any:
+        check = self._check
+        if check is None:
+            check = self._check = fastjsonschema.compile(
+                dict(self.schema), detailed_exceptions=False
+            )
+        return check(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +173,7 @@ def digest_of(
 
 def _read_yaml(path: Path, problems: list[Problem]) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=YAML_LOADER)  # noqa: S506
     except FileNotFoundError:
         problems.append(Problem(str(path), "", "file not found", "create it or fix the name"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -153,13 +181,37 @@ def _read_yaml(path: Path, problems: list[Problem]) -> Any:
     return None
 
 
+# A problem in a tools file before it has a path: (key, message, fix).
+_Found = tuple[str, str, str]
+
+
 def _load_tools(path: Path, problems: list[Problem]) -> tuple[list[ToolSpec], list[Tool]]:
-    raw = _read_yaml(path, problems)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problems.append(Problem(str(path), "", "file not found", "create it or fix the name"))
+        return [], []
+    except UnicodeDecodeError as exc:
+        problems.append(Problem(str(path), "", f"not valid YAML: {exc}", "fix the syntax"))
+        return [], []
+    specs, tools, found = _parse_tools(text)
+    problems.extend(Problem(str(path), key, message, fix) for key, message, fix in found)
+    return list(specs), list(tools)
+
+
+@lru_cache(maxsize=4096)
+def _parse_tools(text: str) -> tuple[tuple[ToolSpec, ...], tuple[Tool, ...], tuple[_Found, ...]]:
+    """The tools of one tools.yaml text and the problems found in it. The same text gives the
+    same (immutable) tools, so versions that share a tools file share one parse and check."""
+    try:
+        raw = yaml.load(text, Loader=YAML_LOADER)  # noqa: S506
+    except yaml.YAMLError as exc:
+        return (), (), (("", f"not valid YAML: {exc}", "fix the syntax"),)
     if raw is None:
-        return [], []
+        return (), (), ()
     if not isinstance(raw, list):
-        problems.append(Problem(str(path), "", "tools must be a list", "write - name: ... items"))
-        return [], []
+        return (), (), (("", "tools must be a list", "write - name: ... items"),)
+    found: list[_Found] = []
     specs: list[ToolSpec] = []
     tools: list[Tool] = []
     seen: set[str] = set()
@@ -169,13 +221,12 @@ def _load_tools(path: Path, problems: list[Problem]) -> tuple[list[ToolSpec], li
         except ValidationError as exc:
             for err in exc.errors():
                 key = ".".join(str(p) for p in (index, *err["loc"]))
-                problems.append(Problem(str(path), key, err["msg"], "see README: tools.yaml"))
+                found.append((key, err["msg"], "see README: tools.yaml"))
             continue
         where = f"{index}.input_schema"
         if spec.name in seen:
-            problems.append(
-                Problem(
-                    str(path),
+            found.append(
+                (
                     f"{index}.name",
                     f"tool {spec.name!r} is defined twice",
                     "give each tool a unique name",
@@ -183,9 +234,8 @@ def _load_tools(path: Path, problems: list[Problem]) -> tuple[list[ToolSpec], li
             )
         seen.add(spec.name)
         if spec.input_schema.get("type") != "object":
-            problems.append(
-                Problem(
-                    str(path),
+            found.append(
+                (
                     where,
                     "a tool's input_schema must have type: object",
                     "wrap the arguments in {type: object, properties: ...}",
@@ -193,11 +243,10 @@ def _load_tools(path: Path, problems: list[Problem]) -> tuple[list[ToolSpec], li
             )
             continue
         try:
-            validate = fastjsonschema.compile(spec.input_schema)
+            validate = ArgumentCheck(spec.input_schema)
         except fastjsonschema.JsonSchemaDefinitionException as exc:
-            problems.append(
-                Problem(
-                    str(path),
+            found.append(
+                (
                     where,
                     f"invalid JSON Schema for tool {spec.name!r}: {exc}",
                     "fix the schema (see json-schema.org)",
@@ -206,7 +255,7 @@ def _load_tools(path: Path, problems: list[Problem]) -> tuple[list[ToolSpec], li
             continue
         specs.append(spec)
         tools.append(Tool(spec.name, spec.description, spec.input_schema, validate))
-    return specs, tools
+    return tuple(specs), tuple(tools), tuple(found)
 
 
 def load_bundle(folder: Path, route: str, environment: str) -> tuple[Bundle, list[str]]:
