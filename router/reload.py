@@ -1,9 +1,11 @@
 """Reading config and bundles again while serving: `reload`, and `deploy` of one version.
 
 Everything is loaded and checked before anything changes. On any problem the router keeps
-serving what it had and the caller gets the problems, as nginx does with a bad config. On
-success each route is swapped by one dict assignment: a request in flight keeps the route
-object it started with, the next one gets the new one. Versions whose bundle did not change
+serving what it had and the caller gets the problems, as nginx does with a bad config. The
+bundles are read and the new routes built in slices that let requests through
+(`router.pacing`), so a reload of thousands of routes does not stall the proxy. Then
+every route is swapped by one dict assignment, all in one step: a request in flight keeps the
+route object it started with, the next one gets the new one. Versions whose bundle did not change
 keep their counters, so the guardrails keep their evidence. Live weights never come from
 the config: a route's weights change only through the change function.
 """
@@ -17,11 +19,13 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
+from router import heap
 from router.assemble import build_guards, build_route, build_upstreams, new_stats
 from router.bundles import load_route_bundles
-from router.catalog import Catalog, load_catalog
+from router.catalog import Catalog, load_catalog_paced
 from router.errors import ConfigError
 from router.forward import Upstream
+from router.pacing import SETTLE_EVERY, Pacer
 from router.proxy import LiveRoute
 from router.rollout import Move, Rollouts, digests_of, reconcile
 from router.stack import Refused, RouteState, deploy
@@ -77,7 +81,7 @@ class Reloader:
     async def reload(self, *, actor: str, reason: str) -> dict[str, Any]:
         async with self.lock:
             try:
-                catalog = await asyncio.to_thread(load_catalog, self.config_path)
+                catalog = await load_catalog_paced(self.config_path)
             except ConfigError as exc:
                 raise _problems(exc) from None
             return await self._apply(catalog, actor=actor, reason=reason)
@@ -87,7 +91,9 @@ class Reloader:
         # 1. Check everything against live state before touching anything.
         reconciled: dict[str, RouteState] = {}
         notes: list[str] = list(catalog.warnings)
+        pacer = Pacer(settle_every=SETTLE_EVERY)
         for name, spec in catalog.routes.items():
+            await pacer.pause()
             state = rollouts.states.get(name)
             if state is None:
                 continue
@@ -104,11 +110,11 @@ class Reloader:
         started = [u for u in upstreams.values() if u not in old_upstreams.values()]
         for upstream in started:
             await upstream.start()
-        routes = {
-            name: build_route(config, spec, upstreams, self.routes.get(name))
-            for name, spec in catalog.routes.items()
-        }
-        # 3. Swap, one assignment per name; retire what is gone.
+        routes: dict[str, LiveRoute] = {}
+        for name, spec in catalog.routes.items():
+            routes[name] = build_route(config, spec, upstreams, self.routes.get(name))
+            await pacer.pause()
+        # 3. Swap, one assignment per name, with no pause: retire what is gone.
         self.upstreams.update(upstreams)
         for name in [n for n in self.upstreams if n not in upstreams]:
             del self.upstreams[name]
@@ -118,6 +124,9 @@ class Reloader:
         added = [n for n in routes if n not in self.routes]
         removed = [n for n in self.routes if n not in routes]
         for name, route in routes.items():
+            live = self.routes.get(name)
+            if live is not None:  # its weights may have changed while the routes were built
+                route.table = live.table
             self.routes[name] = route
         for name in removed:
             del self.routes[name]
@@ -127,6 +136,7 @@ class Reloader:
         rollouts.plans = {name: spec.config.rollout for name, spec in catalog.routes.items()}
         rollouts.warm_window = config.warm_window
         self.catalog = catalog
+        heap.settle()  # so are the new routes; the old ones went by reference counting
         # 4. Record: new routes start from their config, new versions are recorded at 0.
         for name in added:
             spec = catalog.routes[name]
