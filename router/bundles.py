@@ -76,26 +76,23 @@ class BundleFile(_Strict):
 
 
 class ArgumentCheck:
-    """A tool's compiled JSON Schema check, built on its first call.
+    """A tool's JSON Schema check: `check.run(arguments)` raises JsonSchemaValueException.
 
     Generating the check's code is what finds a bad schema, so that happens when the bundle
-    loads; compiling the code (as long again) waits until a tool call needs it, so thousands
-    of bundles load without compiling checks most of them may never run."""
+    loads; compiling the code (as long again) waits for the first call, so thousands of
+    bundles load without compiling checks most of them may never run. After that, `run` is
+    the compiled function itself."""
 
-    __slots__ = ("_check", "schema")
+    __slots__ = ("run", "schema")
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
         fastjsonschema.compile_to_code(dict(schema), detailed_exceptions=False)  # may raise
         self.schema = schema
-        self._check: Callable[[Any], Any] | None = None
+        self.run: Callable[[Any], Any] = self._compile_and_run
 
-    def __call__(self, data: Any) -> Any:
-        check = self._check
-        if check is None:
-            check = self._check = fastjsonschema.compile(
-                dict(self.schema), detailed_exceptions=False
-            )
-        return check(data)
+    def _compile_and_run(self, arguments: Any) -> Any:
+        self.run = fastjsonschema.compile(dict(self.schema), detailed_exceptions=False)
+        return self.run(arguments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +100,7 @@ class Tool:
     name: str
     description: str
     input_schema: Mapping[str, Any]
-    validate: Callable[[Any], Any] = field(repr=False, compare=False)
+    check: ArgumentCheck = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +140,7 @@ class Bundle:
             except orjson.JSONDecodeError:
                 return "invalid_json"
         try:
-            tool.validate(arguments)
+            tool.check.run(arguments)
         except fastjsonschema.JsonSchemaValueException:
             return "invalid_arguments"
         return "valid"
@@ -243,7 +240,7 @@ def _parse_tools(text: str) -> tuple[tuple[ToolSpec, ...], tuple[Tool, ...], tup
             )
             continue
         try:
-            validate = ArgumentCheck(spec.input_schema)
+            check = ArgumentCheck(spec.input_schema)
         except fastjsonschema.JsonSchemaDefinitionException as exc:
             found.append(
                 (
@@ -254,7 +251,7 @@ def _parse_tools(text: str) -> tuple[tuple[ToolSpec, ...], tuple[Tool, ...], tup
             )
             continue
         specs.append(spec)
-        tools.append(Tool(spec.name, spec.description, spec.input_schema, validate))
+        tools.append(Tool(spec.name, spec.description, spec.input_schema, check))
     return tuple(specs), tuple(tools), tuple(found)
 
 

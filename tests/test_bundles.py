@@ -35,9 +35,9 @@ def test_loads_example_with_compiled_tools(refund: Path) -> None:
     assert [t.name for t in v15.tools] == ["lookup_order", "issue_refund"]
     tool = v15.tool("issue_refund")
     assert tool is not None
-    tool.validate({"order_id": "A-1234", "amount_cents": 500, "reason": "damaged"})
+    tool.check.run({"order_id": "A-1234", "amount_cents": 500, "reason": "damaged"})
     with pytest.raises(Exception, match="must be integer"):
-        tool.validate({"order_id": "A-1234", "amount_cents": "5", "reason": "damaged"})
+        tool.check.run({"order_id": "A-1234", "amount_cents": "5", "reason": "damaged"})
     assert len(v15.digest) == 64 and v15.short_digest == v15.digest[:12]
 
 
