@@ -107,14 +107,16 @@ def write_bundles(folder: Path, routes: int, versions: int) -> None:
             write_version(folder / name, name, f"v{v}", models[v % len(models)], tools_text)
 
 
-def write_version(folder: Path, route: str, version: str, model: str, tools: str) -> None:
+def write_version(
+    folder: Path, route: str, version: str, model: str, tools: str, provider: str = ""
+) -> None:
     where = folder / version
     where.mkdir(parents=True, exist_ok=True)
     (where / "prompt.txt").write_text(PROMPT.format(route=route, version=version))
     (where / "tools.yaml").write_text(tools)
     bundle = {
         "version": version,
-        "provider": MODELS[model],
+        "provider": provider or MODELS[model],
         "model": model,
         "prompt": "prompt.txt",
         "tools": "tools.yaml",
