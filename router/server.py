@@ -180,7 +180,7 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     runners.append(await _start(metrics_app, config.metrics_listen, config.limits))
     admin = Admin(config, routes, rollouts, reloader, ramps)
     runners.append(await _start_unix(admin.app(), config.admin_socket))
-    heap.settle()
+    heap.built()
     health.ready = True
     log.info(
         "bundle-router serving %s on http://%s (health on http://%s, admin on %s)",
