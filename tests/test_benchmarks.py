@@ -46,7 +46,8 @@ def test_the_scale_benchmark_prints_its_table() -> None:
         "| /metrics scrape: proxy stall",
         "| reload 12 x 2 -> 12 x 2 (a price, a version) |",
         "| restart to ready on its durable state, 12 x 2 |",
-        "| reload 10 -> 12 routes |",
+        "| reload 10 -> 12 routes, no traffic |",
+        "| reload 10 -> 12 routes, with the probe |",
         "| RSS after it (peak) |",
     ):
         assert row in done.stdout, done.stdout
