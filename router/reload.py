@@ -3,9 +3,9 @@
 Everything is loaded and checked before anything changes. On any problem the router keeps
 serving what it had and the caller gets the problems, as nginx does with a bad config. The
 bundles are read and the new routes built in slices that let requests through
-(`router.pacing`), so a reload of thousands of routes does not stall the proxy. Then
-every route is swapped by one dict assignment, all in one step: a request in flight keeps the
-route object it started with, the next one gets the new one. Versions whose bundle did not change
+(`router.pacing`), so a reload of thousands of routes does not stall the proxy. Then every
+route is swapped by one dict assignment, all in one step: a request in flight keeps the route
+object it started with, the next one gets the new one. Versions whose bundle did not change
 keep their counters, so the guardrails keep their evidence. Live weights never come from
 the config: a route's weights change only through the change function.
 """
