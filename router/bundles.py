@@ -9,7 +9,10 @@ A bundle is a folder:
 
 The digest is a sha256 over the canonical content that changes what the model sees
 (provider, model, prompt text, tools, params, prompt caching); metadata is not part of it.
-Tool schemas are compiled once here, so checking a tool call later costs one function call.
+Tool schemas are checked here, when the bundle loads, and compiled on their first tool call, so
+that a large config loads in seconds; after that checking a call costs one function call.
+Versions of a route usually share their tools file word for word, so a tools file is parsed
+and checked once per distinct text.
 
 A bundle may come from someone other than the operator, and its files go upstream with every
 request: every file it names must resolve (symlinks and '..' followed) to a place inside its
@@ -19,19 +22,22 @@ own folder, and every file and document has a size limit, checked before it is r
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import fastjsonschema
 import orjson
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.errors import ConfigError, Problem
-from router.files import FileRefused, KiB, MiB, human, load_yaml, read_bytes
-from router.schemas import SchemaError, compile_schema
+from router.files import FileRefused, KiB, MiB, human, load_yaml, parse_yaml, read_bytes
+from router.schemas import SchemaError, check_schema, compile_schema
 
 BUNDLE_FILE = "bundle.yaml"
 # What one bundle may hold. The prompt and the tools go upstream with every request.
@@ -87,12 +93,40 @@ class BundleFile(_Strict):
     prompt_caching: bool = False
 
 
+class ArgumentCheck:
+    """A tool's JSON Schema check: `check.run(arguments)` raises JsonSchemaValueException.
+
+    Generating the check's code is what finds a bad schema (and every regex in it is tried
+    on RE2), so that happens when the bundle loads; compiling the code (as long again) waits
+    for the first call, so thousands of bundles load without compiling checks most of them
+    may never run. After that, `run` is the compiled function itself, its regexes on RE2."""
+
+    __slots__ = ("run", "schema")
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        check_schema(schema)  # raises SchemaError
+        self.schema = schema
+        self.run: Callable[[Any], Any] = self._compile_and_run
+
+    def _compile_and_run(self, arguments: Any) -> Any:
+        try:
+            self.run = compile_schema(self.schema)
+        except SchemaError as exc:  # a regex the load-time walk could not see: judged invalid
+            logging.getLogger("router.bundles").error("a tool schema cannot compile: %s", exc)
+            self.run = _refuse_all
+        return self.run(arguments)
+
+
+def _refuse_all(arguments: Any) -> Any:
+    raise fastjsonschema.JsonSchemaValueException("the tool's schema could not be compiled")
+
+
 @dataclass(frozen=True, slots=True)
 class Tool:
     name: str
     description: str
     input_schema: Mapping[str, Any]
-    validate: Callable[[Any], Any] = field(repr=False, compare=False)
+    check: ArgumentCheck = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +166,7 @@ class Bundle:
             except orjson.JSONDecodeError:
                 return "invalid_json"
         try:
-            tool.validate(arguments)
+            tool.check.run(arguments)
         except fastjsonschema.JsonSchemaValueException:
             return "invalid_arguments"
         return "valid"
@@ -214,23 +248,52 @@ def _read_yaml(path: Path, max_bytes: int, max_nodes: int, problems: list[Proble
     return None
 
 
+# A problem in a tools file before it has a path: (key, message, fix).
+_Found = tuple[str, str, str]
+
+
 def _load_tools(path: Path, problems: list[Problem]) -> tuple[list[ToolSpec], list[Tool]]:
-    raw = _read_yaml(path, MAX_TOOLS_FILE_BYTES, MAX_TOOLS_NODES, problems)
-    if raw is None:
+    try:
+        text = read_bytes(path, MAX_TOOLS_FILE_BYTES).decode("utf-8")
+    except FileNotFoundError:
+        problems.append(Problem(str(path), "", "file not found", "create it or fix the name"))
         return [], []
-    if not isinstance(raw, list):
-        problems.append(Problem(str(path), "", "tools must be a list", "write - name: ... items"))
+    except FileRefused as exc:
+        problems.append(Problem(str(path), "", exc.message, exc.fix))
         return [], []
-    if len(raw) > MAX_TOOLS:
+    except OSError as exc:
         problems.append(
             Problem(
-                str(path),
-                "",
-                f"{len(raw)} tools, over the limit of {MAX_TOOLS}",
-                "drop the tools this agent does not need, or split it into two agents",
+                str(path), "", f"cannot read it: {exc.strerror}", "let the router's user read it"
             )
         )
         return [], []
+    except UnicodeDecodeError:
+        problems.append(Problem(str(path), "", "the file is not UTF-8 text", "save it as UTF-8"))
+        return [], []
+    specs, tools, found = _parse_tools(text)
+    problems.extend(Problem(str(path), key, message, fix) for key, message, fix in found)
+    return list(specs), list(tools)
+
+
+@lru_cache(maxsize=4096)
+def _parse_tools(text: str) -> tuple[tuple[ToolSpec, ...], tuple[Tool, ...], tuple[_Found, ...]]:
+    """The tools of one tools.yaml text and the problems found in it. The same text gives the
+    same (immutable) tools, so versions that share a tools file share one parse and check."""
+    try:
+        raw = parse_yaml(text, MAX_TOOLS_NODES)
+    except FileRefused as exc:
+        return (), (), (("", exc.message, exc.fix),)
+    except yaml.YAMLError as exc:
+        return (), (), (("", f"not valid YAML: {exc}", "fix the syntax"),)
+    if raw is None:
+        return (), (), ()
+    if not isinstance(raw, list):
+        return (), (), (("", "tools must be a list", "write - name: ... items"),)
+    if len(raw) > MAX_TOOLS:
+        too_many = f"{len(raw)} tools, over the limit of {MAX_TOOLS}"
+        return (), (), (("", too_many, "drop the tools this agent does not need, or split it"),)
+    found: list[_Found] = []
     specs: list[ToolSpec] = []
     tools: list[Tool] = []
     seen: set[str] = set()
@@ -240,13 +303,12 @@ def _load_tools(path: Path, problems: list[Problem]) -> tuple[list[ToolSpec], li
         except ValidationError as exc:
             for err in exc.errors():
                 key = ".".join(str(p) for p in (index, *err["loc"]))
-                problems.append(Problem(str(path), key, err["msg"], "see README: tools.yaml"))
+                found.append((key, err["msg"], "see README: tools.yaml"))
             continue
         where = f"{index}.input_schema"
         if spec.name in seen:
-            problems.append(
-                Problem(
-                    str(path),
+            found.append(
+                (
                     f"{index}.name",
                     f"tool {spec.name!r} is defined twice",
                     "give each tool a unique name",
@@ -254,9 +316,8 @@ def _load_tools(path: Path, problems: list[Problem]) -> tuple[list[ToolSpec], li
             )
         seen.add(spec.name)
         if spec.input_schema.get("type") != "object":
-            problems.append(
-                Problem(
-                    str(path),
+            found.append(
+                (
                     where,
                     "a tool's input_schema must have type: object",
                     "wrap the arguments in {type: object, properties: ...}",
@@ -266,9 +327,8 @@ def _load_tools(path: Path, problems: list[Problem]) -> tuple[list[ToolSpec], li
         try:
             size = len(orjson.dumps(spec.input_schema))
         except orjson.JSONEncodeError as exc:
-            problems.append(
-                Problem(
-                    str(path),
+            found.append(
+                (
                     where,
                     f"the input_schema of tool {spec.name!r} is not JSON: {exc}",
                     "use string keys, JSON values",
@@ -276,9 +336,8 @@ def _load_tools(path: Path, problems: list[Problem]) -> tuple[list[ToolSpec], li
             )
             continue
         if size > MAX_SCHEMA_BYTES:
-            problems.append(
-                Problem(
-                    str(path),
+            found.append(
+                (
                     where,
                     f"the input_schema of tool {spec.name!r} is {human(size)} as JSON, "
                     f"over the limit of {human(MAX_SCHEMA_BYTES)}",
@@ -287,11 +346,10 @@ def _load_tools(path: Path, problems: list[Problem]) -> tuple[list[ToolSpec], li
             )
             continue
         try:
-            validate = compile_schema(spec.input_schema)
+            check = ArgumentCheck(spec.input_schema)
         except SchemaError as exc:
-            problems.append(
-                Problem(
-                    str(path),
+            found.append(
+                (
                     ".".join(filter(None, (where, exc.key))),
                     f"tool {spec.name!r}: {exc.message}",
                     exc.fix,
@@ -299,8 +357,8 @@ def _load_tools(path: Path, problems: list[Problem]) -> tuple[list[ToolSpec], li
             )
             continue
         specs.append(spec)
-        tools.append(Tool(spec.name, spec.description, spec.input_schema, validate))
-    return specs, tools
+        tools.append(Tool(spec.name, spec.description, spec.input_schema, check))
+    return tuple(specs), tuple(tools), tuple(found)
 
 
 def load_bundle(folder: Path, route: str, environment: str) -> tuple[Bundle, list[str]]:

@@ -1,8 +1,10 @@
 """Reading config and bundles again while serving: `reload`, and `deploy` of one version.
 
 Everything is loaded and checked before anything changes. On any problem the router keeps
-serving what it had and the caller gets the problems, as nginx does with a bad config. On
-success each route is swapped by one dict assignment: a request in flight keeps the route
+serving what it had and the caller gets the problems, as nginx does with a bad config. The
+bundles are read and the new routes built in slices that let requests through
+(`router.pacing`), so a reload of thousands of routes does not stall the proxy. Then every
+route is swapped by one dict assignment, all in one step: a request in flight keeps the route
 object it started with, the next one gets the new one. Versions whose bundle did not change
 keep their counters, so the guardrails keep their evidence. Live weights never come from
 the config: a route's weights change only through the change function.
@@ -17,11 +19,13 @@ from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from router import heap
 from router.assemble import build_guards, build_route, build_upstreams, new_stats
 from router.bundles import load_route_bundles
-from router.catalog import Catalog, load_catalog
+from router.catalog import Catalog, load_catalog_paced
 from router.errors import ConfigError
 from router.forward import Upstream
+from router.pacing import SETTLE_EVERY, Pacer
 from router.proxy import LiveRoute
 from router.rollout import Change, Rollouts, digests_of, reconcile
 from router.stack import Refused, RouteState, deploy
@@ -82,7 +86,7 @@ class Reloader:
     async def reload(self, *, actor: str, reason: str) -> dict[str, Any]:
         async with self.lock:
             try:
-                catalog = await asyncio.to_thread(load_catalog, self.config_path)
+                catalog = await load_catalog_paced(self.config_path)
             except ConfigError as exc:
                 raise _problems(exc) from None
             return await self._apply(catalog, actor=actor, reason=reason)
@@ -92,7 +96,9 @@ class Reloader:
         # 1. Check everything against live state before touching anything.
         reconciled: dict[str, RouteState] = {}
         notes: list[str] = list(catalog.warnings)
+        pacer = Pacer(settle_every=SETTLE_EVERY)
         for name, spec in catalog.routes.items():
+            await pacer.pause()
             state = rollouts.states.get(name)
             if state is None:
                 continue
@@ -109,10 +115,10 @@ class Reloader:
         started = [u for u in upstreams.values() if u not in old_upstreams.values()]
         for upstream in started:
             await upstream.start()
-        routes = {
-            name: build_route(config, spec, upstreams, self.routes.get(name))
-            for name, spec in catalog.routes.items()
-        }
+        routes: dict[str, LiveRoute] = {}
+        for name, spec in catalog.routes.items():
+            routes[name] = build_route(config, spec, upstreams, self.routes.get(name))
+            await pacer.pause()
         retired = [u for u in old_upstreams.values() if u not in upstreams.values()]
         added = [n for n in routes if n not in self.routes]
         removed = [n for n in self.routes if n not in routes]
@@ -182,6 +188,7 @@ class Reloader:
                 status=503,
                 code="state_not_durable",
             ) from None
+        heap.settle()  # so are the new routes; the old ones went by reference counting
         if retired:
             self.background.start(self._retire(retired), "retire-upstreams")
         for name in routes:

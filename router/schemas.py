@@ -145,6 +145,19 @@ def schema_regexes(validate: Validator) -> list[Regex]:
     return list(_regex_table(validate).values())
 
 
+def check_schema(schema: Mapping[str, Any]) -> None:
+    """What `compile_schema` would refuse, without compiling: every regex tried on RE2,
+    every `$ref` local, and the code generated (which is what finds an invalid schema).
+    Raises SchemaError."""
+    _check(schema)
+    try:
+        fastjsonschema.compile_to_code(dict(schema), handlers=_NO_REMOTE, formats=FORMATS)
+    except Exception as exc:  # the generator raises what it meets, not only its own error
+        raise SchemaError(
+            "", f"invalid JSON Schema: {exc}", "fix the schema (see json-schema.org)"
+        ) from None
+
+
 def compile_schema(schema: Mapping[str, Any]) -> Validator:
     """A validator for `schema` whose regexes all run on RE2. Raises SchemaError."""
     _check(schema)

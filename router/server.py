@@ -18,6 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from router import heap
 from router.admin import Admin, AdminSocket, prepare_socket, unreachable
 from router.assemble import build_guards, build_routes, build_upstreams
 from router.catalog import Catalog, load_catalog
@@ -224,6 +225,7 @@ async def _start_unix(admin: Admin, bound: AdminSocket) -> web.AppRunner:
 async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     """Run until SIGTERM/SIGINT. `fake_provider` (HOST:PORT) also runs the fake provider
     in this process, for trying the router with no keys and no network."""
+    heap.building()
     catalog = load_catalog(config_path)
     for warning in catalog.warnings:
         log.warning("%s", warning)
@@ -255,6 +257,7 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     runners.append(await _start(metrics_app, config.metrics_listen, config.limits, metrics_conns))
     admin = Admin(config, routes, rollouts, reloader, ramps)
     runners.append(await _start_unix(admin, admin_socket))
+    heap.built()
     health.ready = True
     log.info(
         "bundle-router serving %s on http://%s (health on http://%s, admin on %s)",

@@ -2,8 +2,14 @@
 
 One process runs one event loop, and nothing else runs between two awaits, so a request's
 `record_*` call updates plain ints, floats and preallocated lists directly. The Prometheus
-collector (`router/metrics.py`) reads the same objects at scrape time, and the guardrails
+exposition (`router/metrics.py`) reads the same objects at scrape time, and the guardrails
 read the sliding windows through `VersionStats.window()`.
+
+A version's sliding window allocates a one-second slot only in a second that counts
+something, so thousands of idle versions cost little. A slot's bucket counts are an array of
+machine ints, which the garbage collector never walks: busy versions keep a minute of slots
+each, and as lists their millions of entries made every full collection stall the event loop.
+The other counters are lists, built with the config and frozen with it (`router.heap`).
 
 Latency histograms use log-spaced buckets, eight per doubling (each bound is 2^(1/8) =
 1.09 times the last), from 1 ms to 10 min: a quantile read from them is within about 4.5 %
@@ -13,6 +19,7 @@ of the true value anywhere in that range.
 from __future__ import annotations
 
 import time
+from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +58,11 @@ LATENCY_BOUNDS = _log_bounds(0.001, 600.0, 8)  # seconds, 155 bounds
 # they count latency in finer buckets (2.2 % wide: 33 ms at 1.5 s) than /metrics needs.
 GUARD_LATENCY_BOUNDS = _log_bounds(0.001, 600.0, 32)
 OVERHEAD_BOUNDS = _log_bounds(0.00001, 1.0, 4)  # seconds, 10 us .. 1 s
+
+
+def zeros(n: int) -> array[int]:
+    """n counters at 0, in an array the garbage collector does not walk."""
+    return array("q", bytes(8 * n))
 
 
 class Histogram:
@@ -103,12 +115,7 @@ class WindowSlot:
         "tool_failures",
     )
 
-    def __init__(self) -> None:
-        self.second = -1
-        self.latency = [0] * (len(LATENCY_BOUNDS) + 1)
-        self.clear(-1)
-
-    def clear(self, second: int) -> None:
+    def __init__(self, second: int) -> None:
         self.second = second
         self.requests = 0
         self.errors = 0
@@ -119,9 +126,13 @@ class WindowSlot:
         self.refusals = 0
         self.eval_pass = 0
         self.eval_fail = 0
-        latency = self.latency
-        for i in range(len(latency)):
-            latency[i] = 0
+        self.latency = zeros(len(LATENCY_BOUNDS) + 1)
+
+
+# Every version's window starts out as this one empty slot, shared and never written (its
+# second matches no clock reading): a version allocates a slot only in a second it counts
+# something, so thousands of idle versions cost a list of pointers each.
+_NEVER = WindowSlot(-1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,14 +276,16 @@ class VersionStats:
         self.eval_fail = 0
         self.eval_score_sum = 0.0
         self.eval_scores = 0
-        self.slots = [WindowSlot() for _ in range(window_seconds)]
+        self.slots = [_NEVER] * window_seconds
         self.clock = time.monotonic  # replaceable, so tests can move time
 
     def _slot(self) -> WindowSlot:
         second = int(self.clock())
-        slot = self.slots[second % len(self.slots)]
+        slots = self.slots
+        i = second % len(slots)
+        slot = slots[i]
         if slot.second != second:
-            slot.clear(second)
+            slot = slots[i] = WindowSlot(second)
         return slot
 
     def record_request(
@@ -285,14 +298,17 @@ class VersionStats:
         ttft: float | None = None,
     ) -> None:
         self.outcomes[OUTCOME_INDEX[outcome]] += 1
-        self.latency.observe(seconds)
+        bucket = bisect_left(LATENCY_BOUNDS, seconds)  # one search for the histogram and window
+        latency = self.latency
+        latency.counts[bucket] += 1
+        latency.total += seconds
         self.guard_latency[bisect_left(GUARD_LATENCY_BOUNDS, seconds)] += 1
         self.overhead.observe(overhead)
         if ttft is not None:
             self.ttft.observe(ttft)
         slot = self._slot()
         slot.requests += 1
-        slot.latency[bisect_left(LATENCY_BOUNDS, seconds)] += 1
+        slot.latency[bucket] += 1
         if error:
             self.errors += 1
             slot.errors += 1

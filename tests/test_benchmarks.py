@@ -31,6 +31,28 @@ def test_the_benchmark_entry_point_prints_its_table() -> None:
         assert row in done.stdout, done.stdout
 
 
+def test_the_scale_benchmark_prints_its_table() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale", "--routes", "12", "--versions", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for row in (
+        "| first start to ready, 12 x 2 |",
+        "| /metrics scrape, 12 x 2 |",
+        "| /metrics scrape: proxy stall",
+        "| reload 12 x 2 -> 12 x 2 (a price, a version) |",
+        "| restart to ready on its durable state, 12 x 2 |",
+        "| reload 10 -> 12 routes, no traffic |",
+        "| reload 10 -> 12 routes, with the probe |",
+        "| RSS after it (peak) |",
+    ):
+        assert row in done.stdout, done.stdout
+
+
 def test_the_locustfile_runs_headless(
     fake: FakeProvider, start_router: Callable[..., Router]
 ) -> None:

@@ -43,9 +43,9 @@ def test_loads_example_with_compiled_tools(refund: Path) -> None:
     assert [t.name for t in v15.tools] == ["lookup_order", "issue_refund"]
     tool = v15.tool("issue_refund")
     assert tool is not None
-    tool.validate({"order_id": "A-1234", "amount_cents": 500, "reason": "damaged"})
+    tool.check.run({"order_id": "A-1234", "amount_cents": 500, "reason": "damaged"})
     with pytest.raises(Exception, match="must be integer"):
-        tool.validate({"order_id": "A-1234", "amount_cents": "5", "reason": "damaged"})
+        tool.check.run({"order_id": "A-1234", "amount_cents": "5", "reason": "damaged"})
     assert len(v15.digest) == 64 and v15.short_digest == v15.digest[:12]
 
 
@@ -375,12 +375,12 @@ def test_a_remote_ref_is_refused(refund: Path, ref: str) -> None:
 def test_schema_regexes_run_on_re2(refund: Path) -> None:
     set_pattern(refund / "v1.5", r"^\d+$")
     bundle, _ = load_bundle(refund / "v1.5", "refund-agent", "prod")
-    check = bundle.tool("lookup_order")
-    assert check is not None
-    assert all(type(regex).__module__ == "re2" for regex in schema_regexes(check.validate))
-    check.validate({"order_id": "1234"})
+    tool = bundle.tool("lookup_order")
+    assert tool is not None
+    tool.check.run({"order_id": "1234"})  # the first call compiles the check
+    assert all(type(regex).__module__ == "re2" for regex in schema_regexes(tool.check.run))
     with pytest.raises(fastjsonschema.JsonSchemaValueException, match="must match pattern"):
-        check.validate({"order_id": "١٢٣٤"})  # Python's \d takes Arabic-Indic digits; RE2's not
+        tool.check.run({"order_id": "١٢٣٤"})  # Python's \d takes Arabic-Indic digits; RE2's not
 
 
 async def test_a_backtracking_pattern_cannot_stall_the_router(
