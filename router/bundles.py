@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -222,6 +223,9 @@ def _inside(home: Path, file: Path, key: str, name: str, problems: list[Problem]
             )
         )
         return None
+    plain = "/" not in name and name not in ("", ".", "..") and "\0" not in name
+    if plain and not os.path.islink(home / name):  # the usual case: one lstat, not realpath
+        return home / name
     try:
         real = (home / name).resolve()
     except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL in the name

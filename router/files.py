@@ -102,22 +102,37 @@ class BoundedLoader(_SafeLoader):
         self.max_nodes = max_nodes
         self.max_depth = max_depth
         self.depth = 0
+        self.nodes = 0  # composed so far; with no alias, that is all the document holds
+        self.aliased = False
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         # Composing recurses once per level: stop before Python's recursion limit does.
         self.depth += 1
+        self.nodes += 1
         try:
             if self.depth > self.max_depth:
                 raise _too_deep(self.max_depth)
+            if self.nodes > self.max_nodes:
+                raise _too_many(self.max_nodes)
+            if self.check_event(yaml.AliasEvent):
+                self.aliased = True
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
 
     def get_single_node(self) -> yaml.Node | None:
         node = super().get_single_node()
-        if node is not None:
+        if node is not None and self.aliased:  # only aliases make it larger than it reads
             weigh(node, self.max_nodes, self.max_depth)
         return node
+
+
+def _too_many(limit: int) -> FileRefused:
+    return FileRefused(
+        f"aliases expand it past {limit:,} nodes, the limit for this file (a YAML alias bomb?)",
+        "write the values out, or alias less: the limit keeps one file from costing the "
+        "router seconds and gigabytes on every load and request",
+    )
 
 
 def _too_deep(limit: int) -> FileRefused:
@@ -151,12 +166,7 @@ def weigh(root: yaml.Node, max_nodes: int, max_depth: int) -> tuple[int, int]:
             nodes = 1 + sum(n for n, _ in parts)
             depth = 1 + max((d for _, d in parts), default=0)
             if nodes > max_nodes:
-                raise FileRefused(
-                    f"aliases expand it past {max_nodes:,} nodes, the limit for this file "
-                    "(a YAML alias bomb?)",
-                    "write the values out, or alias less: the limit keeps one file from "
-                    "costing the router seconds and gigabytes on every load and request",
-                )
+                raise _too_many(max_nodes)
             if depth > max_depth:
                 raise _too_deep(max_depth)
             weights[key] = (nodes, depth)
