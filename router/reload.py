@@ -191,9 +191,16 @@ class Reloader:
         heap.settle()  # so are the new routes; the old ones went by reference counting
         if retired:
             self.background.start(self._retire(retired), "retire-upstreams")
-        for name in routes:
+        for name, route in routes.items():
             guard = rollouts.guards.get(name)
-            if name not in added and old_rules.get(name) != (guard.rules if guard else None):
+            watch = rollouts.watches.get(name)
+            counters = {t.stats for t in route.targets.values()}
+            stale = watch is not None and not {watch.candidate, watch.control} <= counters
+            if name not in added and (
+                stale or old_rules.get(name) != (guard.rules if guard else None)
+            ):
+                # New rules, or fresh counters for a watched version (its price changed):
+                # watch again, or the guardrails would judge counters no request updates.
                 rollouts.rewatch(name)
         for note_text in notes:
             log.warning("%s", note_text)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,9 +15,10 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+import yaml
 
 from router.state import AuditLog, verify
-from tests.servers import FakeProvider, Router, router_config
+from tests.servers import REPO, FakeProvider, Router, router_config
 from tests.test_metrics import scrape, value
 from tests.traffic import burst, served_by
 
@@ -228,3 +231,26 @@ def test_a_broken_audit_chain_stops_the_start_with_the_way_out(
         router.start()
     assert "audit log" in str(failure.value) and "broken at line 1" in str(failure.value)
     assert "bundle-router audit --archive" in str(failure.value)
+
+
+async def test_a_reload_that_gives_the_canary_fresh_counters_keeps_it_guarded(
+    fake: FakeProvider, start_router: Callable[..., Router]
+) -> None:
+    """A new price gives the canary's version fresh counters; the guardrails must judge
+    those, not the old ones that no request updates any more."""
+    router = start_router(half_canary(fake.url))
+    config = dict(router.config)
+    config["prices"] = {**config["prices"], CANARY_MODEL: {"input": 20.0, "output": 80.0}}
+    router.config_path.write_text(yaml.safe_dump(config))
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "router", "reload", "--config", str(router.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr
+    fake.behave(CANARY_MODEL, error_rate=1.0, error_kind="500")
+    trip = await drive_until_trip(router)
+    assert trip["rule"] == "error_rate"
