@@ -330,8 +330,10 @@ class Admin:
                 "(a rollback is the exception: it takes effect at once and is written as "
                 "soon as the disk takes it)",
             )
-        except web.HTTPException:
-            raise
+        except web.HTTPException as exc:  # aiohttp's own 404/405/413: JSON too
+            return _error(
+                exc.status, "http_error", f"{request.method} {request.path}: {exc.reason}"
+            )
         except Exception as exc:
             log.exception("admin: %s %s failed", request.method, request.path)
             return _error(

@@ -174,7 +174,8 @@ class Bundle:
 
 
 def thinking_clash(params: Mapping[str, Any]) -> str | None:
-    """Extended thinking takes no temperature other than 1 and no top_k: what clashes."""
+    """What clashes with Anthropic's extended thinking: a temperature other than 1, top_k,
+    top_p under 0.95, a tool_choice that forces a tool use."""
     thinking = params.get("thinking")
     if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
         return None
@@ -183,6 +184,12 @@ def thinking_clash(params: Mapping[str, Any]) -> str | None:
         clashes.append(f"temperature {params['temperature']}")
     if "top_k" in params:
         clashes.append(f"top_k {params['top_k']}")
+    top_p = params.get("top_p")
+    if isinstance(top_p, int | float) and top_p < 0.95:
+        clashes.append(f"top_p {top_p} (under 0.95)")
+    choice = params.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
+        clashes.append(f"a forced tool_choice ({choice['type']})")
     return " and ".join(clashes) or None
 
 

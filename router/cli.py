@@ -206,17 +206,21 @@ def _validate(config: Path) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     from router.config import load_config
-    from router.state import AUDIT_FILE, StateFile, archive, read_records, verify
+    from router.state import AUDIT_FILE, archive, read_records, verify
 
-    state_dir = load_config(args.config).state_dir
+    config = load_config(args.config)
+    state_dir = config.state_dir
     path = state_dir / AUDIT_FILE
     if args.archive:
+        if _serving(config.admin_socket):
+            print(
+                f"bundle-router audit --archive: a router is serving {config.admin_socket} and "
+                f"writing to {path}; stop it first, then archive",
+                file=sys.stderr,
+            )
+            return 2
         archived, log = archive(state_dir)
         log.close()
-        state = StateFile(state_dir)
-        data = state.load()
-        if data is not None:  # the new chain starts at 1: nothing in it is missing from state
-            state.save({**data, "audit_seq": log.seq})
         print(
             f"archived {archived} and started a new chain in {path}"
             if archived
@@ -255,6 +259,20 @@ def _audit(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             return 0
     return 0
+
+
+def _serving(socket_path: Path) -> bool:
+    """Does a router answer on its admin socket?"""
+    import socket
+
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(socket_path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def _print_record(record: dict[str, Any], as_json: bool) -> None:

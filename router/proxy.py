@@ -234,16 +234,16 @@ class Proxy:
             )
             return error_response(error, RESPONSES, {})
         upstream = target.upstream
+        headers = {**target.headers, "X-Request-Id": uuid.uuid4().hex}
+        path = f"{RESPONSES.upstream_path}/{response_id}"
+        if request.query_string:  # include[], and the like
+            path = f"{path}?{request.query_string}"
         try:
-            answer = await upstream.fetch(
-                f"{RESPONSES.upstream_path}/{response_id}", upstream.headers_for(request.headers)
-            )
+            answer = await upstream.fetch(path, upstream.headers_for(request.headers))
         except RouterError as exc:
-            return error_response(exc, RESPONSES, dict(target.headers))
+            return error_response(exc, RESPONSES, headers)
         return web.Response(
-            status=answer.status,
-            body=answer.body,
-            headers={**answer.headers, **target.headers},
+            status=answer.status, body=answer.body, headers={**answer.headers, **headers}
         )
 
     async def models(self, request: web.Request) -> web.Response:
@@ -454,8 +454,10 @@ class Proxy:
             if isinstance(previous, str):  # a chained Responses turn: where its chain lives
                 served = self.answered.lookup(previous)
                 if served is not None and served.stats.route == route.name:
-                    version = served.stats.version
-                    if version in route.table.live:
+                    version, table = served.stats.version, route.table
+                    # Still live, and still meant to get traffic: a canary aborted or set
+                    # to 0 % takes no chained turns either.
+                    if version in table.live and table.weights.get(version, 0) > 0:
                         route.counters.chained_requests += 1
                         return route.targets[version]
         if key is None and route.fingerprint_sessions:

@@ -30,6 +30,8 @@ from router.guardrails import Guard, Verdict, Watch
 from router.notify import Notifier
 from router.proxy import LiveRoute
 from router.stack import (
+    HALTED,
+    PAUSED,
     Refused,
     RouteState,
     archive_expired,
@@ -48,7 +50,7 @@ from router.state import (
     utc_now,
 )
 from router.store import LocalStore
-from router.tasks import Background, count_failure
+from router.tasks import Background, count_failure, to_completion
 from router.telemetry import LATENCY_BOUNDS, Histogram
 
 log = logging.getLogger("router.rollout")
@@ -162,6 +164,10 @@ DURABILITY_RETRY_SECONDS = 1.0
 # force in memory and are written as soon as it can: a rollback is never undone by a full
 # disk. Every other change is refused whole instead.
 KEPT_IN_MEMORY = frozenset({"trip", "ramp_halt", "rollback", "rollout_abort"})
+# Changes swapped in before their record is written: the ones above, and a drill, which times
+# that path. Every other change is written first and swapped in after, so a change the disk
+# refuses never serves a request.
+SWAPPED_FIRST = KEPT_IN_MEMORY | {"drill"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,8 +253,11 @@ class Rollouts:
         while True:
             await asyncio.sleep(DURABILITY_RETRY_SECONDS)
             if self.store.degraded:
-                async with self.lock:
-                    await self.store.flush()
+                await to_completion(self._flush())
+
+    async def _flush(self) -> None:
+        async with self.lock:
+            await self.store.flush()
 
     # -- changes ------------------------------------------------------------------------
 
@@ -284,6 +293,15 @@ class Rollouts:
         `note`, an event that changes no route) are written with one fsync. Only then is
         `install` called (a reload swaps in its new routes there) and each route's table
         swapped. If the disk refuses, DurabilityError is raised and nothing has changed."""
+        return await to_completion(self._commit(changes, actor, install, note))
+
+    async def _commit(
+        self,
+        changes: Sequence[Change],
+        actor: str,
+        install: Callable[[], None] | None,
+        note: Mapping[str, Any] | None,
+    ) -> list[dict[str, Any]]:
         if not changes and note is None:
             if install is not None:
                 install()
@@ -347,6 +365,20 @@ class Rollouts:
         is written as soon as the disk takes it (the record returned has `durable: false`);
         any other change is undone and DurabilityError raised."""
         decided = decided if decided is not None else time.perf_counter()
+        return await to_completion(
+            self._change(name, move, actor, action, reason, details or {}, decided)
+        )
+
+    async def _change(
+        self,
+        name: str,
+        move: Move,
+        actor: str,
+        action: str,
+        reason: str,
+        details: Mapping[str, Any],
+        decided: float,
+    ) -> dict[str, Any]:
         async with self.lock:
             before = self.states.get(name)
             if before is None:
@@ -354,17 +386,19 @@ class Rollouts:
             after = move(before)
             table = after.table()  # checks the weights before anything changes
             route = self.routes[name]
-            old_table = route.table
-            route.table = table  # the swap: one assignment
-            swapped, swapped_at = time.perf_counter(), time.time()
-            self.states[name] = after
             entry = self._entry(name, before, after, actor, action, reason, details)
+            swap_first = action in SWAPPED_FIRST
+            if swap_first:  # taking risk away cannot wait for the disk
+                old_table, route.table = route.table, table  # the swap: one assignment
+                swapped, swapped_at = time.perf_counter(), time.time()
+                self.states[name] = after
             try:
                 (record,) = await self.store.append([entry])
             except DurabilityError as exc:
                 if action not in KEPT_IN_MEMORY:
-                    route.table = old_table  # all or nothing: as if it was never asked
-                    self.states[name] = before
+                    if swap_first:  # all or nothing: as if it was never asked
+                        route.table = old_table
+                        self.states[name] = before
                     log.error("refused %s on %s: %s", action, name, exc)
                     raise
                 self.store.keep(entry, exc)
@@ -373,12 +407,15 @@ class Rollouts:
                 )
                 record = {
                     "seq": None,
-                    "at": utc_now(),
                     **entry,
                     "durable": False,
                     "warning": f"in force, but not durable yet: {exc}",
                 }
             else:
+                if not swap_first:  # durable first, then in force
+                    route.table = table
+                    swapped, swapped_at = time.perf_counter(), time.time()
+                    self.states[name] = after
                 # The audit record is the commitment: if the state file is not written
                 # now, the next start replays the record into it.
                 await self.store.recorded(1, len(self.states))
@@ -398,6 +435,7 @@ class Rollouts:
         details: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
         return {
+            "at": utc_now(),  # when decided: a record kept in memory is written later
             "action": action,
             "actor": actor,
             "route": name,
@@ -430,6 +468,9 @@ class Rollouts:
     async def checkpoint(self, name: str, update: Move) -> None:
         """Save progress that changes no weight (a ramp's bake time): the state file only,
         no swap, no audit record, no announcement."""
+        await to_completion(self._checkpoint(name, update))
+
+    async def _checkpoint(self, name: str, update: Move) -> None:
         async with self.lock:
             state = self.states.get(name)
             if state is None:
@@ -496,7 +537,12 @@ class Rollouts:
         state, plan = self.states.get(name), self.plans.get(name)
         ramping = state is not None and state.ramp is not None and state.ramp.active
         if ramping and plan is not None and not plan.auto_rollback:
-            return await self._halt(name, verdict, decided)
+            try:
+                return await self._halt(name, verdict, decided)
+            except Exception:
+                if watched is not None:  # not halted: keep judging it
+                    self.watches.setdefault(name, watched)
+                raise
 
         def drain(state: RouteState) -> RouteState:
             if state.candidate != candidate or not state.canary_live:
@@ -527,17 +573,26 @@ class Rollouts:
     async def _halt(self, name: str, verdict: Verdict, decided: float) -> dict[str, Any]:
         """The plan says auto_rollback: off. Halt the ramp where it is and alert."""
         reason = f"guardrail {verdict.describe()}"
-        key = (name, str(self.states[name].candidate), verdict.rule)
-        self.trips[key] = self.trips.get(key, 0) + 1
-        return await self.change(
+        candidate = str(self.states[name].candidate)
+
+        def halt(state: RouteState) -> RouteState:
+            ramp = state.ramp
+            if ramp is not None and ramp.status in (PAUSED, HALTED):  # already stopped:
+                return replace(state, ramp=replace(ramp, note=reason))  # record the breach
+            return halt_ramp(state, reason)
+
+        record = await self.change(
             name,
-            lambda state: halt_ramp(state, reason),
+            halt,
             actor="guardrail",
             action="ramp_halt",
             reason=f"{reason}; auto_rollback is off, so the canary keeps its weight",
             details={"verdict": verdict.as_dict()},
             decided=decided,
         )
+        key = (name, candidate, verdict.rule)
+        self.trips[key] = self.trips.get(key, 0) + 1
+        return record
 
     async def _warm_loop(self) -> None:
         """Warm versions past `warm_window` move to archived."""

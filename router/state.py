@@ -316,14 +316,35 @@ class AuditLog:
             self._fd = None
 
 
+def good_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The records of the chain up to where it breaks (all of them when it is whole)."""
+    result = verify(path)
+    for record in read_records(path):
+        if record.get("seq", 0) > result.last_seq:
+            return
+        yield record
+
+
 def archive(folder: Path) -> tuple[Path | None, AuditLog]:
     """Move the audit log aside (kept as evidence) and start a new chain whose first record
-    names the old file and its last good hash. Returns (archived path, the new open log)."""
+    names the old file and its last good hash. Returns (archived path, the new open log).
+
+    The state file may be older than the log (it is a snapshot; a start replays the newer
+    records). Those good records are folded into it first, so that nothing durable, a trip
+    above all, is lost with the old chain; the state file then starts the new chain."""
     log = AuditLog(folder)
+    state = StateFile(folder)
+    data = state.load()
     archived = None
     details: dict[str, Any] = {"archived_problem": "the audit log was missing"}
     if log.path.exists():
         result = verify(log.path)
+        folded = []
+        if data is not None:
+            for record in good_records(log.path):
+                if record["seq"] > data["audit_seq"] and record.get("after") is not None:
+                    data["routes"][record["route"]] = record["after"]
+                    folded.append(record["seq"])
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         archived = log.path.with_name(f"audit-{stamp}.jsonl")
         os.replace(log.path, archived)
@@ -334,7 +355,10 @@ def archive(folder: Path) -> tuple[Path | None, AuditLog]:
             "archived_head": result.head,
             "archived_problem": result.problem,
             "archived_line": result.line,
+            "folded_into_state": folded,
         }
     log.open()
     log.append({"action": "audit_started", "actor": "operator", "details": details})
+    if data is not None:  # the new chain starts here: nothing in it is missing from the state
+        state.save({**data, "audit_seq": log.seq})
     return archived, log

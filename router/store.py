@@ -45,6 +45,7 @@ class LocalStore:
         self.unsnapshotted = 0  # audit records newer than the state file
         self.fault: str | None = None  # the last write error while degraded
         self.fault_since: str | None = None
+        self.written_while_degraded = 0
 
     @property
     def degraded(self) -> bool:
@@ -71,6 +72,7 @@ class LocalStore:
         self.pending.clear()
         if earlier:
             log.warning("wrote %d audit record(s) that were in force in memory only", earlier)
+        self._maybe_recovered(earlier)
         return records[earlier:]
 
     def keep(self, entry: dict[str, Any], exc: DurabilityError) -> None:
@@ -96,20 +98,18 @@ class LocalStore:
         else:
             self.state_behind = False
             self.unsnapshotted = 0
+            self._maybe_recovered(0)
 
     async def flush(self) -> None:
         """Write what is pending, then the state file (the durability loop's retry)."""
         if not self.degraded:
             return
-        written = len(self.pending)
         try:
             await self.append([])
         except DurabilityError as exc:
             self._failed(exc)
             return
         await self.save()
-        if not self.degraded:
-            self._recovered(written)
 
     async def close(self) -> None:
         """A last try, then a clean stop leaves nothing to replay, or says what is lost."""
@@ -139,13 +139,18 @@ class LocalStore:
             log.error("%s", text)
             self.notifier.send({"text": text, "action": "durability_degraded", "at": utc_now()})
 
-    def _recovered(self, written: int) -> None:
-        if self.fault is None:
+    def _maybe_recovered(self, written: int) -> None:
+        """After a write that landed: if nothing waits any more, say it is over (whichever
+        write it was: the retry loop's, or the next ordinary change's)."""
+        self.written_while_degraded += written
+        if self.fault is None or self.degraded:
             return
         text = (
             f"durability restored: the disk took the audit log and the state file again "
-            f"({written} change(s) kept in memory since {self.fault_since} are now durable)"
+            f"({self.written_while_degraded} change(s) kept in memory since "
+            f"{self.fault_since} are now durable)"
         )
+        self.written_while_degraded = 0
         self.fault = self.fault_since = None
         log.warning("%s", text)
         self.notifier.send({"text": text, "action": "durability_restored", "at": utc_now()})

@@ -15,9 +15,10 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger("router.tasks")
+T = TypeVar("T")
 
 RESTART_DELAY = 0.5  # seconds before the first restart; doubles up to MAX_RESTART_DELAY
 MAX_RESTART_DELAY = 30.0
@@ -29,6 +30,19 @@ failures: Counter[str] = Counter()
 
 def count_failure(task: str) -> None:
     failures[task] += 1
+
+
+async def to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run `coroutine` to its end even if the caller is cancelled meanwhile (a shutdown, a
+    client that left): a change half made, its record written but its bookkeeping not done,
+    would leave memory and the audit log disagreeing. The caller's cancellation is raised
+    once the coroutine has finished."""
+    task = asyncio.ensure_future(coroutine)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])
+        raise
 
 
 class Background:

@@ -116,6 +116,28 @@ def test_archive_keeps_the_old_log_and_starts_a_new_chain(tmp_path: Path) -> Non
     assert verify(path).ok
 
 
+def test_archive_folds_records_newer_than_the_state_file_into_it(tmp_path: Path) -> None:
+    """The state file is a snapshot; a trip recorded after it, before the chain broke, must
+    survive the archive, or the tripped canary would come back at the next start."""
+    live = {"active": "v1", "candidate": "v2", "candidate_state": "live"}
+    tripped = {**live, "candidate_state": "rolled_back"}
+    log = AuditLog(tmp_path)
+    log.open()
+    log.append({"action": "init", "route": "r", "after": {**live, "weights": {"v1": 5, "v2": 5}}})
+    StateFile(tmp_path).save({"audit_seq": 1, "routes": {"r": {**live, "weights": {}}}})
+    log.append({"action": "trip", "route": "r", "after": tripped})
+    log.append({"action": "weights", "route": "r", "after": {"edited": "later"}})
+    log.close()
+    path = tmp_path / "audit.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join([*lines[:2], lines[2].replace(b"later", b"forged")]))
+    archive(tmp_path)[1].close()
+    state = StateFile(tmp_path).load()
+    assert state is not None and state["routes"]["r"] == tripped  # the trip, not the forgery
+    assert state["audit_seq"] == 1  # the new chain's first record
+    assert next(read_records(path))["details"]["folded_into_state"] == [2]
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "router", *args], capture_output=True, text=True, timeout=60

@@ -16,10 +16,20 @@ from tests.servers import FakeProvider, Router, router_config
 RUNS = 120  # two-call agent runs, each with its own opening and no session header
 
 
+def cached(text: str) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
+
+
+def uncached(content: Any) -> Any:
+    if isinstance(content, list):
+        return [{k: v for k, v in block.items() if k != "cache_control"} for block in content]
+    return content
+
+
 async def agent_run(session: aiohttp.ClientSession, url: str, n: int) -> tuple[str, str]:
     """A two-call tool loop as an agent framework sends it: the second call repeats the
     history with the tool result appended. Returns the versions that served each call."""
-    history: list[dict[str, Any]] = [{"role": "user", "content": f"Refund order A-{n}, please"}]
+    history: list[dict[str, Any]] = [{"role": "user", "content": cached(f"Refund order A-{n}")}]
     versions = []
     for turn in range(2):
         body = {"model": "refund-agent", "max_tokens": 64, "messages": history}
@@ -27,10 +37,12 @@ async def agent_run(session: aiohttp.ClientSession, url: str, n: int) -> tuple[s
             assert answer.status == 200, await answer.text()
             versions.append(answer.headers["X-Bundle-Version"])
             content = (await answer.json())["content"]
+        # As agent frameworks do with prompt caching: the cache mark moves to the newest
+        # message, so the first message's blocks change between turns; its words do not.
         history = [
-            *history,
+            *(dict(m, content=uncached(m["content"])) for m in history),
             {"role": "assistant", "content": content},
-            {"role": "user", "content": f"turn {turn + 2}"},
+            {"role": "user", "content": cached(f"turn {turn + 2}")},
         ]
     return versions[0], versions[1]
 

@@ -214,8 +214,8 @@ class AnthropicStreamReader:
                 self._usage_started = self._usage_final = True
         elif kind == "message_stop":
             reading.finished = True
-        elif kind == "error":
-            reading.error = True
+        elif kind == "error":  # the provider failed and ended the stream
+            reading.error = reading.finished = True
 
     def finish(self) -> Reading:
         reading = self.reading

@@ -121,11 +121,29 @@ def first_user_message(items: Any) -> str | None:
         return None
     for item in items:
         if isinstance(item, dict) and item.get("role") == "user":
-            content = item.get("content")
-            if isinstance(content, str):
-                return content
-            return orjson.dumps(content).decode() if content is not None else None
+            return _words(item.get("content"))
     return None
+
+
+def _words(content: Any) -> str | None:
+    """A message's text, without what a client may add or move between turns (Anthropic's
+    `cache_control` marks move to the newest message): a string as it is, text blocks
+    joined, other blocks by their type and data."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    parts = []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        text = block.get("text")
+        if isinstance(text, str):
+            parts.append(text)
+        else:
+            kept = {k: v for k, v in block.items() if k not in ("cache_control", "citations")}
+            parts.append(orjson.dumps(kept, option=orjson.OPT_SORT_KEYS).decode())
+    return "\n".join(parts) if parts else None
 
 
 def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -207,8 +207,8 @@ class OpenAIStreamReader:
         chunk = parse_object(data)
         if chunk is None:
             return
-        if "error" in chunk:
-            reading.error = True
+        if "error" in chunk:  # the provider failed and ended the stream
+            reading.error = reading.finished = True
             return
         usage = read_usage(chunk.get("usage"))
         if usage is not None:

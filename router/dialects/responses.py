@@ -105,6 +105,9 @@ class ResponsesDialect:
                 "name": t.name,
                 "description": t.description,
                 "parameters": dict(t.input_schema),
+                # As Chat Completions reads them: the Responses API makes a function strict
+                # when `strict` is missing, which would require every optional argument.
+                "strict": False,
             }
             for t in bundle.tools
         ]
@@ -134,7 +137,12 @@ class ResponsesDialect:
         body["model"] = injection.model
         client_tools = merge_tools(body, injection.tools, policy.client_tools, TOOLS, policy.route)
         for key, value in injection.pinned.items():
-            body[key] = value
+            sent = body.get(key)
+            # `reasoning` and `text` are objects: the bundle's keys win, the client's others
+            # stay (text.format carries structured output, reasoning.summary a summary).
+            body[key] = (
+                {**sent, **value} if isinstance(sent, dict) and isinstance(value, dict) else value
+            )
         for key, value in injection.defaults.items():
             body.setdefault(key, value)
         return Rewritten(client_system, client_tools)
@@ -238,8 +246,10 @@ class ResponsesStreamReader:
         elif name in (b"response.completed", b"response.incomplete") and isinstance(response, dict):
             read_response(response, reading, self.collect_text)
             reading.finished = True
-        else:  # response.failed, error: the provider failed inside the stream
-            reading.error = True
+        else:  # response.failed, error: the provider failed and ended the stream
+            reading.error = reading.finished = True
+            if isinstance(response, dict):
+                reading.usage = read_usage_of(response.get("usage")) or reading.usage
 
     def finish(self) -> Reading:
         return self.reading
