@@ -22,9 +22,10 @@ START_TIMEOUT = 20.0
 
 
 def leave_mid_stream(router_url: str, header: bytes) -> bytes:
-    """Start a streamed refund-agent request over a raw socket, read the first bytes of the
-    answer, then close the connection as a client that goes away would. `header` is one
-    extra request header line, such as b"X-Session-Id: leaver"."""
+    """Start a streamed refund-agent request over a raw socket, read the answer up to its
+    first event (`message_start`, so the stream has really begun: the headers alone come
+    before the provider's first event), then close the connection as a client that goes away
+    would. `header` is one extra request header line, such as b"X-Session-Id: leaver"."""
     body = (
         b'{"model": "refund-agent", "max_tokens": 5, "stream": true, '
         b'"messages": [{"role": "user", "content": "hi"}]}'
@@ -39,7 +40,13 @@ def leave_mid_stream(router_url: str, header: bytes) -> bytes:
             + b"\r\n\r\n"
             + body
         )
-        return sock.recv(4096)
+        received = b""
+        while b"message_start" not in received:
+            chunk = sock.recv(4096)  # the socket's 5 s timeout bounds the wait
+            if not chunk:
+                break
+            received += chunk
+        return received
 
 
 def free_port() -> int:
