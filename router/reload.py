@@ -124,17 +124,36 @@ class Reloader:
         removed = [n for n in self.routes if n not in routes]
         guards, check_interval = build_guards(catalog)
         old_rules = {n: g.rules if g else None for n, g in rollouts.guards.items()}
-        # 3. The record: new routes start from their config, new versions are recorded at 0.
-        changes = [
-            Change(
-                name,
-                _first_state(RouteState.from_config(spec.config, digests_of(spec))),
-                "init",
-                "reload: initial weights from the config",
+        # 3. The record: new routes start from their config, a route that comes back from
+        # its kept live state (a canary tripped before it left stays tripped), new versions
+        # are recorded at 0.
+        changes = []
+        for name in added:
+            spec = catalog.routes[name]
+            kept = rollouts.unknown_routes.get(name)
+            if kept is None:
+                first = RouteState.from_config(spec.config, digests_of(spec))
+                changes.append(
+                    Change(
+                        name, _first_state(first), "init", "reload: initial weights from the config"
+                    )
+                )
+                continue
+            try:
+                back, found, changed = reconcile(spec, RouteState.from_dict(kept))
+            except (StateError, ValueError, KeyError) as exc:
+                raise Refused(f"{exc}; nothing was changed", code="version_missing") from None
+            if changed:
+                raise Refused("; ".join(changed) + "; nothing was changed", code="digest_changed")
+            notes += found
+            changes.append(
+                Change(
+                    name,
+                    _first_state(back),
+                    "restore",
+                    "reload: the route is back in the config; its live state from before is kept",
+                )
             )
-            for name, spec in catalog.routes.items()
-            if name in added
-        ]
         new_versions = {}
         for name, state in reconciled.items():
             fresh = sorted(set(state.digests) - set(rollouts.states[name].digests))
@@ -170,6 +189,8 @@ class Reloader:
             for name in removed:
                 del self.routes[name]
                 rollouts.forget(name)
+            for name in added:
+                rollouts.unknown_routes.pop(name, None)  # served again: live state, not kept
             plans = {name: spec.config.rollout for name, spec in catalog.routes.items()}
             rollouts.configure(guards, check_interval, plans, config.warm_window)
             self.catalog = catalog

@@ -254,3 +254,36 @@ async def test_a_reload_that_gives_the_canary_fresh_counters_keeps_it_guarded(
     fake.behave(CANARY_MODEL, error_rate=1.0, error_kind="500")
     trip = await drive_until_trip(router)
     assert trip["rule"] == "error_rate"
+
+
+async def test_a_route_removed_and_reloaded_back_keeps_its_trip(
+    fake: FakeProvider, start_router: Callable[..., Router]
+) -> None:
+    """A reload that drops a route keeps its live state; one that brings it back serves that
+    state, not the config's: the tripped canary stays at 0 %, as after a restart."""
+    fake.behave(CANARY_MODEL, error_rate=1.0, error_kind="500")
+    router = start_router(half_canary(fake.url))
+    await drive_until_trip(router)
+    fake.reset()
+    full = dict(router.config)
+
+    async def reload_with(routes: dict[str, Any]) -> None:
+        router.config_path.write_text(yaml.safe_dump({**full, "routes": routes}))
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "router", "reload", "--config", str(router.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
+        assert done.returncode == 0, done.stderr
+
+    await reload_with({"support-agent": full["routes"]["support-agent"]})
+    assert "refund-agent" not in router.rollouts()
+    await reload_with(full["routes"])
+    state = router.rollouts()["refund-agent"]
+    assert state["candidate_state"] == "rolled_back" and state["weights"]["v1.5"] == 0, state
+    results = await burst(router.url, 100)
+    assert served_by(results, "v1.5") == 0, results
+    assert router.audit()[-2]["action"] == "restore"  # then the reload's own record
