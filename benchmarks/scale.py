@@ -335,6 +335,11 @@ class Row:
     met: bool | None = None
 
 
+def rss_row(what: str, pid: int) -> Row:
+    """The router's resident memory now, and its peak so far."""
+    return Row(what, f"{rss_mb(pid):.0f} MB ({rss_mb(pid, peak=True):.0f} MB)")
+
+
 def stall_rows(what: str, stall: Stall, floor: Stall) -> list[Row]:
     met = stall.max_latency <= TARGETS["stall"]
     return [
@@ -385,12 +390,7 @@ async def measure(
             )
         )
         rows += stall_rows("/metrics scrape", stall, floor)
-        rows.append(
-            Row(
-                "RSS after the scrape (peak so far)",
-                f"{rss_mb(router.pid):.0f} MB ({rss_mb(router.pid, peak=True):.0f} MB)",
-            )
-        )
+        rows.append(rss_row("RSS after the scrape (peak so far)", router.pid))
         # N -> N with a change: a model's price (fresh counters for its versions), a new version.
         prices["claude-sonnet-4-6-20260215"] = {"input": 3.5, "output": 15.0, "cached_input": 0.3}
         write_version(
@@ -416,12 +416,7 @@ async def measure(
             )
         )
         rows += stall_rows("that reload", stall, floor)
-        rows.append(
-            Row(
-                "RSS after it (peak so far)",
-                f"{rss_mb(router.pid):.0f} MB ({rss_mb(router.pid, peak=True):.0f} MB)",
-            )
-        )
+        rows.append(rss_row("RSS after it (peak so far)", router.pid))
         router.stop()
         seconds = router.start()
         rows.append(
@@ -465,12 +460,7 @@ async def measure(
             )
             if with_probe:
                 rows += stall_rows("that reload", stall, floor)
-            rows.append(
-                Row(
-                    "RSS after it (peak)",
-                    f"{rss_mb(router.pid):.0f} MB ({rss_mb(router.pid, peak=True):.0f} MB)",
-                )
-            )
+            rows.append(rss_row("RSS after it (peak)", router.pid))
         finally:
             router.stop()
     return rows

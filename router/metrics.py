@@ -142,7 +142,7 @@ def _copy(route: LiveRoute) -> _Route:
         )
     return _Route(
         label=f'route="{name}"',
-        client_system=_label(route.client_system),
+        client_system=_label(route.policy.client_system),
         in_flight=counters.in_flight,
         overloaded=counters.overloaded,
         sessionless=counters.sessionless_requests,

@@ -100,7 +100,6 @@ class LiveRoute:
         fallback = () if self.reject_sessionless else config.session_key.fallback
         self.chain_sessions = "previous_response" in fallback
         self.fingerprint_sessions = "fingerprint" in fallback
-        self.client_system = config.client_system
         self.policy = Policy(spec.name, config.client_system, config.client_tools)
         self.allow_override = config.allow_version_override
         self.refusal_patterns = [compile_pattern(p) for p in config.refusal_patterns]  # RE2

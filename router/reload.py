@@ -27,7 +27,7 @@ from router.errors import ConfigError
 from router.forward import Upstream
 from router.pacing import SETTLE_EVERY, Pacer
 from router.proxy import LiveRoute
-from router.rollout import Change, Rollouts, digests_of, reconcile
+from router.rollout import Change, Rollouts, digests_of, reconcile, starting_at
 from router.stack import Refused, RouteState, deploy
 from router.state import DurabilityError, StateError
 from router.tasks import Background
@@ -43,10 +43,6 @@ def _problems(exc: ConfigError) -> Refused:
         status=400,
         code="invalid_config",
     )
-
-
-def _first_state(state: RouteState) -> Callable[[RouteState | None], RouteState]:
-    return lambda _: state
 
 
 def _recorder(found: RouteState) -> Callable[[RouteState | None], RouteState]:
@@ -135,7 +131,7 @@ class Reloader:
                 first = RouteState.from_config(spec.config, digests_of(spec))
                 changes.append(
                     Change(
-                        name, _first_state(first), "init", "reload: initial weights from the config"
+                        name, starting_at(first), "init", "reload: initial weights from the config"
                     )
                 )
                 continue
@@ -149,7 +145,7 @@ class Reloader:
             changes.append(
                 Change(
                     name,
-                    _first_state(back),
+                    starting_at(back),
                     "restore",
                     "reload: the route is back in the config; its live state from before is kept",
                 )

@@ -170,6 +170,11 @@ KEPT_IN_MEMORY = frozenset({"trip", "ramp_halt", "rollback", "rollout_abort"})
 SWAPPED_FIRST = KEPT_IN_MEMORY | {"drill"}
 
 
+def starting_at(state: RouteState) -> Callable[[RouteState | None], RouteState]:
+    """The move of a route that starts (or comes back) with `state`."""
+    return lambda _: state
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """One route's change in a batch (`Rollouts.commit`): `move` gets the current state, or
@@ -269,10 +274,7 @@ class Rollouts:
         return await self.commit(
             [
                 Change(
-                    name,
-                    lambda _, state=state: state,  # type: ignore[misc]
-                    "init",
-                    f"{reason}: initial weights from the config",
+                    name, starting_at(state), "init", f"{reason}: initial weights from the config"
                 )
                 for name, state in states.items()
             ],

@@ -11,15 +11,21 @@ from collections.abc import Callable
 from tests.servers import REPO, FakeProvider, Router, router_config
 
 
-def test_the_benchmark_entry_point_prints_its_table() -> None:
+def run_benchmark(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m module args`, which must succeed; its output to read."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick"],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=REPO,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_the_benchmark_entry_point_prints_its_table() -> None:
+    done = run_benchmark("benchmarks", "--quick")
     for row in (
         "| latency p50, concurrency 1 |",
         "| throughput, concurrency 50",
@@ -32,14 +38,7 @@ def test_the_benchmark_entry_point_prints_its_table() -> None:
 
 
 def test_the_scale_benchmark_prints_its_table() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.scale", "--routes", "12", "--versions", "2"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = run_benchmark("benchmarks.scale", "--routes", "12", "--versions", "2")
     for row in (
         "| first start to ready, 12 x 2 |",
         "| /metrics scrape, 12 x 2 |",

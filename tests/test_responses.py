@@ -41,6 +41,7 @@ def user_on_active(route: str = "support-agent", candidate_points: int = 1000) -
 
 def opening_on_active(route: str = "support-agent", candidate_points: int = 1000) -> str:
     """An opening message whose fingerprint the active version serves."""
+    assert BASIS_POINTS == 10_000  # support-agent's candidate holds 10 %: buckets 0..999
     return next(
         text
         for text in (f"And then? ({n})" for n in range(1000))
@@ -129,7 +130,3 @@ def test_unknown_stored_responses_and_wrong_routes_are_clear(responses_router: R
     bad: dict[str, Any] = {"model": "support-agent", "input": 7}
     refused = httpx.post(f"{responses_router.url}/v1/responses", json=bad, timeout=5)
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_input"
-
-
-def test_candidate_buckets_are_what_the_helper_assumes() -> None:
-    assert BASIS_POINTS == 10_000  # support-agent's candidate holds 10 %: buckets 0..999

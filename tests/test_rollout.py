@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +16,8 @@ import pytest
 import yaml
 
 from router.state import AuditLog, verify
-from tests.servers import REPO, FakeProvider, Router, router_config
+from tests.servers import FakeProvider, Router, router_config
+from tests.test_admin import cli
 from tests.test_metrics import scrape, value
 from tests.traffic import burst, served_by
 
@@ -233,6 +232,13 @@ def test_a_broken_audit_chain_stops_the_start_with_the_way_out(
     assert "bundle-router audit --archive" in str(failure.value)
 
 
+async def reload_with(router: Router, config: dict[str, Any]) -> None:
+    """Write `config` over the router's and reload it with the CLI."""
+    router.config_path.write_text(yaml.safe_dump(config))
+    done = await asyncio.to_thread(cli, router, "reload")
+    assert done.returncode == 0, done.stderr
+
+
 async def test_a_reload_that_gives_the_canary_fresh_counters_keeps_it_guarded(
     fake: FakeProvider, start_router: Callable[..., Router]
 ) -> None:
@@ -241,16 +247,7 @@ async def test_a_reload_that_gives_the_canary_fresh_counters_keeps_it_guarded(
     router = start_router(half_canary(fake.url))
     config = dict(router.config)
     config["prices"] = {**config["prices"], CANARY_MODEL: {"input": 20.0, "output": 80.0}}
-    router.config_path.write_text(yaml.safe_dump(config))
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "router", "reload", "--config", str(router.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
-    assert done.returncode == 0, done.stderr
+    await reload_with(router, config)
     fake.behave(CANARY_MODEL, error_rate=1.0, error_kind="500")
     trip = await drive_until_trip(router)
     assert trip["rule"] == "error_rate"
@@ -266,22 +263,11 @@ async def test_a_route_removed_and_reloaded_back_keeps_its_trip(
     await drive_until_trip(router)
     fake.reset()
     full = dict(router.config)
-
-    async def reload_with(routes: dict[str, Any]) -> None:
-        router.config_path.write_text(yaml.safe_dump({**full, "routes": routes}))
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "router", "reload", "--config", str(router.config_path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=REPO,
-        )
-        assert done.returncode == 0, done.stderr
-
-    await reload_with({"support-agent": full["routes"]["support-agent"]})
+    await reload_with(
+        router, {**full, "routes": {"support-agent": full["routes"]["support-agent"]}}
+    )
     assert "refund-agent" not in router.rollouts()
-    await reload_with(full["routes"])
+    await reload_with(router, full)
     state = router.rollouts()["refund-agent"]
     assert state["candidate_state"] == "rolled_back" and state["weights"]["v1.5"] == 0, state
     results = await burst(router.url, 100)
