@@ -41,7 +41,7 @@ from aiohttp import web
 
 from router.config import RouterConfig, split_address
 from router.errors import ConfigError, Problem
-from router.proxy import LiveRoute
+from router.live import LiveRoute
 from router.ramp import Ramps
 from router.reload import Reloader
 from router.rollout import Rollouts

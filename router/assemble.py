@@ -15,7 +15,7 @@ from router.config import RouterConfig
 from router.dialects import DIALECTS
 from router.forward import Upstream
 from router.guardrails import Guard
-from router.proxy import LiveRoute
+from router.live import LiveRoute
 from router.telemetry import NullStats, Price, VersionStats
 
 

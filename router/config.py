@@ -419,6 +419,9 @@ class RouterConfig(Strict):
     limits: Limits = Limits()
     notify: Notify = Notify()
     telemetry: Telemetry = Telemetry()
+    # One JSON line per request on stderr: off, errors (status >= 400, or an outcome other
+    # than ok, such as a stream cut short) or all. Never bodies, prompts or keys.
+    access_log: Literal["off", "errors", "all"] = "errors"
     source: Path = Field(default=Path("router.yaml"), exclude=True)
 
     @model_validator(mode="after")

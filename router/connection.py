@@ -332,10 +332,11 @@ class ProxyServer(web.Server):
 
 
 def _too_many_connections(limit: int, retry_after: float) -> bytes:
-    seconds = max(1, round(retry_after))
     error = Overloaded(
         f"the router already has {limit} open connections (limits.max_connections); retry "
-        f"after {seconds} s, and keep connections alive rather than opening new ones",
+        f"after {max(1, round(retry_after))} s, and keep connections alive rather than "
+        "opening new ones",
+        retry_after=retry_after,
         code="too_many_connections",
     )
     body = error.body("anthropic")  # the dialect is unknown: see handle_error
@@ -343,7 +344,7 @@ def _too_many_connections(limit: int, retry_after: float) -> bytes:
         "HTTP/1.1 503 Service Unavailable\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\n"
-        f"Retry-After: {seconds}\r\n"
+        f"Retry-After: {error.headers['Retry-After']}\r\n"
         f"X-Router-Error: {error.code}\r\n"
         "Connection: close\r\n\r\n"
     )

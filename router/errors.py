@@ -8,6 +8,7 @@ operator can tell them apart from errors the provider sent, which pass through u
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,6 +24,7 @@ class RouterError(Exception):
     code = "router_error"
     openai_type = "api_error"
     anthropic_type = "api_error"
+    headers: Mapping[str, str] = {}  # sent with the error, e.g. Retry-After
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -137,6 +139,10 @@ class Overloaded(RouterError):
     code = "overloaded"
     openai_type = "server_error"
     anthropic_type = "overloaded_error"
+
+    def __init__(self, message: str, *, retry_after: float, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.headers = {"Retry-After": f"{max(1, round(retry_after))}"}  # whole seconds
 
 
 class Conflict(RouterError):

@@ -1,9 +1,10 @@
 """The upstream side: one pooled aiohttp ClientSession per provider.
 
-`Upstream.send` posts a prepared body and returns the provider's response with its headers
-read. aiohttp's exceptions stop here: they are translated into the router's own errors
-(502 when the provider cannot be reached or breaks the connection, 504 when it is too slow),
-the way httpx translates transport errors at its boundary.
+`Upstream.send` posts a prepared body and returns the provider's `Answer` with its headers
+read. aiohttp's exceptions stop here, while the answer's body or stream is read too: they are
+translated into the router's own errors (502 when the provider cannot be reached or breaks the
+connection, 504 when it is too slow), the way httpx's `map_httpcore_exceptions` and
+`ResponseStream` do at its transport boundary.
 """
 
 from __future__ import annotations
@@ -28,6 +29,42 @@ class Fetched:
     status: int
     body: bytes
     headers: Mapping[str, str]
+
+
+class Answer:
+    """The provider's response to one request, its headers read. Reading the body or the
+    stream raises the router's errors, never aiohttp's. `close()` ends it (a client that
+    left ends the upstream request at once)."""
+
+    __slots__ = ("_content", "_response", "_upstream", "headers", "status")
+
+    def __init__(self, response: aiohttp.ClientResponse, upstream: Upstream) -> None:
+        self._response = response
+        self._content = response.content
+        self._upstream = upstream
+        self.status = response.status
+        self.headers = response.headers
+
+    @property
+    def is_event_stream(self) -> bool:
+        return self._response.content_type == "text/event-stream"
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        try:
+            return await self._response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self._upstream.translate(exc) from exc
+
+    async def readany(self) -> bytes:
+        """The next bytes of a stream as they arrive; b"" at its end."""
+        try:
+            return await self._content.readany()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self._upstream.translate(exc) from exc
+
+    def close(self) -> None:
+        self._response.close()
 
 
 class Upstream:
@@ -91,12 +128,12 @@ class Upstream:
 
     async def send(
         self, body: bytes, headers: Mapping[str, str], *, stream: bool, path: str | None = None
-    ) -> aiohttp.ClientResponse:
+    ) -> Answer:
         """POST to the provider's endpoint for its dialect, or to `path` under base_url (the
         Responses API on an OpenAI provider)."""
         assert self._session is not None, "Upstream.start() was not awaited"
         try:
-            return await self._session.post(
+            response = await self._session.post(
                 self.url if path is None else self.base_url + path,
                 data=body,
                 headers=headers,
@@ -105,6 +142,7 @@ class Upstream:
             )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self.translate(exc) from exc
+        return Answer(response, self)
 
     async def fetch(self, path: str, headers: Mapping[str, str]) -> Fetched:
         """GET `path` under base_url, read whole (a stored response)."""

@@ -25,8 +25,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from router import __version__, tasks
 from router.connection import ConnectionStats
+from router.live import LiveRoute
 from router.pacing import Pacer
-from router.proxy import LiveRoute
 from router.rollout import Rollouts
 from router.stack import ROLLED_BACK
 from router.telemetry import (

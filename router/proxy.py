@@ -3,8 +3,8 @@
     read -> route -> choose -> rewrite -> forward -> relay -> record
 
 Each stage lives in its own module (routing, dialects, forward, sse, telemetry); this module
-only composes them. A `LiveRoute` is a route as it is being served: its weight table is
-replaced by one assignment, never changed in place.
+only composes them. Each request is one `Exchange` (router/exchange.py), handed down the
+stages and recorded once when it ends.
 """
 
 from __future__ import annotations
@@ -14,19 +14,15 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from time import perf_counter
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
-from router.bundles import Bundle
-from router.catalog import RouteSpec
-from router.dialects import DIALECTS, FAMILIES, RESPONSES, Dialect, Injection
-from router.dialects.base import Policy, Reading, Rewritten
+from router.access_log import AccessLog
+from router.dialects import DIALECTS, RESPONSES, Dialect
 from router.errors import (
     BadRequest,
     Conflict,
@@ -37,113 +33,24 @@ from router.errors import (
     RequestTimeout,
     RouterError,
     UnsupportedMediaType,
-    UpstreamTimeout,
     UpstreamUnavailable,
 )
+from router.exchange import Exchange
 from router.feedback import RecentRequests
-from router.forward import Upstream
-from router.patterns import compile_pattern
-from router.routing import WeightTable, bucket_of, random_bucket
+from router.forward import Answer
+from router.live import LiveRoute, Target
+from router.routing import bucket_of, random_bucket
 from router.sse import EventSplitter
-from router.telemetry import RouteCounters, VersionStats
+from router.telemetry import Outcome, RouteCounters
 
 log = logging.getLogger("router.proxy")
 # Provider response headers worth relaying to the client; everything else stays behind.
 RELAYED_HEADERS = frozenset({"content-type", "retry-after", "request-id", "openai-processing-ms"})
 RELAYED_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 SDK_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic"}
-# Outcomes that count against a version in its error rate. A provider 4xx is usually the
-# caller's doing and is counted apart; a 429 may be the new snapshot's tighter limit.
-ERROR_OUTCOMES = frozenset({"provider_5xx", "provider_429", "timeout", "connect_error"})
 # A client's X-Request-Id is kept when it is this short and plain; any other gets a fresh id
 # (an 8 KB id on every request would fill the feedback memory with 8 KB keys).
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One bundle version, ready to serve: what to inject, where to send it, what to count."""
-
-    bundle: Bundle
-    injections: Mapping[str, Injection]  # per endpoint dialect the route serves
-    upstream: Upstream
-    headers: Mapping[str, str]  # X-Bundle-Version and X-Bundle-Digest
-    stats: VersionStats
-
-
-class LiveRoute:
-    """A route being served. `table` is swapped whole; counters are plain ints."""
-
-    def __init__(
-        self,
-        spec: RouteSpec,
-        upstreams: Mapping[str, Upstream],
-        stats: Mapping[str, VersionStats],
-        counters: RouteCounters | None = None,
-    ) -> None:
-        config = spec.config
-        self.name = spec.name
-        self.dialect: Dialect = DIALECTS[spec.dialect]
-        self.dialects = FAMILIES[spec.dialect]  # the endpoints this route serves
-        self.targets: dict[str, Target] = {}
-        for bundle in spec.bundles.values():
-            self.add_target(bundle, upstreams[bundle.provider], stats[bundle.version])
-        self.table = WeightTable.build(config.basis_points(), config.active, config.candidate)
-        self.session_header = config.session_key.header
-        self.session_field = (
-            tuple(config.session_key.body_field.split("."))
-            if config.session_key.body_field
-            else None
-        )
-        self.reject_sessionless = config.session_key.missing == "reject"
-        # `missing: reject` asks every client for a key of its own: no fallback stands in.
-        fallback = () if self.reject_sessionless else config.session_key.fallback
-        self.chain_sessions = "previous_response" in fallback
-        self.fingerprint_sessions = "fingerprint" in fallback
-        self.policy = Policy(spec.name, config.client_system, config.client_tools)
-        self.allow_override = config.allow_version_override
-        self.refusal_patterns = [compile_pattern(p) for p in config.refusal_patterns]  # RE2
-        self.counters = counters or RouteCounters()
-
-    def add_target(self, bundle: Bundle, upstream: Upstream, stats: VersionStats) -> None:
-        """Make a version servable (one dict assignment; weights decide if it gets traffic)."""
-        self.targets[bundle.version] = Target(
-            bundle,
-            {dialect.name: dialect.prepare(bundle) for dialect in self.dialects},
-            upstream,
-            {"X-Bundle-Version": bundle.version, "X-Bundle-Digest": bundle.short_digest},
-            stats,
-        )
-
-    def session_key(self, request: web.Request, body: dict[str, Any]) -> str | None:
-        if self.session_header:
-            return request.headers.get(self.session_header) or None
-        value: Any = body
-        for part in self.session_field or ():
-            value = value.get(part) if isinstance(value, dict) else None
-        return str(value) if isinstance(value, str | int) and value != "" else None
-
-    def describe_session_source(self) -> str:
-        if self.session_header:
-            return f"the {self.session_header} header"
-        return f"the body field {'.'.join(self.session_field or ())}"
-
-
-class Clock:
-    """Splits a request's time into the router's own and the time spent waiting on others
-    (the provider, or a slow client draining a stream)."""
-
-    __slots__ = ("started", "waited")
-
-    def __init__(self) -> None:
-        self.started = perf_counter()
-        self.waited = 0.0
-
-    def elapsed(self) -> float:
-        return perf_counter() - self.started
-
-    def overhead(self) -> float:
-        return perf_counter() - self.started - self.waited
 
 
 class Proxy:
@@ -156,6 +63,7 @@ class Proxy:
         max_in_flight: int = 1024,
         retry_after: float = 1.0,
         body_timeout: float = 60.0,
+        access: AccessLog | None = None,
     ) -> None:
         self.routes = routes
         self.max_body_bytes = max_body_bytes
@@ -166,7 +74,8 @@ class Proxy:
         self.max_in_flight = max_in_flight
         self.body_timeout = body_timeout
         self.debug = log.isEnabledFor(logging.DEBUG)  # read once: the hot path skips the call
-        self.retry_after = f"{max(1, round(retry_after))}"  # Retry-After takes whole seconds
+        self.retry_after = retry_after
+        self.access = access or AccessLog("off")
 
     ENDPOINTS = (
         ("POST", "/v1/chat/completions"),
@@ -197,7 +106,9 @@ class Proxy:
             f"{request.path} takes {allowed}, not {request.method}",
             code="method_not_allowed",
         )
-        return error_response(error, _dialect_of(request.path), {"Allow": allowed})
+        answer = self.refuse(request, _dialect_of(request.path), error)
+        answer.headers["Allow"] = allowed
+        return answer
 
     async def unknown_endpoint(self, request: web.Request) -> web.Response:
         served = ", ".join(f"{method} {path}" for method, path in self.ENDPOINTS)
@@ -207,7 +118,7 @@ class Proxy:
             "http://HOST:PORT/v1 for OpenAI)",
             code="unknown_endpoint",
         )
-        return error_response(error, _dialect_of(request.path), {})
+        return self.refuse(request, _dialect_of(request.path), error)
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self.handle(request, DIALECTS["openai"])
@@ -219,127 +130,121 @@ class Proxy:
         return await self.handle(request, RESPONSES)
 
     async def stored_response(self, request: web.Request) -> web.StreamResponse:
-        """GET /v1/responses/{id}: from the version, and so the provider, that made it."""
-        response_id = request.match_info["response_id"]
-        served = self.answered.lookup(response_id)
-        route = self.routes.get(served.stats.route) if served else None
-        target = route.targets.get(served.stats.version) if route and served else None
-        if target is None:
-            error = NotFound(
-                f"no response {response_id!r} was answered through this router in the last "
-                f"{self.answered.ttl:g} s; stored responses are fetched from the version that "
-                "made them, so fetch it from the provider directly",
-                code="unknown_response",
-            )
-            return error_response(error, RESPONSES, {})
-        upstream = target.upstream
-        headers = {**target.headers, "X-Request-Id": uuid.uuid4().hex}
-        path = f"{RESPONSES.upstream_path}/{response_id}"
-        if request.query_string:  # include[], and the like
-            path = f"{path}?{request.query_string}"
+        """GET /v1/responses/{id}: from the version, and so the provider, that made it.
+        Logged, but not counted in the version's telemetry: it is a read, not an answer."""
+        x = self.exchange(request, RESPONSES)
         try:
-            answer = await upstream.fetch(path, upstream.headers_for(request.headers))
+            response_id = request.match_info["response_id"]
+            served = self.answered.lookup(response_id)
+            route = self.routes.get(served.stats.route) if served else None
+            target = route.targets.get(served.stats.version) if route and served else None
+            if route is None or target is None:
+                raise NotFound(
+                    f"no response {response_id!r} was answered through this router in the last "
+                    f"{self.answered.ttl:g} s; stored responses are fetched from the version that "
+                    "made them, so fetch it from the provider directly",
+                    code="unknown_response",
+                )
+            x.route, x.target = route, target
+            x.headers.update(target.headers)
+            upstream = target.upstream
+            path = f"{RESPONSES.upstream_path}/{response_id}"
+            if request.query_string:  # include[], and the like
+                path = f"{path}?{request.query_string}"
+            sent = perf_counter()
+            try:
+                answer = await upstream.fetch(path, upstream.headers_for(request.headers))
+            finally:
+                x.waited += perf_counter() - sent
+            x.status, x.outcome = answer.status, Outcome.of_status(answer.status)
+            return web.Response(
+                status=answer.status, body=answer.body, headers={**answer.headers, **x.headers}
+            )
         except RouterError as exc:
-            return error_response(exc, RESPONSES, headers)
-        return web.Response(
-            status=answer.status, body=answer.body, headers={**answer.headers, **headers}
-        )
+            return x.fail(exc)
+        except asyncio.CancelledError:
+            x.left()
+            raise
+        finally:
+            x.finish()
 
     async def models(self, request: web.Request) -> web.Response:
+        x = self.exchange(request, DIALECTS["openai"])
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "bundle-router"}
             for name in self.routes
         ]
+        x.status = 200
+        x.finish()
         return web.json_response({"object": "list", "data": data}, dumps=_dumps)
 
-    async def handle(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
-        clock = Clock()
+    def exchange(self, request: web.Request, dialect: Dialect) -> Exchange:
         request_id = request.headers.get("X-Request-Id", "")
         if not CLIENT_REQUEST_ID.fullmatch(request_id):
             request_id = uuid.uuid4().hex
-        headers = {"X-Request-Id": request_id}
-        target: Target | None = None
+        return Exchange(request, dialect, request_id, self.access)
+
+    def refuse(self, request: web.Request, dialect: Dialect, error: RouterError) -> web.Response:
+        """Answer a request that reached no route with `error`, and log it."""
+        x = self.exchange(request, dialect)
+        answer = x.fail(error)
+        x.finish()
+        return answer
+
+    async def handle(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
+        x = self.exchange(request, dialect)
         admitted: RouteCounters | None = None  # the route whose in-flight count we hold
+        answer: Answer | None = None
         try:
+            body = await self.read_body(request)
+            route = self.route_for(request, body, dialect)
+            admitted = self.admit(route)
+            target = self.choose(x, route, request, body)
+            # An id already naming another answer is replaced: feedback judges one answer.
+            x.serve(route, target, self.recent.remember(x.request_id, target.stats))
+            if self.debug:
+                log.debug(
+                    "request %s: %s %s -> %s %s (%s)",
+                    x.request_id,
+                    request.method,
+                    request.path,
+                    route.name,
+                    target.bundle.version,
+                    target.bundle.model,
+                )
+            rewritten = dialect.rewrite(body, target.injections[dialect.name], route.policy)
+            if rewritten.client_system:
+                route.counters.client_system_prompts += 1
+            x.client_tools = rewritten.client_tools
+            stream = body.get("stream") is True
+            upstream = target.upstream
+            payload = orjson.dumps(body)
+            sent = perf_counter()
             try:
-                body = await self.read_body(request)
-                route = self.route_for(request, body, dialect)
-                admitted = self.admit(route)
-                target = self.choose(route, request, body, dialect)
-                # An id already naming another answer is replaced: feedback judges one answer.
-                request_id = self.recent.remember(request_id, target.stats)
-                headers["X-Request-Id"] = request_id
-                headers.update(target.headers)
-                if self.debug:
-                    log.debug(
-                        "request %s: %s %s -> %s %s (%s)",
-                        request_id,
-                        request.method,
-                        request.path,
-                        route.name,
-                        target.bundle.version,
-                        target.bundle.model,
-                    )
-                rewritten = dialect.rewrite(body, target.injections[dialect.name], route.policy)
-                if rewritten.client_system:
-                    route.counters.client_system_prompts += 1
-                stream = body.get("stream") is True
-                upstream = target.upstream
-                payload = orjson.dumps(body)
-                sent = perf_counter()
-                try:
-                    response = await upstream.send(
-                        payload,
-                        upstream.headers_for(request.headers),
-                        stream=stream,
-                        path=dialect.upstream_path,
-                    )
-                finally:
-                    clock.waited += perf_counter() - sent
-            except RouterError as exc:
-                if target is not None:
-                    outcome = outcome_of_error(exc)
-                    target.stats.record_request(
-                        outcome,
-                        error=outcome in ERROR_OUTCOMES or exc.status >= 500,
-                        seconds=clock.elapsed(),
-                        overhead=clock.overhead(),
-                    )
-                if isinstance(exc, Overloaded):
-                    headers["Retry-After"] = self.retry_after
-                if self.debug:
-                    log.debug("request %s: %s %s", request_id, exc.status, exc.message)
-                answer = error_response(exc, dialect, headers)
-                if isinstance(exc, RequestTimeout | PayloadTooLarge):
-                    answer.force_close()  # close rather than read and discard the unread body
-                return answer
-            except asyncio.CancelledError:
-                if target is not None:  # the client left while the provider was thinking
-                    target.stats.record_usage(None)  # the provider may bill it; nobody knows
-                    target.stats.record_request(
-                        "client_disconnect",
-                        error=False,
-                        seconds=clock.elapsed(),
-                        overhead=clock.overhead(),
-                    )
-                raise
-            try:
-                if (
-                    stream
-                    and response.status == 200
-                    and response.content_type == "text/event-stream"
-                ):
-                    return await self.relay_stream(
-                        request, response, route, target, headers, clock, dialect, rewritten
-                    )
-                return await self.relay_json(
-                    response, route, target, headers, clock, dialect, rewritten
+                answer = await upstream.send(
+                    payload,
+                    upstream.headers_for(request.headers),
+                    stream=stream,
+                    path=dialect.upstream_path,
                 )
             finally:
-                response.close()
+                x.waited += perf_counter() - sent
+            if stream and answer.status == 200 and answer.is_event_stream:
+                return await self.relay_stream(request, answer, x, rewritten.relay_event)
+            return await self.relay_json(answer, x)
+        except RouterError as exc:
+            if self.debug:
+                log.debug("request %s: %s %s", x.request_id, exc.status, exc.message)
+            return x.fail(exc)
+        except asyncio.CancelledError:
+            x.left()
+            raise
         finally:
+            if answer is not None:
+                answer.close()  # a client that left ends the upstream request at once
             if admitted is not None:
                 admitted.in_flight -= 1
+            x.finish()
 
     def admit(self, route: LiveRoute) -> RouteCounters:
         """Count the request in flight on its route, or turn it away when the route is full.
@@ -349,7 +254,8 @@ class Proxy:
             counters.overloaded += 1
             raise Overloaded(
                 f"route {route.name} already has {counters.in_flight} requests in flight, its "
-                f"limit (limits.max_concurrent_per_route); retry after {self.retry_after} s",
+                "limit (limits.max_concurrent_per_route); retry shortly",
+                retry_after=self.retry_after,
             )
         counters.in_flight += 1
         return counters
@@ -420,10 +326,12 @@ class Proxy:
         return route
 
     def choose(
-        self, route: LiveRoute, request: web.Request, body: dict[str, Any], dialect: Dialect
+        self, x: Exchange, route: LiveRoute, request: web.Request, body: dict[str, Any]
     ) -> Target:
+        """The version to serve; `x.session` says where its session key came from."""
         override = request.headers.get("X-Bundle-Version")
         if override is not None:
+            x.session = "override"
             if not route.allow_override:
                 raise BadRequest(
                     f"version overrides are off for route {route.name}; remove the "
@@ -448,6 +356,8 @@ class Proxy:
                 )
             return target
         key = route.session_key(request, body)
+        if key is not None:
+            x.session = route.session_source
         if key is None and route.chain_sessions:
             previous = body.get("previous_response_id")
             if isinstance(previous, str):  # a chained Responses turn: where its chain lives
@@ -458,13 +368,15 @@ class Proxy:
                     # to 0 % takes no chained turns either.
                     if version in table.live and table.weights.get(version, 0) > 0:
                         route.counters.chained_requests += 1
+                        x.session = "previous_response"
                         return route.targets[version]
         if key is None and route.fingerprint_sessions:
             # Every turn of an agent run sends the conversation from its first user message
             # on, so that message keys the whole run; identical openings share a version.
-            opening = dialect.opening(body)
+            opening = x.dialect.opening(body)
             if opening is not None:
                 route.counters.fingerprinted_requests += 1
+                x.session = "fingerprint"
                 key = f"\x00opening\x00{opening}"
         if key is None:
             if route.reject_sessionless:
@@ -474,111 +386,85 @@ class Proxy:
                     code="missing_session_key",
                 )
             route.counters.sessionless_requests += 1
+            x.session = "random"
             bucket = random_bucket()
         else:
             bucket = bucket_of(route.name, key)
         return route.targets[route.table.choose(bucket)]
 
-    async def relay_json(
-        self,
-        response: aiohttp.ClientResponse,
-        route: LiveRoute,
-        target: Target,
-        headers: dict[str, str],
-        clock: Clock,
-        dialect: Dialect,
-        rewritten: Rewritten,
-    ) -> web.StreamResponse:
-        stats = target.stats
+    async def relay_json(self, answer: Answer, x: Exchange) -> web.StreamResponse:
+        target = x.target
+        assert target is not None and x.route is not None
         started = perf_counter()
         try:
-            data = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            clock.waited += perf_counter() - started
-            error = target.upstream.translate(exc)
-            stats.record_request(
-                outcome_of_error(error),
-                error=True,
-                seconds=clock.elapsed(),
-                overhead=clock.overhead(),
-            )
-            return error_response(error, dialect, headers)
-        except asyncio.CancelledError:
-            clock.waited += perf_counter() - started
-            stats.record_request(
-                "client_disconnect", error=False, seconds=clock.elapsed(), overhead=clock.overhead()
-            )
-            raise
-        clock.waited += perf_counter() - started
-        status = response.status
-        outcome = outcome_of_status(status)
-        if outcome == "ok" and stats.enabled:
-            reading = dialect.read_json(data, bool(route.refusal_patterns))
-            self.record_reading(route, target, reading, rewritten.client_tools)
-        overhead = clock.overhead()
-        stats.record_request(
-            outcome, error=outcome in ERROR_OUTCOMES, seconds=clock.elapsed(), overhead=overhead
-        )
-        headers["X-Router-Overhead-Ms"] = f"{overhead * 1000:.3f}"
-        return web.Response(
-            status=status, body=data, headers={**relayed_headers(response), **headers}
-        )
+            data = await answer.read()
+        finally:
+            x.waited += perf_counter() - started
+        status = x.status = answer.status
+        x.outcome = Outcome.of_status(status)
+        if x.outcome is Outcome.OK and target.stats.enabled:
+            x.reading = reading = x.dialect.read_json(data, bool(x.route.refusal_patterns))
+            if reading.response_id is not None:  # a later turn may chain from it
+                self.answered.put(reading.response_id, target.stats)
+        headers = x.headers
+        headers["X-Router-Overhead-Ms"] = f"{x.overhead() * 1000:.3f}"
+        return web.Response(status=status, body=data, headers={**relayed(answer), **headers})
 
     async def relay_stream(
         self,
         request: web.Request,
-        response: aiohttp.ClientResponse,
-        route: LiveRoute,
-        target: Target,
-        headers: dict[str, str],
-        clock: Clock,
-        dialect: Dialect,
-        rewritten: Rewritten,
+        answer: Answer,
+        x: Exchange,
+        relay: Callable[[bytes], bytes] | None,
     ) -> web.StreamResponse:
         """Relay an SSE stream event by event, reading each event for the telemetry.
 
-        A client that goes away ends the upstream request at once (the caller closes the
-        upstream response). A stream that breaks, goes quiet or ends before its final event
-        ends with an error event in the client's dialect and is never counted as complete."""
-        stats = target.stats
-        reader = dialect.stream_reader(bool(route.refusal_patterns))
-        relay = rewritten.relay_event
-        headers["X-Router-Overhead-Ms"] = f"{clock.overhead() * 1000:.3f}"
+        `relay`, when the dialect has one, hides what the router added to the request. A
+        client that goes away ends the upstream request at once (the caller closes the
+        answer). A stream that breaks, goes quiet or ends before its final event ends with
+        an error event in the client's dialect and is never counted as complete."""
+        target = x.target
+        assert target is not None and x.route is not None
+        enabled = target.stats.enabled
+        dialect = x.dialect
+        reader = dialect.stream_reader(bool(x.route.refusal_patterns))
+        x.headers["X-Router-Overhead-Ms"] = f"{x.overhead() * 1000:.3f}"
         out = web.StreamResponse(
             status=200,
             headers={
-                **relayed_headers(response),
+                **relayed(answer),
                 "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no",
-                **headers,
+                **x.headers,
             },
         )
         splitter = EventSplitter()
-        content = response.content
-        ttft: float | None = None
         failure: RouterError | None = None
-        outcome = "ok"
+        # The loop below runs once per chunk: it keeps the time spent waiting on the
+        # provider and on the client in locals rather than calling out.
+        waited = 0.0
         try:
+            x.status = 200
             await out.prepare(request)
             while True:
                 started = perf_counter()
                 try:
-                    chunk = await content.readany()
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    failure = target.upstream.translate(exc)
+                    chunk = await answer.readany()
+                except RouterError as exc:
+                    failure = exc
                     break
                 finally:
-                    clock.waited += perf_counter() - started
+                    waited += perf_counter() - started
                 if not chunk:
                     break
                 events = splitter.feed(chunk)
                 if not events:
                     continue
-                if stats.enabled:
+                if enabled:
                     for event in events:
                         reader.feed(event)
-                if ttft is None and reader.reading.started:
-                    ttft = clock.elapsed()
+                if x.ttft is None and reader.reading.started:
+                    x.ttft = x.elapsed()
                 if relay is not None:  # the dialect hides what the router added
                     events = [kept for kept in map(relay, events) if kept]
                     if not events:
@@ -587,11 +473,11 @@ class Proxy:
                 written = await _write_quietly(
                     out, events[0] if len(events) == 1 else b"".join(events)
                 )
-                clock.waited += perf_counter() - started
+                waited += perf_counter() - started
                 if not written:
-                    outcome = "client_disconnect"
+                    x.outcome = Outcome.CLIENT_DISCONNECT
                     break
-            if outcome == "ok":
+            if x.outcome is Outcome.OK:
                 rest = splitter.flush()
                 if rest and failure is None:
                     # A last event the provider did not end with a blank line: complete it,
@@ -602,89 +488,68 @@ class Proxy:
                         await _write_quietly(out, rest.rstrip(b"\r\n") + b"\n\n")
                 # After a failure the tail is half an event: it is dropped, never relayed,
                 # so that the error event below starts on a line of its own.
-                if failure is None and stats.enabled and not reader.reading.finished:
+                if failure is None and enabled and not reader.reading.finished:
                     failure = UpstreamUnavailable(
                         f"provider {target.upstream.name} ended the stream before its final "
                         "event; the answer is incomplete",
                         code="upstream_stream_truncated",
                     )
                 if failure is not None:
-                    outcome = outcome_of_error(failure)
+                    x.fail(failure)  # the outcome and code; the 200 was already sent
+                    x.status = 200
                     await _write_quietly(out, failure.sse_event(dialect.name))
                 with contextlib.suppress(ConnectionResetError):
                     await out.write_eof()
-        except asyncio.CancelledError:
-            outcome = "client_disconnect"
-            raise
         finally:
-            reading = reader.finish()
-            if reading.error and outcome == "ok":
-                outcome = "provider_5xx"  # the provider reported an error inside the stream
-            self.record_reading(route, target, reading, rewritten.client_tools)
-            stats.record_request(
-                outcome,
-                error=outcome in ERROR_OUTCOMES,
-                seconds=clock.elapsed(),
-                overhead=clock.overhead(),
-                ttft=ttft,
-            )
+            x.waited += waited
+            x.reading = reading = reader.finish()
+            if reading.error and x.outcome is Outcome.OK:
+                x.outcome = Outcome.PROVIDER_5XX  # the provider reported an error in the stream
+            if reading.response_id is not None:  # a later turn may chain from it
+                self.answered.put(reading.response_id, target.stats)
         return out
-
-    def record_reading(
-        self, route: LiveRoute, target: Target, reading: Reading, client_tools: frozenset[str]
-    ) -> None:
-        stats, bundle = target.stats, target.bundle
-        if reading.response_id is not None:  # a later turn may chain from it
-            self.answered.put(reading.response_id, stats)
-        stats.record_usage(reading.usage, reading.usage_complete)
-        for call in reading.tool_calls:
-            if call.name in client_tools:  # the client's own tool: not the bundle's to judge
-                stats.record_tool_call("client_tool")
-            else:
-                result = bundle.check_tool_call(call.name, call.arguments, raw=call.raw)
-                stats.record_tool_call(result)
-        refused = reading.refusal
-        if not refused and route.refusal_patterns and reading.text:
-            text = "".join(reading.text)
-            refused = any(p.search(text) for p in route.refusal_patterns)
-        if refused:
-            stats.record_refusal()
 
     async def feedback(self, request: web.Request) -> web.Response:
         """POST /v1/feedback {"request_id": ..., "passed": bool, "score": number?}."""
-        openai = DIALECTS["openai"]
+        x = self.exchange(request, DIALECTS["openai"])
         try:
-            body = await self.read_body(request)
-            request_id = body.get("request_id") or request.headers.get("X-Request-Id")
-            passed = body.get("passed")
-            score = body.get("score")
-            if not isinstance(request_id, str) or not request_id:
-                raise BadRequest(
-                    "feedback needs 'request_id': the X-Request-Id of the answer it judges",
-                    code="missing_request_id",
-                )
-            if not CLIENT_REQUEST_ID.fullmatch(request_id):  # never an id the router kept
-                raise NotFound(
-                    "'request_id' is not an id the router answered with: ids are at most 128 "
-                    "letters, digits and ._:/+=@-; send the X-Request-Id of the answer",
-                    code="unknown_request_id",
-                )
-            if not isinstance(passed, bool):
-                raise BadRequest("feedback needs 'passed': true or false", code="invalid_feedback")
-            if score is not None and (
-                isinstance(score, bool) or not isinstance(score, int | float)
-            ):
-                raise BadRequest("'score' must be a number when given", code="invalid_feedback")
-            served = self.recent.lookup(request_id)
-            if served is None:
-                raise NotFound(
-                    f"request {request_id!r} is unknown or expired; feedback is kept for the "
-                    f"last {self.recent.capacity} requests, {self.recent.ttl:g} s each "
-                    "(telemetry.feedback_capacity and feedback_ttl in the config)",
-                    code="unknown_request_id",
-                )
+            answer = await self.record_feedback(request)
         except RouterError as exc:
-            return error_response(exc, openai, {})
+            return x.fail(exc)
+        else:
+            x.status = answer.status
+            return answer
+        finally:
+            x.finish()
+
+    async def record_feedback(self, request: web.Request) -> web.Response:
+        body = await self.read_body(request)
+        request_id = body.get("request_id") or request.headers.get("X-Request-Id")
+        passed = body.get("passed")
+        score = body.get("score")
+        if not isinstance(request_id, str) or not request_id:
+            raise BadRequest(
+                "feedback needs 'request_id': the X-Request-Id of the answer it judges",
+                code="missing_request_id",
+            )
+        if not CLIENT_REQUEST_ID.fullmatch(request_id):  # never an id the router kept
+            raise NotFound(
+                "'request_id' is not an id the router answered with: ids are at most 128 "
+                "letters, digits and ._:/+=@-; send the X-Request-Id of the answer",
+                code="unknown_request_id",
+            )
+        if not isinstance(passed, bool):
+            raise BadRequest("feedback needs 'passed': true or false", code="invalid_feedback")
+        if score is not None and (isinstance(score, bool) or not isinstance(score, int | float)):
+            raise BadRequest("'score' must be a number when given", code="invalid_feedback")
+        served = self.recent.lookup(request_id)
+        if served is None:
+            raise NotFound(
+                f"request {request_id!r} is unknown or expired; feedback is kept for the "
+                f"last {self.recent.capacity} requests, {self.recent.ttl:g} s each "
+                "(telemetry.feedback_capacity and feedback_ttl in the config)",
+                code="unknown_request_id",
+            )
         stats = served.stats
         verdict = (passed, None if score is None else float(score))
         answer = {"request_id": request_id, "route": stats.route, "version": stats.version}
@@ -694,32 +559,15 @@ class Proxy:
             return web.json_response({**answer, "recorded": True}, dumps=_dumps)
         if served.verdict == verdict:
             return web.json_response({**answer, "recorded": False, "duplicate": True}, dumps=_dumps)
-        conflict = Conflict(
+        raise Conflict(
             f"request {request_id!r} already has a different verdict; the first one counts",
             code="conflicting_feedback",
         )
-        return error_response(conflict, openai, {})
 
 
 def _dialect_of(path: str) -> Dialect:
     """The dialect to answer an unroutable request in: Anthropic's for its paths."""
     return DIALECTS["anthropic" if path.startswith("/v1/messages") else "openai"]
-
-
-def outcome_of_status(status: int) -> str:
-    if status < 400:
-        return "ok"
-    if status == 429:
-        return "provider_429"
-    return "provider_4xx" if status < 500 else "provider_5xx"
-
-
-def outcome_of_error(exc: RouterError) -> str:
-    if isinstance(exc, UpstreamTimeout):
-        return "timeout"
-    if isinstance(exc, UpstreamUnavailable):
-        return "connect_error"
-    return "router_error"
 
 
 async def _write_quietly(out: web.StreamResponse, data: bytes) -> bool:
@@ -731,24 +579,16 @@ async def _write_quietly(out: web.StreamResponse, data: bytes) -> bool:
     return True
 
 
-def relayed_headers(response: aiohttp.ClientResponse) -> dict[str, str]:
-    relayed = {}
-    for name, value in response.headers.items():
+def relayed(answer: Answer) -> dict[str, str]:
+    """The provider's headers worth passing on to the client."""
+    kept = {}
+    for name, value in answer.headers.items():
         lower = name.lower()
         if lower in RELAYED_HEADERS or lower.startswith(RELAYED_PREFIXES):
-            relayed[name] = value
+            kept[name] = value
         elif lower == "x-request-id":
-            relayed["X-Provider-Request-Id"] = value
-    return relayed
-
-
-def error_response(exc: RouterError, dialect: Dialect, headers: dict[str, str]) -> web.Response:
-    return web.Response(
-        status=exc.status,
-        body=exc.body(dialect.name),
-        content_type="application/json",
-        headers={**headers, "X-Router-Error": exc.code},
-    )
+            kept["X-Provider-Request-Id"] = value
+    return kept
 
 
 def _dumps(value: Any) -> str:

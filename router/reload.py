@@ -25,8 +25,8 @@ from router.bundles import load_route_bundles
 from router.catalog import Catalog, load_catalog_paced
 from router.errors import ConfigError
 from router.forward import Upstream
+from router.live import LiveRoute
 from router.pacing import SETTLE_EVERY, Pacer
-from router.proxy import LiveRoute
 from router.rollout import Change, Rollouts, digests_of, reconcile, starting_at
 from router.stack import Refused, RouteState, deploy
 from router.state import DurabilityError, StateError

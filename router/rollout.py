@@ -27,8 +27,8 @@ from typing import Any
 from router.catalog import Catalog, RouteSpec
 from router.config import RolloutPlan
 from router.guardrails import Guard, Verdict, Watch
+from router.live import LiveRoute
 from router.notify import Notifier
-from router.proxy import LiveRoute
 from router.stack import (
     HALTED,
     PAUSED,

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from router import heap
+from router import access_log, heap
+from router.access_log import AccessLog
 from router.admin import Admin, AdminSocket, prepare_socket, unreachable
 from router.assemble import build_guards, build_routes, build_upstreams
 from router.catalog import Catalog, load_catalog
@@ -28,9 +29,10 @@ from router.fake_provider import FakeProvider, load_profile
 from router.feedback import RecentRequests
 from router.forward import Upstream
 from router.listener import ListenerSite
+from router.live import LiveRoute
 from router.metrics import ConnectionCollector, MetricsEndpoints
 from router.notify import Notifier
-from router.proxy import LiveRoute, Proxy
+from router.proxy import Proxy
 from router.ramp import Ramps
 from router.reload import Reloader
 from router.rollout import Rollouts, restore
@@ -79,16 +81,20 @@ def build_proxy_app(
         max_in_flight=limits.max_concurrent_per_route,
         retry_after=limits.retry_after,
         body_timeout=limits.body_timeout,
+        access=AccessLog(catalog.config.access_log),
     )
     app = web.Application(client_max_size=limits.max_body_bytes)
     proxy.add_routes(app)
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        writer = access_log.start() if proxy.access.enabled else None
         for upstream in upstreams.values():
             await upstream.start()
         yield
         for upstream in upstreams.values():
             await upstream.close()
+        if writer is not None:
+            writer.stop()  # writes the lines still queued
 
     app.cleanup_ctx.append(lifecycle)
     return app

@@ -23,20 +23,50 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from itertools import accumulate
 from typing import Any
 
-OUTCOMES = (
-    "ok",
-    "provider_4xx",
-    "provider_5xx",
-    "provider_429",
-    "timeout",
-    "connect_error",
-    "client_disconnect",
-    "router_error",
-)
-OUTCOME_INDEX = {name: i for i, name in enumerate(OUTCOMES)}
+
+class Outcome(Enum):
+    """How a request ended, and whether that counts against the version that served it.
+
+    A provider 4xx is usually the caller's doing and is counted apart; a 429 may be the new
+    snapshot's tighter limit, so it counts. A router error (a 400 for a bad request, say) is
+    never the version's fault."""
+
+    label: str
+    index: int  # position in a version's per-outcome counters
+    is_error: bool
+
+    def __new__(cls, label: str, is_error: bool) -> Outcome:
+        member = object.__new__(cls)
+        member._value_ = label
+        member.label = label
+        member.index = len(cls.__members__)
+        member.is_error = is_error
+        return member
+
+    OK = ("ok", False)
+    PROVIDER_4XX = ("provider_4xx", False)
+    PROVIDER_5XX = ("provider_5xx", True)
+    PROVIDER_429 = ("provider_429", True)
+    TIMEOUT = ("timeout", True)
+    CONNECT_ERROR = ("connect_error", True)
+    CLIENT_DISCONNECT = ("client_disconnect", False)
+    ROUTER_ERROR = ("router_error", False)
+
+    @classmethod
+    def of_status(cls, status: int) -> Outcome:
+        """The outcome of an answer the provider sent with this status."""
+        if status < 400:
+            return cls.OK
+        if status == 429:
+            return cls.PROVIDER_429
+        return cls.PROVIDER_4XX if status < 500 else cls.PROVIDER_5XX
+
+
+OUTCOMES = tuple(outcome.label for outcome in Outcome)
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write")
 # `client_tool`: a call to a tool the client sent (client_tools: merge), not a bundle's.
 TOOL_RESULTS = ("valid", "unknown_tool", "invalid_json", "invalid_arguments", "client_tool")
@@ -289,15 +319,9 @@ class VersionStats:
         return slot
 
     def record_request(
-        self,
-        outcome: str,
-        *,
-        error: bool,
-        seconds: float,
-        overhead: float,
-        ttft: float | None = None,
+        self, outcome: Outcome, seconds: float, overhead: float, ttft: float | None = None
     ) -> None:
-        self.outcomes[OUTCOME_INDEX[outcome]] += 1
+        self.outcomes[outcome.index] += 1
         bucket = bisect_left(LATENCY_BOUNDS, seconds)  # one search for the histogram and window
         latency = self.latency
         latency.counts[bucket] += 1
@@ -309,7 +333,7 @@ class VersionStats:
         slot = self._slot()
         slot.requests += 1
         slot.latency[bucket] += 1
-        if error:
+        if outcome.is_error:
             self.errors += 1
             slot.errors += 1
 
@@ -446,13 +470,7 @@ class NullStats(VersionStats):
     enabled = False
 
     def record_request(
-        self,
-        outcome: str,
-        *,
-        error: bool,
-        seconds: float,
-        overhead: float,
-        ttft: float | None = None,
+        self, outcome: Outcome, seconds: float, overhead: float, ttft: float | None = None
     ) -> None:
         pass
 

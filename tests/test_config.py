@@ -231,3 +231,11 @@ def test_refusal_patterns_cannot_stall_the_router(
         assert answer.status_code == 200 and answer.json()["content"][0]["text"] == text
     refusals = value(scrape(router), "router_refusals_total", route="refund-agent", version="v1.5")
     assert refusals == 1
+
+
+def test_an_unknown_access_log_level_names_the_choices(config_dir: Path) -> None:
+    rewrite(config_dir / "router.yaml", lambda data: data.update(access_log="verbose"))
+    result = validate(config_dir / "router.yaml")
+    assert result.returncode != 0
+    assert "access_log" in result.stderr
+    assert all(level in result.stderr for level in ("'off'", "'errors'", "'all'")), result.stderr

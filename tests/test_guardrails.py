@@ -10,7 +10,7 @@ import pytest
 
 from router.config import Guardrails, Route
 from router.guardrails import Guard, Watch
-from router.telemetry import GUARD_LATENCY_BOUNDS, Price, Totals, Usage, VersionStats
+from router.telemetry import GUARD_LATENCY_BOUNDS, Outcome, Price, Totals, Usage, VersionStats
 
 
 def totals(requests: int, latency_ms: float = 100.0, slow: int = 0, **counts: Any) -> Totals:
@@ -119,15 +119,15 @@ def test_a_watch_counts_only_what_happened_since_it_began() -> None:
     price = Price(1e-6, 1e-6, 1e-6, 1e-6)
     candidate, control = VersionStats("r", "v2", price, 60), VersionStats("r", "v1", price, 60)
     for _ in range(50):  # errors before the watch began do not count against the canary
-        candidate.record_request("provider_5xx", error=True, seconds=0.1, overhead=0.0)
+        candidate.record_request(Outcome.PROVIDER_5XX, seconds=0.1, overhead=0.0)
     watch = Watch(Guard(Guardrails()), candidate, control)
     for _ in range(50):
         for stats in (candidate, control):
             stats.record_usage(Usage(input=10, output=10))
-            stats.record_request("ok", error=False, seconds=0.1, overhead=0.0)
+            stats.record_request(Outcome.OK, seconds=0.1, overhead=0.0)
     assert watch.check() is None
     assert watch.check() is None  # nothing new: not even judged
     for _ in range(20):
-        candidate.record_request("provider_5xx", error=True, seconds=0.1, overhead=0.0)
+        candidate.record_request(Outcome.PROVIDER_5XX, seconds=0.1, overhead=0.0)
     verdict = watch.check()
     assert verdict is not None and verdict.rule == "error_rate" and verdict.samples == 70

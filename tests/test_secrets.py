@@ -1,6 +1,7 @@
 """Secrets: keys put anywhere a client or operator might put them never show up in a log
-line (at DEBUG), a metric, the audit log, the state file or an error body; a client's key
-never reaches the provider; a client-supplied host never changes the upstream."""
+line (at DEBUG, with the access log on for every request), a metric, the audit log, the
+state file or an error body; a client's key never reaches the provider; a client-supplied
+host never changes the upstream."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ BODY = {"model": "refund-agent", "max_tokens": 5, "messages": [{"role": "user", 
 def test_keys_appear_nowhere_they_should_not(
     fake: FakeProvider, start_router: Callable[..., Router]
 ) -> None:
-    config = router_config(fake.url)
+    config = router_config(fake.url, access_log="all")  # a line for every request below
     config["notify"] = {"webhook_url_env": "TEST_HOOK", "attempts": 1, "timeout": "1s"}
     router = start_router(
         config,
@@ -87,6 +88,7 @@ def test_keys_appear_nowhere_they_should_not(
         "error bodies": "\n".join(bodies),
     }
     assert "DEBUG" in seen["router log"]  # the log really was at DEBUG
+    assert '"path":"/v1/messages"' in seen["router log"]  # and the access log was on
     assert "webhook to 127.0.0.1:9 failed" in seen["router log"]  # named by host only
     for where, text in seen.items():
         for canary in CANARIES:

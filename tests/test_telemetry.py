@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from router.telemetry import (
     LATENCY_BOUNDS,
     Histogram,
+    Outcome,
     Price,
     Usage,
     VersionStats,
@@ -42,7 +43,7 @@ def test_window_rates() -> None:
     for i, seconds in enumerate(latencies):
         error = i < 4
         stats.record_request(
-            "provider_5xx" if error else "ok", error=error, seconds=seconds, overhead=0.0001
+            Outcome.PROVIDER_5XX if error else Outcome.OK, seconds=seconds, overhead=0.0001
         )
     for _ in range(10):
         stats.record_usage(Usage(input=1000, output=100))
@@ -62,16 +63,16 @@ def test_window_rates() -> None:
 
 def test_window_forgets_old_seconds() -> None:
     stats, clock = stats_with_clock(window=10)
-    stats.record_request("provider_5xx", error=True, seconds=1, overhead=0)
+    stats.record_request(Outcome.PROVIDER_5XX, seconds=1, overhead=0)
     clock.now += 5
-    stats.record_request("ok", error=False, seconds=1, overhead=0)
+    stats.record_request(Outcome.OK, seconds=1, overhead=0)
     assert stats.window().requests == 2
     assert stats.window(3).requests == 1  # only the last 3 seconds
     clock.now += 6  # the error is now 11 s old
     view = stats.window()
     assert view.requests == 1 and view.errors == 0
     clock.now += 100  # a slot reused after a long gap starts from zero
-    stats.record_request("ok", error=False, seconds=1, overhead=0)
+    stats.record_request(Outcome.OK, seconds=1, overhead=0)
     assert stats.window().requests == 1
     assert stats.outcomes[0] == 2  # the lifetime counters keep everything
 
