@@ -91,6 +91,20 @@ def test_every_doc_is_in_the_index() -> None:
     assert not missing, f"docs/README.md does not link {missing}"
 
 
+def test_the_module_map_names_every_module_and_only_those() -> None:
+    """docs/architecture.md has one row per module of router/: a new, moved or removed module
+    shows up here until the map says so."""
+    rows = re.findall(
+        r"^\| `([^`]+\.py)` \|", (ROOT / "docs" / "architecture.md").read_text("utf-8"), re.M
+    )
+    modules = [str(p.relative_to(ROOT / "router")) for p in (ROOT / "router").rglob("*.py")]
+    assert sorted(rows) == sorted(set(rows)), "a module is mapped twice"
+    assert set(rows) == set(modules), (
+        f"not in docs/architecture.md: {sorted(set(modules) - set(rows))}; "
+        f"mapped but gone: {sorted(set(rows) - set(modules))}"
+    )
+
+
 def test_the_checker_sees_a_broken_link(tmp_path: Path) -> None:
     """The checks above can fail: a missing file, a missing heading, a link out of the repo."""
     repo = tmp_path / "repo"
