@@ -314,7 +314,7 @@ def _parse_tools(text: str) -> tuple[tuple[ToolSpec, ...], tuple[Tool, ...], tup
         except ValidationError as exc:
             for err in exc.errors():
                 key = ".".join(str(p) for p in (index, *err["loc"]))
-                found.append((key, err["msg"], "see README: tools.yaml"))
+                found.append((key, err["msg"], "see docs/configuration.md, Bundles: tools.yaml"))
             continue
         where = f"{index}.input_schema"
         if spec.name in seen:
@@ -392,7 +392,7 @@ def load_bundle(folder: Path, route: str, environment: str) -> tuple[Bundle, lis
                     str(file),
                     ".".join(str(p) for p in e["loc"]),
                     e["msg"],
-                    "add this key" if e["type"] == "missing" else "see README: bundle.yaml",
+                    "add this key" if e["type"] == "missing" else "see docs/configuration.md, Bundles: bundle.yaml",
                 )
                 for e in exc.errors()
             ]

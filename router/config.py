@@ -446,7 +446,7 @@ def _problems(file: Path, error: ValidationError) -> list[Problem]:
         if not fix:
             fix = {
                 "missing": "add this key",
-                "extra_forbidden": "remove it, or check its spelling against the README",
+                "extra_forbidden": "remove it, or check its spelling against docs/configuration.md",
             }.get(item["type"], "")
         problems.append(Problem(str(file), key, message, fix))
     return problems
