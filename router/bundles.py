@@ -392,7 +392,9 @@ def load_bundle(folder: Path, route: str, environment: str) -> tuple[Bundle, lis
                     str(file),
                     ".".join(str(p) for p in e["loc"]),
                     e["msg"],
-                    "add this key" if e["type"] == "missing" else "see docs/configuration.md, Bundles: bundle.yaml",
+                    "add this key"
+                    if e["type"] == "missing"
+                    else "see docs/configuration.md, Bundles: bundle.yaml",
                 )
                 for e in exc.errors()
             ]
