@@ -31,7 +31,7 @@ import stat
 import statistics
 import struct
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +40,12 @@ import orjson
 from aiohttp import web
 
 from router.config import RouterConfig, split_address
+from router.control import ControlPlane
 from router.errors import ConfigError, Problem
 from router.live import LiveRoute
-from router.ramp import Ramps
 from router.reload import Reloader
-from router.rollout import Rollouts
 from router.stack import Refused, RouteState, promote, rollback, set_weights
-from router.state import DurabilityError, StateError, read_records, utc_now
+from router.state import DurabilityError, StateError, utc_now
 
 log = logging.getLogger("router.admin")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -272,15 +271,14 @@ class Admin:
         self,
         config: RouterConfig,
         routes: Mapping[str, LiveRoute],
-        rollouts: Rollouts,
+        control: ControlPlane,
         reloader: Reloader,
-        ramps: Ramps,
     ) -> None:
         self.config = config
         self.routes = routes
-        self.rollouts = rollouts
+        self.control = control
+        self.rollouts = control.rollouts
         self.reloader = reloader
-        self.ramps = ramps
         self.allowed = allowed_uids(config)
 
     def app(self) -> web.Application:
@@ -375,7 +373,7 @@ class Admin:
     # -- reading --------------------------------------------------------------------------
 
     async def route_states(self, request: web.Request) -> web.Response:
-        return _json(self.rollouts.describe())
+        return _json(self.control.describe())
 
     async def windows(self, request: web.Request) -> web.Response:
         return _json(
@@ -391,17 +389,18 @@ class Admin:
         n = int(request.query.get("n", "0") or 0)
         records = [
             r
-            for r in read_records(self.rollouts.store.audit.path)
+            for r in self.control.store.records()
             if r["seq"] > after and (not route or r.get("route") == route)
         ]
         return _json(records[-n:] if n else records)
 
     async def status(self, request: web.Request) -> web.Response:
-        last = _last_records(self.rollouts.store.audit.path)
+        last = _last_records(self.control.store.records())
+        watcher = self.control.watcher
         routes = {}
         for name, state in self.rollouts.states.items():
             route = self.routes[name]
-            watch = self.rollouts.watches.get(name)
+            verdicts = watcher.verdicts(name) or []
             versions = []
             for version in _ordered(state, route):
                 target = route.targets[version]
@@ -425,16 +424,16 @@ class Admin:
             drills = [float(d["seconds"]) for d in state.drills]
             routes[name] = {
                 "dialect": route.dialect.name,
-                "guarded": self.rollouts.guards.get(name) is not None,
+                "guarded": watcher.guarded(name),
                 "active": state.active,
                 "candidate": state.candidate,
                 "candidate_state": state.candidate_state,
                 "trip": dict(state.trip) if state.trip else None,
                 "warm": [w.version for w in state.warm],
                 "versions": versions,
-                "guardrails": [v.as_dict() for v in watch.verdicts()] if watch else [],
+                "guardrails": [v.as_dict() for v in verdicts],
                 "last_change": last.get(name),
-                "rollout": self.ramps.describe(name),
+                "rollout": self.control.ramps.describe(name),
                 "drills": {
                     "count": len(drills),
                     "median_seconds": statistics.median(drills) if drills else None,
@@ -446,7 +445,7 @@ class Admin:
             {
                 "routes": routes,
                 "environment": self.config.environment,
-                "durability": self.rollouts.store.durability(),
+                "durability": self.control.store.durability(),
             }
         )
 
@@ -532,7 +531,7 @@ class Admin:
             reason=self._reason(body, "rolled back by hand"),
             decided=started,
         )
-        timing = self.rollouts.last_change[name]
+        timing = self.rollouts.last_change(name)
         return _json({**record, "what": done["what"], "timing": timing})
 
     async def drill(self, request: web.Request) -> web.Response:
@@ -546,7 +545,7 @@ class Admin:
                 status=400,
                 code="force_needed",
             )
-        result = await self.rollouts.drill(
+        result = await self.control.drills.drill(
             name, lambda: self._probe(name), actor=request["actor"], started=started
         )
         return _json(result)
@@ -589,7 +588,7 @@ class Admin:
                 status=400,
                 code="bad_action",
             )
-        record = await self.ramps.command(
+        record = await self.control.ramps.command(
             name, action, actor=request["actor"], reason=self._reason(body, f"rollout {action}")
         )
         return _json(record)
@@ -622,9 +621,9 @@ def _trend(seconds: list[float]) -> str | None:
     return "steady"
 
 
-def _last_records(path: Path) -> dict[str, dict[str, Any]]:
+def _last_records(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     last: dict[str, dict[str, Any]] = {}
-    for record in read_records(path):
+    for record in records:
         if record.get("route"):
             last[record["route"]] = {
                 key: record.get(key) for key in ("seq", "at", "action", "actor", "reason")

@@ -1,4 +1,5 @@
-"""Turning a checked catalog into what serves traffic: upstreams and live routes.
+"""Turning a checked catalog into what serves traffic: upstreams, live routes and the
+control plane's settings.
 
 Used at start and again by `reload` and `deploy`, which pass the live routes they replace so
 that every version whose bundle is unchanged keeps its counters (and so its guardrail
@@ -16,6 +17,7 @@ from router.dialects import DIALECTS
 from router.forward import Upstream
 from router.guardrails import Guard
 from router.live import LiveRoute
+from router.rollout import Settings
 from router.telemetry import NullStats, Price, VersionStats
 
 
@@ -94,3 +96,10 @@ def build_guards(catalog: Catalog) -> tuple[dict[str, Guard | None], float]:
             guards[name] = Guard(rules)
             intervals.append(rules.check_interval)
     return guards, min(intervals, default=0.1)
+
+
+def build_settings(catalog: Catalog) -> Settings:
+    """The control plane's settings from the config (`ControlPlane.configure` takes them)."""
+    guards, check_interval = build_guards(catalog)
+    plans = {name: spec.config.rollout for name, spec in catalog.routes.items()}
+    return Settings(guards, check_interval, plans, catalog.config.warm_window)

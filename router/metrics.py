@@ -25,10 +25,11 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from router import __version__, tasks
 from router.connection import ConnectionStats
+from router.control import ControlPlane
 from router.live import LiveRoute
 from router.pacing import Pacer
-from router.rollout import Rollouts
 from router.stack import ROLLED_BACK
+from router.store import Store
 from router.telemetry import (
     LATENCY_BOUNDS,
     OUTCOMES,
@@ -308,7 +309,7 @@ PER_ROUTE: tuple[tuple[str, str, str, RouteLines], ...] = (
 )
 
 
-def _rollout_families(rollouts: Rollouts) -> str:
+def _rollout_families(control: ControlPlane) -> str:
     """The few series that are not per version: trips, drills, roll-backs, notifications."""
     out = [
         _header(
@@ -317,7 +318,7 @@ def _rollout_families(rollouts: Rollouts) -> str:
             "Canaries rolled back by a guardrail, by rule.",
         )
     ]
-    for (route, version, rule), count in list(rollouts.trips.items()):
+    for (route, version, rule), count in list(control.watcher.trips.items()):
         labels = f'route="{_label(route)}",version="{_label(version)}",rule="{_label(rule)}"'
         out.append(f"router_guardrail_trips_total{{{labels}}} {count}\n")
     name = "router_rollback_duration_seconds"
@@ -329,7 +330,7 @@ def _rollout_families(rollouts: Rollouts) -> str:
             "version.",
         )
     )
-    for route, histogram in list(rollouts.drill_durations.items()):
+    for route, histogram in list(control.drills.durations.items()):
         out.append(_histogram(name, f'route="{_label(route)}"', _Counts.of(histogram), LATENCY_LES))
     name = "router_candidate_rolled_back"
     out.append(
@@ -339,11 +340,11 @@ def _rollout_families(rollouts: Rollouts) -> str:
             "1 while the route's candidate is rolled back and held at 0 until a person acts.",
         )
     )
-    for route, state in list(rollouts.states.items()):
+    for route, state in list(control.rollouts.states.items()):
         if state.candidate:
             labels = f'route="{_label(route)}",version="{_label(state.candidate)}"'
             out.append(f"{name}{{{labels}}} {int(state.candidate_state == ROLLED_BACK)}\n")
-    name, notifier = "router_notifications_total", rollouts.notifier
+    name, notifier = "router_notifications_total", control.notifier
     out.append(_header(name, "counter", "Change announcements to the webhook, by result."))
     for result, count in (
         ("sent", notifier.sent),
@@ -355,7 +356,7 @@ def _rollout_families(rollouts: Rollouts) -> str:
 
 
 async def exposition(
-    routes: Mapping[str, LiveRoute], rollouts: Rollouts, extra: CollectorRegistry
+    routes: Mapping[str, LiveRoute], control: ControlPlane, extra: CollectorRegistry
 ) -> AsyncIterator[bytes]:
     """The text exposition in chunks, with the event loop free between slices of work."""
     pacer = Pacer()
@@ -363,7 +364,7 @@ async def exposition(
     for route in list(routes.values()):
         copies.append(_copy(route))
         await pacer.pause()
-    head = _rollout_families(rollouts)  # read now, beside the copy
+    head = _rollout_families(control)  # read now, beside the copy
     parts, size = [head], len(head)
     for name, kind, doc, lines in PER_VERSION:
         parts.append(_header(name, kind, doc))
@@ -402,15 +403,15 @@ LOOPS = ("guardrails", "warm-window", "durability", "ramp", "notifier")  # expor
 class ReliabilityCollector(Collector):
     """Whether every change in force is durable, and background work that failed."""
 
-    def __init__(self, rollouts: Rollouts) -> None:
-        self.rollouts = rollouts
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "router_state_degraded",
             "1 while a change is in force in memory but not yet durable (the audit log or "
             "the state file could not be written); alert on it, and do not restart the router.",
-            value=float(self.rollouts.store.degraded),
+            value=float(self.store.degraded),
         )
         failed = CounterMetricFamily(
             "router_background_failures",
@@ -425,18 +426,18 @@ class ReliabilityCollector(Collector):
 class MetricsEndpoints:
     """GET /metrics (Prometheus text) and GET /windows (sliding windows as JSON)."""
 
-    def __init__(self, routes: Mapping[str, LiveRoute], rollouts: Rollouts) -> None:
+    def __init__(self, routes: Mapping[str, LiveRoute], control: ControlPlane) -> None:
         self.routes = routes
-        self.rollouts = rollouts
+        self.control = control
         self.registry = CollectorRegistry(auto_describe=False)  # the process, the loop
         self.registry.register(RuntimeCollector())
-        self.registry.register(ReliabilityCollector(rollouts))
+        self.registry.register(ReliabilityCollector(control.store))
         ProcessCollector(registry=self.registry)
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
         await response.prepare(request)
-        async for chunk in exposition(self.routes, self.rollouts, self.registry):
+        async for chunk in exposition(self.routes, self.control, self.registry):
             await response.write(chunk)
         await response.write_eof()
         return response
@@ -459,7 +460,7 @@ class MetricsEndpoints:
 
     async def rollout_state(self, request: web.Request) -> web.Response:
         """GET /rollouts: live deploy state and the guardrail verdicts, read-only."""
-        return web.json_response(self.rollouts.describe())
+        return web.json_response(self.control.describe())
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/metrics", self.metrics)

@@ -4,19 +4,21 @@
 POSTs it with retries and exponential backoff. A slow or dead webhook therefore never slows
 a request or a rollback: the change is already made and durable before it is announced.
 The webhook URL is a secret (it carries its own token) and is never logged; logs name only
-its host.
+its host. `change_message` and `event_message` write the text people read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
+from router.stack import RouteState
 from router.tasks import Background
 
 log = logging.getLogger("router.notify")
@@ -97,3 +99,54 @@ class Notifier:
             self.attempts,
             message["text"],
         )
+
+
+def change_message(
+    name: str, before: RouteState | None, after: RouteState, record: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The announcement of one route's change: a line for people, and the facts as fields."""
+    at = record["at"]
+    clock = at[11:19] + "Z"
+    if record["action"] == "trip" and after.trip:
+        text = (
+            f"{name} {after.candidate} rolled back to {after.active} at {clock} by "
+            f"{record['reason']}"
+        )
+    elif record["action"] == "ramp_halt" and after.ramp:
+        text = (
+            f"{name} rollout of {after.candidate} HALTED at {after.ramp.percent:g}% at "
+            f"{clock} by {record['reason']}. Decide: bundle-router rollback {name}, "
+            f"or bundle-router rollout resume {name}"
+        )
+    elif record["action"] in ("promote", "ramp_promote"):
+        text = (
+            f"{name} {after.active} promoted to 100% at {clock} by {record['actor']} "
+            f"({record['reason']})"
+        )
+    else:
+        text = (
+            f"{name} {record['action']} by {record['actor']} at {clock}: "
+            f"{after.describe_weights()} ({record['reason']})"
+        )
+    return {
+        "text": text,
+        "route": name,
+        "action": record["action"],
+        "actor": record["actor"],
+        "reason": record["reason"],
+        "candidate": after.candidate,
+        "active": after.active,
+        "weights_percent": {v: p / 100 for v, p in after.weights.items()},
+        "before_weights_percent": (
+            {v: p / 100 for v, p in before.weights.items()} if before else None
+        ),
+        "trip": dict(after.trip) if record["action"] == "trip" and after.trip else None,
+        "at": at,
+        "audit_seq": record["seq"],
+    }
+
+
+def event_message(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The announcement of a recorded event that changes no route (a reload)."""
+    text = f"{record['action']} by {record['actor']} at {record['at'][11:19]}Z"
+    return {"text": f"{text}: {record['reason']}", **record}

@@ -11,7 +11,7 @@ Every `TICK` seconds, for each route whose rollout is running:
   never advances blind;
 - the last step promotes the candidate (or, with `auto_promote: false`, holds for a person).
 
-A breach is the guardrails' business (`Rollouts.trip`): it rolls the candidate back and
+A breach is the guardrails' business (`Watcher.trip`): it rolls the candidate back and
 ends the ramp, or with `auto_rollback: false` halts the ramp and alerts. Every step change
 goes through the change function, so it is audited and announced.
 """
@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from router.config import RolloutPlan
-from router.rollout import Rollouts
+from router.live import LiveRoute
+from router.rollout import Component, Rollouts, Settings
 from router.stack import (
     RUNNING,
     RouteState,
@@ -39,6 +41,7 @@ from router.stack import (
 )
 from router.state import utc_now
 from router.tasks import Background, count_failure
+from router.watcher import Watcher
 
 log = logging.getLogger("router.ramp")
 TICK = 0.25  # seconds
@@ -57,11 +60,19 @@ class StepProgress:
     waiting_for: str | None = None
 
 
-class Ramps:
-    def __init__(self, rollouts: Rollouts) -> None:
+class Ramps(Component):
+    def __init__(
+        self, rollouts: Rollouts, watcher: Watcher, routes: Mapping[str, LiveRoute]
+    ) -> None:
         self.rollouts = rollouts
+        self.watcher = watcher
+        self.routes = routes
+        self.plans: dict[str, RolloutPlan] = {}
         self.progress: dict[str, StepProgress] = {}
         self.background = Background()
+
+    def configure(self, settings: Settings) -> None:
+        self.plans = dict(settings.plans)
 
     def start(self) -> None:
         self.background.keep_running(self._loop, "ramp")
@@ -70,7 +81,7 @@ class Ramps:
         await self.background.stop()
 
     def plan(self, name: str) -> RolloutPlan:
-        return self.rollouts.plans.get(name) or RolloutPlan()
+        return self.plans.get(name) or RolloutPlan()
 
     # -- commands --------------------------------------------------------------------------
 
@@ -104,7 +115,7 @@ class Ramps:
                     self.progress.pop(name, None)
 
     def _candidate_requests(self, name: str, state: RouteState) -> int:
-        target = self.rollouts.routes[name].targets.get(state.candidate or "")
+        target = self.routes[name].targets.get(state.candidate or "")
         return sum(target.stats.outcomes) if target else 0
 
     async def _tick(self, name: str, state: RouteState) -> None:
@@ -147,10 +158,10 @@ class Ramps:
         reasons = []
         if samples < plan.min_samples:
             reasons.append(f"{samples}/{plan.min_samples} answers at this step")
-        watch = self.rollouts.watches.get(name)
-        if watch is None and self.rollouts.guards.get(name) is not None:
+        verdicts = self.watcher.verdicts(name)
+        if verdicts is None and self.watcher.guarded(name):
             reasons.append("the guardrails are not watching")
-        for verdict in watch.verdicts() if watch else []:
+        for verdict in verdicts or []:
             if verdict.silent:  # no tool calls or feedback on either version: nothing to judge
                 continue
             if verdict.waiting:

@@ -20,14 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from router import heap
-from router.assemble import build_guards, build_route, build_upstreams, new_stats
+from router.assemble import build_route, build_settings, build_upstreams, new_stats
 from router.bundles import load_route_bundles
 from router.catalog import Catalog, load_catalog_paced
+from router.control import ControlPlane
 from router.errors import ConfigError
 from router.forward import Upstream
 from router.live import LiveRoute
 from router.pacing import SETTLE_EVERY, Pacer
-from router.rollout import Change, Rollouts, digests_of, reconcile, starting_at
+from router.restore import digests_of, reconcile
+from router.rollout import Change, starting_at
 from router.stack import Refused, RouteState, deploy
 from router.state import DurabilityError, StateError
 from router.tasks import Background
@@ -66,13 +68,14 @@ class Reloader:
         catalog: Catalog,
         routes: MutableMapping[str, LiveRoute],
         upstreams: MutableMapping[str, Upstream],
-        rollouts: Rollouts,
+        control: ControlPlane,
     ) -> None:
         self.config_path = config_path
         self.catalog = catalog
         self.routes = routes
         self.upstreams = upstreams
-        self.rollouts = rollouts
+        self.control = control
+        self.rollouts = control.rollouts
         self.lock = asyncio.Lock()
         self.background = Background()
 
@@ -118,15 +121,14 @@ class Reloader:
         retired = [u for u in old_upstreams.values() if u not in upstreams.values()]
         added = [n for n in routes if n not in self.routes]
         removed = [n for n in self.routes if n not in routes]
-        guards, check_interval = build_guards(catalog)
-        old_rules = {n: g.rules if g else None for n, g in rollouts.guards.items()}
+        settings = build_settings(catalog)
         # 3. The record: new routes start from their config, a route that comes back from
         # its kept live state (a canary tripped before it left stays tripped), new versions
         # are recorded at 0.
         changes = []
         for name in added:
             spec = catalog.routes[name]
-            kept = rollouts.unknown_routes.get(name)
+            kept = rollouts.kept(name)
             if kept is None:
                 first = RouteState.from_config(spec.config, digests_of(spec))
                 changes.append(
@@ -173,7 +175,9 @@ class Reloader:
 
         def install() -> None:
             """The swap, one assignment per name; runs once the record is durable, under
-            the change lock, so no trip lands between reading a table and replacing it."""
+            the change lock, so no trip lands between reading a table and replacing it.
+            The control plane is configured with the new routes in place (the watcher
+            watches again where a route's rules or a watched version's counters changed)."""
             for name, route in routes.items():
                 if name in self.routes:
                     route.table = self.routes[name].table
@@ -185,10 +189,7 @@ class Reloader:
             for name in removed:
                 del self.routes[name]
                 rollouts.forget(name)
-            for name in added:
-                rollouts.unknown_routes.pop(name, None)  # served again: live state, not kept
-            plans = {name: spec.config.rollout for name, spec in catalog.routes.items()}
-            rollouts.configure(guards, check_interval, plans, config.warm_window)
+            self.control.configure(settings)
             self.catalog = catalog
 
         # 4. Durable first, then in force: a full disk leaves the old config serving.
@@ -208,17 +209,6 @@ class Reloader:
         heap.settle()  # so are the new routes; the old ones went by reference counting
         if retired:
             self.background.start(self._retire(retired), "retire-upstreams")
-        for name, route in routes.items():
-            guard = rollouts.guards.get(name)
-            watch = rollouts.watches.get(name)
-            counters = {t.stats for t in route.targets.values()}
-            stale = watch is not None and not {watch.candidate, watch.control} <= counters
-            if name not in added and (
-                stale or old_rules.get(name) != (guard.rules if guard else None)
-            ):
-                # New rules, or fresh counters for a watched version (its price changed):
-                # watch again, or the guardrails would judge counters no request updates.
-                rollouts.rewatch(name)
         for note_text in notes:
             log.warning("%s", note_text)
         return summary

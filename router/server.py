@@ -21,10 +21,11 @@ from aiohttp import web
 from router import access_log, heap
 from router.access_log import AccessLog
 from router.admin import Admin, AdminSocket, prepare_socket, unreachable
-from router.assemble import build_guards, build_routes, build_upstreams
+from router.assemble import build_routes, build_settings, build_upstreams
 from router.catalog import Catalog, load_catalog
 from router.config import Limits, RouterConfig, split_address
 from router.connection import ConnectionStats, ProxyRunner
+from router.control import ControlPlane
 from router.fake_provider import FakeProvider, load_profile
 from router.feedback import RecentRequests
 from router.forward import Upstream
@@ -33,10 +34,9 @@ from router.live import LiveRoute
 from router.metrics import ConnectionCollector, MetricsEndpoints
 from router.notify import Notifier
 from router.proxy import Proxy
-from router.ramp import Ramps
 from router.reload import Reloader
-from router.rollout import Rollouts, restore
-from router.state import AuditLog, StateFile
+from router.restore import Restored, restore
+from router.store import LocalStore, Store
 
 log = logging.getLogger("router")
 DRAIN_TIMEOUT = 30.0
@@ -51,14 +51,14 @@ class Health:
     is only in memory, so it is for alerts (`router_state_degraded`), not for probes that
     restart or drain it."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: Store) -> None:
         self.ready = False
-        self.rollouts: Rollouts | None = None
+        self.store = store
 
     def _durability(self) -> dict[str, object]:
-        if self.rollouts is None or not self.rollouts.store.degraded:
+        if not self.store.degraded:
             return {"durability": "ok"}
-        return {"durability": "degraded", "durability_detail": self.rollouts.store.durability()}
+        return {"durability": "degraded", "durability_detail": self.store.durability()}
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", **self._durability()})
@@ -103,13 +103,13 @@ def build_proxy_app(
 def build_metrics_app(
     health: Health,
     routes: dict[str, LiveRoute],
-    rollouts: Rollouts,
+    control: ControlPlane,
     connections: list[ConnectionStats] | None = None,
 ) -> web.Application:
     app = web.Application()
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
-    endpoints = MetricsEndpoints(routes, rollouts)
+    endpoints = MetricsEndpoints(routes, control)
     endpoints.registry.register(ConnectionCollector(connections or []))
     endpoints.add_routes(app)
     return app
@@ -128,25 +128,22 @@ def build_notifier(config: RouterConfig) -> Notifier:
     return Notifier(url, timeout=notify.timeout, attempts=notify.attempts)
 
 
-def build_rollouts(catalog: Catalog, routes: dict[str, LiveRoute], notifier: Notifier) -> Rollouts:
-    """Restore live state from `state_dir` (raises StateError when it cannot be trusted)."""
-    config = catalog.config
-    state_dir = config.state_dir
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    state_file, audit = StateFile(state_dir), AuditLog(state_dir)
-    restored = restore(catalog, state_file, audit)
+def build_control(
+    catalog: Catalog, routes: dict[str, LiveRoute], notifier: Notifier
+) -> tuple[ControlPlane, Restored]:
+    """The control plane on live state restored from `state_dir` (raises StateError when
+    that state cannot be trusted), configured, not yet started."""
+    store = LocalStore(catalog.config.state_dir, notifier)
+    restored = restore(catalog, store)
     for note in restored.notes:
         log.warning("%s", note)
-    guards, interval = build_guards(catalog)
+    settings = build_settings(catalog)
     for name, spec in catalog.routes.items():
-        if guards[name] is None and spec.config.candidate:
+        if settings.guards[name] is None and spec.config.candidate:
             log.warning("route %s: the canary is unguarded (guardrails: off)", name)
-    rollouts = Rollouts(
-        routes, guards, restored, state_file, audit, notifier, interval, config.warm_window
-    )
-    plans = {name: spec.config.rollout for name, spec in catalog.routes.items()}
-    rollouts.configure(guards, interval, plans, config.warm_window)
-    return rollouts
+    control = ControlPlane(routes, store, notifier)
+    control.configure(settings)
+    return control, restored
 
 
 async def _start(
@@ -243,25 +240,22 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     if fake_provider:
         runners.append(await _start(FakeProvider(load_profile(None)).app(), fake_provider))
         log.info("fake provider on http://%s", fake_provider)
-    health = Health()
     upstreams = build_upstreams(catalog.config)
     config = catalog.config
     routes = build_routes(catalog, upstreams)
     notifier = build_notifier(config)
-    rollouts = build_rollouts(catalog, routes, notifier)
+    control, restored = build_control(catalog, routes, notifier)
+    health = Health(control.store)
     await notifier.start()
-    health.rollouts = rollouts
-    await rollouts.start()
-    ramps = Ramps(rollouts)
-    ramps.start()
-    reloader = Reloader(config_path, catalog, routes, upstreams, rollouts)
+    await control.start(restored)
+    reloader = Reloader(config_path, catalog, routes, upstreams, control)
     proxy_app = build_proxy_app(catalog, routes, upstreams)
     # Two listeners, two connection budgets: a proxy at its cap still answers /healthz.
     proxy_conns, metrics_conns = ConnectionStats("proxy"), ConnectionStats("metrics")
     runners.append(await _start(proxy_app, config.listen, config.limits, proxy_conns, capped=True))
-    metrics_app = build_metrics_app(health, routes, rollouts, [proxy_conns, metrics_conns])
+    metrics_app = build_metrics_app(health, routes, control, [proxy_conns, metrics_conns])
     runners.append(await _start(metrics_app, config.metrics_listen, config.limits, metrics_conns))
-    admin = Admin(config, routes, rollouts, reloader, ramps)
+    admin = Admin(config, routes, control, reloader)
     runners.append(await _start_unix(admin, admin_socket))
     heap.built()
     health.ready = True
@@ -277,9 +271,8 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     health.ready = False
     for runner in reversed(runners):
         await runner.cleanup()
-    await ramps.close()
     await reloader.close()
-    await rollouts.close()
+    await control.close()
     await notifier.close()
     log.info("stopped")
     return 0

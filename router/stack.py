@@ -7,6 +7,8 @@ with a `Refused` that says what to do instead. `Rollouts.change` applies the res
     promote  -> the candidate becomes active at 100 %; the old active goes on top of `warm`
     rollback -> drains a live candidate; else pops `warm`: the active is rolled back and the
                 top warm version becomes active at 100 %
+    trip     -> a guardrail's verdict drains the candidate it judged (the same drain as a
+                rollback's), or with `auto_rollback: off` halts its ramp (`halt_on_breach`)
 """
 
 from __future__ import annotations
@@ -379,6 +381,23 @@ def drain_candidate(state: RouteState, trip: Mapping[str, Any]) -> RouteState:
         trip=dict(trip),
         ramp=_ended(state.ramp, ROLLED_BACK, note),
     )
+
+
+def trip_candidate(state: RouteState, candidate: str | None, trip: Mapping[str, Any]) -> RouteState:
+    """A guardrail tripped on `candidate`: drain it as a rollback does, `trip` saying why.
+    Refused when the canary is no longer the one judged (a person moved first)."""
+    if state.candidate != candidate or not state.canary_live:
+        raise Refused("the canary changed while it was judged")
+    return drain_candidate(state, trip)
+
+
+def halt_on_breach(state: RouteState, reason: str) -> RouteState:
+    """A guardrail tripped while the plan says `auto_rollback: off`: halt the ramp where it
+    is. A ramp a person already stopped stays stopped, with the breach recorded."""
+    ramp = state.ramp
+    if ramp is not None and ramp.status in (PAUSED, HALTED):
+        return replace(state, ramp=replace(ramp, note=reason))
+    return halt_ramp(state, reason)
 
 
 def archive_expired(state: RouteState, oldest: str) -> RouteState | None:

@@ -1,6 +1,8 @@
-"""Where changes become durable: the local audit log and state file in `state_dir`.
+"""Where changes become durable. `Store` is what the change core (`Rollouts`) needs of it;
+`LocalStore` keeps changes in `state_dir`, in the audit log and the state file. (A fleet
+store, on the controller's log and Redis, implements the same interface.)
 
-`Rollouts` decides what a change is; this store makes it durable, in this order:
+`Rollouts` decides what a change is; the store makes it durable, in this order:
 
     append the audit record (fsynced: the commitment; a start replays it)
  -> rewrite the state file when its snapshot is due (after every routes/8 records, at least
@@ -17,29 +19,91 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
 from router.notify import Notifier
-from router.state import AuditLog, DurabilityError, StateFile, utc_now
+from router.state import AuditLog, DurabilityError, StateFile, read_records, utc_now
 
 log = logging.getLogger("router.store")
 ROUTES_PER_SNAPSHOT = 8
 
+# Every route's state as the store keeps it: {route: RouteState.as_dict()}, routes no
+# longer in the config included. Called only when the store writes a snapshot.
+Snapshot = Callable[[], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """What a store holds at start: each route's last state (as saved: the caller checks it),
+    where each came from (for messages), notes for the operator, and whether records newer
+    than the last snapshot were replayed (the caller then saves a snapshot once)."""
+
+    routes: dict[str, Any]
+    sources: dict[str, str]
+    notes: list[str]
+    replayed: bool
+
+
+class Store(Protocol):
+    """Durable changes: an append-only record of every change, plus snapshots of every
+    route's state. Writes raise DurabilityError with nothing written."""
+
+    @property
+    def degraded(self) -> bool:
+        """True while a change in force is not durable yet."""
+        ...
+
+    def load(self) -> Saved:
+        """Open the store and read what it holds (raises StateError when it cannot be
+        trusted). Called once, before anything else."""
+        ...
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """The audit trail, oldest first."""
+        ...
+
+    def durability(self) -> dict[str, Any]:
+        """For status, /readyz and /healthz: is every change in force also durable?"""
+        ...
+
+    async def append(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Make `entries` durable, after anything pending; returns their records."""
+        ...
+
+    def keep(self, entry: dict[str, Any], exc: DurabilityError) -> None:
+        """`entry` is in force although it could not be written: write it when possible."""
+        ...
+
+    async def recorded(self, count: int, routes: int, snapshot: Snapshot) -> None:
+        """`count` records are in force, in a router with `routes` routes: save a snapshot
+        when one is due."""
+        ...
+
+    async def save(self, snapshot: Snapshot) -> None:
+        """Save a snapshot now."""
+        ...
+
+    async def flush(self, snapshot: Snapshot) -> None:
+        """Retry what was refused (the core calls it while `degraded`)."""
+        ...
+
+    async def close(self, snapshot: Snapshot) -> None:
+        """A last try, then stop."""
+        ...
+
 
 class LocalStore:
-    def __init__(
-        self,
-        state_file: StateFile,
-        audit: AuditLog,
-        notifier: Notifier,
-        snapshot: Callable[[], dict[str, Any]],
-    ) -> None:
-        """`snapshot()` returns every route's state as the state file holds it."""
-        self.state_file = state_file
-        self.audit = audit
+    """`Store` on the local disk: `audit.jsonl` and `state.json` in `folder` (made, private,
+    if missing)."""
+
+    def __init__(self, folder: Path, notifier: Notifier) -> None:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.state_file = StateFile(folder)
+        self.audit = AuditLog(folder)
         self.notifier = notifier
-        self.snapshot = snapshot
         self.pending: list[dict[str, Any]] = []  # in force in memory, not yet in the log
         self.state_behind = False  # the last state file write failed
         self.unsnapshotted = 0  # audit records newer than the state file
@@ -50,6 +114,34 @@ class LocalStore:
     @property
     def degraded(self) -> bool:
         return bool(self.pending) or self.state_behind
+
+    def load(self) -> Saved:
+        """The state file, plus the audit records it missed (a crash between the record and
+        the state file): those are replayed, so a change that reached the log is never
+        lost. Raises StateError, naming the file and the way out, for a state file that is
+        not the router's or an audit log that is broken or has records missing."""
+        notes = []
+        data = self.state_file.load() or {"audit_seq": 0, "routes": {}}
+        repair = self.audit.open(expect_seq=data["audit_seq"])
+        if repair:
+            notes.append(f"audit log: {repair}")
+        routes: dict[str, Any] = dict(data["routes"])
+        sources = dict.fromkeys(routes, str(self.state_file.path))
+        replays = []
+        for record in read_records(self.audit.path):
+            if record["seq"] > data["audit_seq"] and record.get("after") is not None:
+                routes[record["route"]] = record["after"]
+                sources[record["route"]] = f"{self.audit.path}, record {record['seq']}"
+                replays.append(f"{record['seq']} ({record['action']} on {record['route']})")
+        if replays:
+            shown = ", ".join(replays[:5]) + (
+                f" and {len(replays) - 5} more" if replays[5:] else ""
+            )
+            notes.append(f"replayed audit record {shown}, newer than the state file")
+        return Saved(routes, sources, notes, bool(replays))
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        return read_records(self.audit.path)
 
     def durability(self) -> dict[str, Any]:
         """For status, /readyz and /healthz: is every change in force also on disk?"""
@@ -80,16 +172,16 @@ class LocalStore:
         self.pending.append(entry)
         self._failed(exc)
 
-    async def recorded(self, count: int, routes: int) -> None:
+    async def recorded(self, count: int, routes: int, snapshot: Snapshot) -> None:
         """`count` records landed in the log of a router with `routes` routes."""
         self.unsnapshotted += count
         if self.unsnapshotted >= max(1, routes // ROUTES_PER_SNAPSHOT):
-            await self.save()
+            await self.save(snapshot)
 
-    async def save(self) -> None:
+    async def save(self, snapshot: Snapshot) -> None:
         """Replace the state file. On failure the log holds the changes (a start replays
         them) and `flush` retries."""
-        data = {"audit_seq": self.audit.seq, "routes": self.snapshot()}
+        data = {"audit_seq": self.audit.seq, "routes": snapshot()}
         try:
             await asyncio.to_thread(self.state_file.save, data)
         except DurabilityError as exc:
@@ -100,7 +192,7 @@ class LocalStore:
             self.unsnapshotted = 0
             self._maybe_recovered(0)
 
-    async def flush(self) -> None:
+    async def flush(self, snapshot: Snapshot) -> None:
         """Write what is pending, then the state file (the durability loop's retry)."""
         if not self.degraded:
             return
@@ -109,13 +201,13 @@ class LocalStore:
         except DurabilityError as exc:
             self._failed(exc)
             return
-        await self.save()
+        await self.save(snapshot)
 
-    async def close(self) -> None:
+    async def close(self, snapshot: Snapshot) -> None:
         """A last try, then a clean stop leaves nothing to replay, or says what is lost."""
-        await self.flush()
+        await self.flush(snapshot)
         if self.unsnapshotted and not self.pending:
-            await self.save()
+            await self.save(snapshot)
         if self.pending:
             log.critical(
                 "stopping with %d change(s) in force that never reached the audit log (%s); "

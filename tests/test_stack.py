@@ -7,15 +7,21 @@ from dataclasses import replace
 import pytest
 
 from router.stack import (
+    HALTED,
+    PAUSED,
     ROLLED_BACK,
     Refused,
     RouteState,
     Warm,
     archive_expired,
     deploy,
+    halt_on_breach,
+    pause_ramp,
     promote,
     rollback,
     set_weights,
+    start_ramp,
+    trip_candidate,
     with_drill,
 )
 
@@ -48,6 +54,37 @@ def test_rollback_drains_a_live_candidate_before_touching_the_stack() -> None:
     assert drained.candidate_state == ROLLED_BACK and "drained candidate v2" in what
     with pytest.raises(Refused, match="nothing is warm"):
         rollback(drained, NOW)
+
+
+def test_a_trip_drains_the_candidate_it_judged_as_a_rollback_does() -> None:
+    verdict = {"rule": "error_rate", "at": NOW, "description": "error_rate over its limit"}
+    tripped = trip_candidate(canary(), "v2", verdict)
+    drained, _ = rollback(canary(), NOW)
+    assert tripped.weights == drained.weights == {"v1": 10000, "v2": 0}
+    assert tripped.candidate_state == ROLLED_BACK and tripped.trip == verdict
+    with pytest.raises(Refused, match="changed while it was judged"):
+        trip_candidate(canary(), "v3", verdict)  # another candidate now
+    with pytest.raises(Refused, match="changed while it was judged"):
+        trip_candidate(tripped, "v2", verdict)  # a person drained it first
+    ramping = start_ramp(canary(), 10, NOW)
+    ended = trip_candidate(ramping, "v2", verdict).ramp
+    assert ended is not None and ended.status == ROLLED_BACK
+    assert ended.note == "tripped: error_rate over its limit"
+
+
+def test_a_breach_with_auto_rollback_off_halts_the_ramp_and_keeps_the_weights() -> None:
+    ramping = start_ramp(canary(), 10, NOW)
+    halted = halt_on_breach(ramping, "guardrail error_rate")
+    assert halted.weights == ramping.weights
+    assert halted.ramp is not None and (halted.ramp.status, halted.ramp.note) == (
+        HALTED,
+        "guardrail error_rate",
+    )
+    paused = halt_on_breach(pause_ramp(ramping), "guardrail latency")  # stopped already
+    assert paused.ramp is not None and (paused.ramp.status, paused.ramp.note) == (
+        PAUSED,
+        "guardrail latency",
+    )
 
 
 def test_a_rolled_back_candidate_comes_back_only_by_a_persons_weights() -> None:
