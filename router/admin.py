@@ -41,10 +41,19 @@ from aiohttp import web
 
 from router.config import RouterConfig, split_address
 from router.control import ControlPlane
-from router.errors import ConfigError, Problem
+from router.errors import (
+    BadRequest,
+    ConfigError,
+    Forbidden,
+    NotFound,
+    Problem,
+    RouterError,
+    StateNotDurable,
+    error_response,
+)
 from router.live import LiveRoute
 from router.reload import Reloader
-from router.stack import Refused, RouteState, promote, rollback, set_weights
+from router.stack import RouteState, promote, rollback, set_weights
 from router.state import DurabilityError, StateError, utc_now
 
 log = logging.getLogger("router.admin")
@@ -82,11 +91,6 @@ def user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid {uid}"
-
-
-def _error(status: int, code: str, message: str) -> web.Response:
-    body = orjson.dumps({"error": {"code": code, "message": message}})
-    return web.Response(status=status, body=body, content_type="application/json")
 
 
 def _json(data: Any) -> web.Response:
@@ -302,12 +306,11 @@ class Admin:
         if uid is None or uid not in self.allowed:
             who = "an unknown peer" if uid is None else f"{user_name(uid)} (uid {uid})"
             log.warning("admin: refused %s %s from %s", request.method, request.path, who)
-            return _error(
-                403,
-                "forbidden",
+            forbidden = Forbidden(
                 f"{who} may not use this router's admin socket; run as the router's user or "
                 "root, or add the user to admin_allow in the config",
             )
+            return error_response(forbidden, "admin")
         label = request.headers.get("X-Actor", "").strip()
         name = user_name(uid)
         request["actor"] = f"{name} ({label})" if label and label != name else name
@@ -318,36 +321,33 @@ class Admin:
         """Every answer is JSON the CLI can print, whatever went wrong."""
         try:
             return await handler(request)
-        except Refused as exc:
-            return _error(exc.status, exc.code, exc.message)
+        except RouterError as exc:
+            return error_response(exc, "admin")
         except DurabilityError as exc:
-            return _error(
-                503,
-                "state_not_durable",
+            error: RouterError = StateNotDurable(
                 f"{exc}. Nothing was changed: a change is made only once it is durable "
                 "(a rollback is the exception: it takes effect at once and is written as "
                 "soon as the disk takes it)",
             )
         except web.HTTPException as exc:  # aiohttp's own 404/405/413: JSON too
-            return _error(
-                exc.status, "http_error", f"{request.method} {request.path}: {exc.reason}"
-            )
+            error = RouterError(f"{request.method} {request.path}: {exc.reason}", code="http_error")
+            error.status = exc.status
         except Exception as exc:
             log.exception("admin: %s %s failed", request.method, request.path)
-            return _error(
-                500,
-                "internal_error",
+            error = RouterError(
                 f"{request.method} {request.path} failed inside the router "
                 f"({type(exc).__name__}); the router log has the traceback",
+                code="internal_error",
             )
+        return error_response(error, "admin")
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:
             body = orjson.loads(await request.read() or b"{}")
         except orjson.JSONDecodeError:
-            raise Refused("the body is not JSON", status=400, code="invalid_json") from None
+            raise BadRequest("the body is not JSON", code="invalid_json") from None
         if not isinstance(body, dict):
-            raise Refused("the body must be a JSON object", status=400, code="invalid_json")
+            raise BadRequest("the body must be a JSON object", code="invalid_json")
         return body
 
     def _route(self, body: Mapping[str, Any], *, optional: bool = False) -> str:
@@ -355,13 +355,10 @@ class Admin:
         if not name and optional and len(self.rollouts.states) == 1:
             return next(iter(self.rollouts.states))
         if not name:
-            raise Refused(
-                f"name the route: {', '.join(self.rollouts.states)}", status=400, code="no_route"
-            )
+            raise BadRequest(f"name the route: {', '.join(self.rollouts.states)}", code="no_route")
         if name not in self.rollouts.states:
-            raise Refused(
+            raise NotFound(
                 f"unknown route {name!r}; routes: {', '.join(self.rollouts.states)}",
-                status=404,
                 code="unknown_route",
             )
         return str(name)
@@ -456,25 +453,22 @@ class Admin:
         name = self._route(body)
         given = body.get("weights")
         if not isinstance(given, dict) or not given:
-            raise Refused(
+            raise BadRequest(
                 "give weights as VERSION=PERCENT, e.g. v1.4=90 v1.5=10",
-                status=400,
                 code="no_weights",
             )
         known = self.routes[name].targets
         points = {}
         for version, percent in given.items():
             if version not in known:
-                raise Refused(
+                raise BadRequest(
                     f"route {name} has no version {version!r}; its versions are "
                     f"{', '.join(known)} (deploy a new one first)",
-                    status=400,
                     code="unknown_version",
                 )
             if not isinstance(percent, int | float) or not 0 <= percent <= 100:
-                raise Refused(
+                raise BadRequest(
                     f"weight of {version} must be a percent from 0 to 100, not {percent!r}",
-                    status=400,
                     code="bad_weight",
                 )
             points[str(version)] = round(float(percent) * 100)
@@ -491,7 +485,7 @@ class Admin:
         body = await self._body(request)
         name, version = self._route(body), body.get("version")
         if not isinstance(version, str) or not version:
-            raise Refused("name the version to deploy", status=400, code="no_version")
+            raise BadRequest("name the version to deploy", code="no_version")
         record = await self.reloader.deploy(
             name, version, actor=request["actor"], reason=self._reason(body, f"deploy {version}")
         )
@@ -516,7 +510,7 @@ class Admin:
         name = self._route(body, optional=True)
         to, force, now = body.get("to"), bool(body.get("force")), utc_now()
         if to is not None and to not in self.routes[name].targets:
-            raise Refused(f"route {name} has no version {to!r}", status=400, code="unknown_version")
+            raise BadRequest(f"route {name} has no version {to!r}", code="unknown_version")
         done: dict[str, str] = {}
 
         def move(state: RouteState) -> RouteState:
@@ -539,10 +533,9 @@ class Admin:
         body = await self._body(request)
         name = self._route(body)
         if self.config.environment == "prod" and not body.get("force"):
-            raise Refused(
+            raise BadRequest(
                 "a drill rolls back live traffic for a moment; this router runs with "
                 "environment: prod, so add --force if you mean it",
-                status=400,
                 code="force_needed",
             )
         result = await self.control.drills.drill(
@@ -583,9 +576,8 @@ class Admin:
         body = await self._body(request)
         name, action = self._route(body), body.get("action")
         if action not in ("start", "pause", "resume", "abort"):
-            raise Refused(
+            raise BadRequest(
                 "say what to do with the rollout: start, pause, resume or abort",
-                status=400,
                 code="bad_action",
             )
         record = await self.control.ramps.command(

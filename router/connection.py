@@ -37,12 +37,15 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, BadHttpMethod, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
+from router.dialects import dialect_for_path
 from router.errors import (
+    DialectName,
     HeadersTooLarge,
     MalformedRequest,
     Overloaded,
     RequestTimeout,
     RouterError,
+    error_response,
 )
 
 log = logging.getLogger("router")
@@ -216,19 +219,14 @@ class ClientConnection(RequestHandler):
                 log.info("rejected a request from %s: %s", self._peer(), error.message)
             # Unparsed, the request has no dialect yet. Anthropic's error shape serves both
             # SDKs: the OpenAI one also reads its message from body["error"]["message"].
-            body = error.body("anthropic")
+            dialect: DialectName = "anthropic"
         else:  # an exception a handler let through: a bug, logged with its traceback
             error = RouterError(
                 "an internal error; the router's log has the traceback", code="internal_error"
             )
             self.log_exception("Error handling request to %s", request.path, exc_info=exc)
-            body = error.body("anthropic" if request.path.startswith("/v1/messages") else "openai")
-        response = web.Response(
-            status=error.status,
-            body=body,
-            content_type="application/json",
-            headers={"X-Router-Error": error.code},
-        )
+            dialect = dialect_for_path(request.path).name
+        response = error_response(error, dialect)
         response.force_close()
         return response
 

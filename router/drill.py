@@ -12,8 +12,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from router.errors import RouterError, StateNotDurable
 from router.rollout import Component, Rollouts
-from router.stack import Refused, RouteState, rollback, with_drill
+from router.stack import RouteState, rollback, with_drill
 from router.state import DurabilityError, utc_now
 from router.telemetry import LATENCY_BOUNDS, Histogram
 from router.watcher import Watcher
@@ -52,10 +53,9 @@ class Drills(Component):
         served = await probe()
         first_request = time.perf_counter() - started
         if served != expected:
-            raise Refused(
+            raise RouterError(
                 f"the drill's probe was served by {served}, not {expected}; the rollback did "
                 "not take effect on the live path",
-                status=500,
                 code="drill_failed",
             )
         result = {
@@ -77,11 +77,10 @@ class Drills(Component):
                 details={"drill": result},
             )
         except DurabilityError as exc:
-            raise Refused(
+            raise StateNotDurable(
                 f"the drill rolled {name} back, but rolling forward could not be made durable "
                 f"({exc}); the route stays rolled back, which is safe. Once the disk has room, "
                 f"restore the weights with bundle-router weights {name} ...",
-                status=503,
                 code="state_not_durable",
             ) from None
         return result

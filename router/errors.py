@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import orjson
+from aiohttp import web
 
-DialectName = Literal["openai", "anthropic", "responses"]
+# The shapes an error body takes: one per API dialect, and the admin API's own (the CLI prints
+# its message as it is).
+DialectName = Literal["openai", "anthropic", "responses", "admin"]
 
 
 class RouterError(Exception):
@@ -34,6 +37,8 @@ class RouterError(Exception):
 
     def body(self, dialect: DialectName) -> bytes:
         """The JSON error body in the client's dialect."""
+        if dialect == "admin":
+            return orjson.dumps({"error": {"code": self.code, "message": self.message}})
         message = f"bundle-router: {self.message}"
         if dialect == "anthropic":
             return orjson.dumps(
@@ -104,6 +109,13 @@ class HeadersTooLarge(RouterError):
     anthropic_type = "invalid_request_error"
 
 
+class Forbidden(RouterError):
+    status = 403
+    code = "forbidden"
+    openai_type = "permission_error"
+    anthropic_type = "permission_error"
+
+
 class NotFound(RouterError):
     status = 404
     code = "not_found"
@@ -152,6 +164,20 @@ class Conflict(RouterError):
     anthropic_type = "invalid_request_error"
 
 
+class Refused(Conflict):
+    """A change that does not apply to a route's deploy state as it is (a move of
+    `router.stack`); the message says what to do instead."""
+
+    code = "refused"
+
+
+class StateNotDurable(RouterError):
+    """A change the disk did not take: nothing was changed."""
+
+    status = 503
+    code = "state_not_durable"
+
+
 class UpstreamUnavailable(RouterError):
     """The provider could not be reached, or broke the connection."""
 
@@ -164,6 +190,19 @@ class UpstreamTimeout(RouterError):
     code = "upstream_timeout"
     openai_type = "timeout_error"
     anthropic_type = "timeout_error"
+
+
+def error_response(
+    exc: RouterError, dialect: DialectName, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """The one way an error becomes an HTTP answer: the proxy's, the admin API's and the
+    client connection's (the way Starlette's exception middleware renders HTTPException)."""
+    return web.Response(
+        status=exc.status,
+        body=exc.body(dialect),
+        content_type="application/json",
+        headers={**(headers or {}), **exc.headers, "X-Router-Error": exc.code},
+    )
 
 
 @dataclass(frozen=True, slots=True)

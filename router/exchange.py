@@ -22,6 +22,7 @@ from router.errors import (
     RouterError,
     UpstreamTimeout,
     UpstreamUnavailable,
+    error_response,
 )
 from router.live import LiveRoute, Target
 from router.telemetry import Outcome
@@ -99,7 +100,7 @@ class Exchange:
             self.outcome = Outcome.CONNECT_ERROR
         else:
             self.outcome = Outcome.ROUTER_ERROR
-        answer = error_response(exc, self.dialect, self.headers)
+        answer = error_response(exc, self.dialect.name, self.headers)
         if isinstance(exc, RequestTimeout | PayloadTooLarge):
             answer.force_close()  # close rather than read and discard the unread body
         return answer
@@ -142,12 +143,3 @@ class Exchange:
             refused = any(p.search(text) for p in patterns)
         if refused:
             stats.record_refusal()
-
-
-def error_response(exc: RouterError, dialect: Dialect, headers: dict[str, str]) -> web.Response:
-    return web.Response(
-        status=exc.status,
-        body=exc.body(dialect.name),
-        content_type="application/json",
-        headers={**headers, **exc.headers, "X-Router-Error": exc.code},
-    )

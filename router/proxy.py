@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from router.access_log import AccessLog
-from router.dialects import DIALECTS, RESPONSES, Dialect
+from router.dialects import DIALECTS, RESPONSES, Dialect, dialect_for_path
 from router.errors import (
     BadRequest,
     Conflict,
@@ -106,7 +106,7 @@ class Proxy:
             f"{request.path} takes {allowed}, not {request.method}",
             code="method_not_allowed",
         )
-        answer = self.refuse(request, _dialect_of(request.path), error)
+        answer = self.refuse(request, dialect_for_path(request.path), error)
         answer.headers["Allow"] = allowed
         return answer
 
@@ -118,7 +118,7 @@ class Proxy:
             "http://HOST:PORT/v1 for OpenAI)",
             code="unknown_endpoint",
         )
-        return self.refuse(request, _dialect_of(request.path), error)
+        return self.refuse(request, dialect_for_path(request.path), error)
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         return await self.handle(request, DIALECTS["openai"])
@@ -563,11 +563,6 @@ class Proxy:
             f"request {request_id!r} already has a different verdict; the first one counts",
             code="conflicting_feedback",
         )
-
-
-def _dialect_of(path: str) -> Dialect:
-    """The dialect to answer an unroutable request in: Anthropic's for its paths."""
-    return DIALECTS["anthropic" if path.startswith("/v1/messages") else "openai"]
 
 
 async def _write_quietly(out: web.StreamResponse, data: bytes) -> bool:

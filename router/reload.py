@@ -24,13 +24,13 @@ from router.assemble import build_route, build_settings, build_upstreams, new_st
 from router.bundles import load_route_bundles
 from router.catalog import Catalog, load_catalog_paced
 from router.control import ControlPlane
-from router.errors import ConfigError
+from router.errors import BadRequest, ConfigError, NotFound, Refused, StateNotDurable
 from router.forward import Upstream
 from router.live import LiveRoute
 from router.pacing import SETTLE_EVERY, Pacer
 from router.restore import digests_of, reconcile
 from router.rollout import Change, starting_at
-from router.stack import Refused, RouteState, deploy
+from router.stack import RouteState, deploy
 from router.state import DurabilityError, StateError
 from router.tasks import Background
 
@@ -38,11 +38,10 @@ log = logging.getLogger("router.reload")
 RETIRE_AFTER = 60.0  # seconds an old upstream pool stays open for requests still using it
 
 
-def _problems(exc: ConfigError) -> Refused:
+def _problems(exc: ConfigError) -> BadRequest:
     lines = "\n".join(f"  {problem}" for problem in exc.problems)
-    return Refused(
+    return BadRequest(
         f"the new configuration has {len(exc.problems)} problem(s); nothing was changed:\n{lines}",
-        status=400,
         code="invalid_config",
     )
 
@@ -201,9 +200,8 @@ class Reloader:
         except DurabilityError as exc:
             for upstream in started:
                 await upstream.close()
-            raise Refused(
+            raise StateNotDurable(
                 f"{exc}; the reload was not applied, the old configuration keeps serving",
-                status=503,
                 code="state_not_durable",
             ) from None
         heap.settle()  # so are the new routes; the old ones went by reference counting
@@ -224,9 +222,8 @@ class Reloader:
             spec = self.catalog.routes.get(name)
             route = self.routes.get(name)
             if spec is None or route is None:
-                raise Refused(
+                raise NotFound(
                     f"unknown route {name!r}; routes: {', '.join(self.routes)}",
-                    status=404,
                     code="unknown_route",
                 )
             config = self.catalog.config
@@ -238,19 +235,17 @@ class Reloader:
                 raise _problems(exc) from None
             bundle = bundles.get(version)
             if bundle is None:
-                raise Refused(
+                raise NotFound(
                     f"no bundle in {spec.config.bundles} declares version {version} (found: "
                     f"{', '.join(sorted(bundles))}); add {spec.config.bundles}/{version}/"
                     "bundle.yaml first",
-                    status=404,
                     code="unknown_version",
                 )
             provider = config.providers.get(bundle.provider)
             if provider is None or provider.dialect != spec.dialect:
-                raise Refused(
+                raise BadRequest(
                     f"{version} uses provider {bundle.provider!r}, which is not a configured "
                     f"{spec.dialect} provider; route {name} speaks {spec.dialect}",
-                    status=400,
                     code="wrong_provider",
                 )
             loaded = route.targets.get(version)

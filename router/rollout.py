@@ -30,11 +30,12 @@ from types import MappingProxyType
 from typing import Any
 
 from router.config import RolloutPlan
+from router.errors import NotFound
 from router.guardrails import Guard
 from router.live import LiveRoute
 from router.notify import Notifier, change_message, event_message
 from router.restore import Restored
-from router.stack import Refused, RouteState
+from router.stack import RouteState
 from router.state import DurabilityError, utc_now
 from router.store import Store
 from router.tasks import Background, to_completion
@@ -288,7 +289,7 @@ class Rollouts:
         async with self.lock:
             before = self._states.get(name)
             if before is None:
-                raise Refused(f"unknown route {name!r}", status=404, code="unknown_route")
+                raise NotFound(f"unknown route {name!r}", code="unknown_route")
             after = move(before)
             table = after.table()  # checks the weights before anything changes
             route = self.routes[name]

@@ -1,6 +1,6 @@
 """A route's deploy stack: who is active, the canary, the warm versions, and the moves
 between them. Each move is a pure function from one `RouteState` to the next; it refuses
-with a `Refused` that says what to do instead. `Rollouts.change` applies the result.
+with a `Refused` (router.errors) that says what to do instead. `Rollouts.change` applies the result.
 
     deploy   -> the version becomes the candidate, at weight 0
     weights  -> traffic split (a rolled-back candidate given weight again is re-enabled)
@@ -28,21 +28,12 @@ from pydantic import (
 )
 
 from router.config import Route
+from router.errors import BadRequest, Refused
 from router.routing import BASIS_POINTS, WeightTable
 
 LIVE = "live"
 ROLLED_BACK = "rolled_back"
 DRILLS_KEPT = 12
-
-
-class Refused(Exception):
-    """A move that does not apply to the route as it is. `status` is the HTTP status."""
-
-    def __init__(self, message: str, *, status: int = 409, code: str = "refused") -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,9 +225,8 @@ def set_weights(state: RouteState, points: Mapping[str, int]) -> RouteState:
             code="ramp_running",
         )
     if sum(points.values()) != BASIS_POINTS:
-        raise Refused(
+        raise BadRequest(
             f"the weights add up to {sum(points.values()) / 100:g}%, not 100%",
-            status=400,
             code="weights_not_100",
         )
     unwatched = sorted(
@@ -244,13 +234,12 @@ def set_weights(state: RouteState, points: Mapping[str, int]) -> RouteState:
     )
     if unwatched:
         version = unwatched[0]
-        raise Refused(
+        raise BadRequest(
             f"{version} is {state.role(version)}, neither the active version "
             f"({state.active}) nor the candidate ({state.candidate or 'none'}); the guardrails "
             "watch only those two, so traffic on it would go unguarded. Make it the candidate "
             f"first (bundle-router deploy ROUTE {version}), or roll back to it "
             f"(bundle-router rollback ROUTE --to {version} --force)",
-            status=400,
             code="version_not_deployed",
         )
     weights = {**dict.fromkeys(state.weights, 0), **points}
@@ -336,9 +325,8 @@ def rollback(
         return after, f"drained candidate {state.candidate}; {state.active} serves all traffic"
     if to is not None:
         if not force:
-            raise Refused(
+            raise BadRequest(
                 f"rollback --to {to} skips the warm stack; add --force if that is what you mean",
-                status=400,
                 code="force_needed",
             )
         if to == state.active:

@@ -18,10 +18,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from router.config import RolloutPlan
+from router.errors import Refused
 from router.guardrails import Guard, Verdict, Watch
 from router.live import LiveRoute
 from router.rollout import Component, Rollouts, Settings
-from router.stack import Refused, RouteState, halt_on_breach, trip_candidate
+from router.stack import RouteState, halt_on_breach, trip_candidate
 from router.state import utc_now
 from router.tasks import Background, count_failure
 

@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import pytest
 
+from router.errors import BadRequest, Refused
 from router.stack import (
     HALTED,
     PAUSED,
     ROLLED_BACK,
-    Refused,
     RouteState,
     Warm,
     archive_expired,
@@ -121,7 +121,7 @@ def test_state_round_trips_through_its_dict() -> None:
 
 
 def test_weights_must_sum_to_100() -> None:
-    with pytest.raises(Refused, match="add up to 95%"):
+    with pytest.raises(BadRequest, match="add up to 95%"):
         set_weights(canary(), {"v1": 9000, "v2": 500})
 
 
@@ -131,7 +131,7 @@ def test_weights_go_only_to_what_the_guardrails_watch() -> None:
     promoted = promote(canary(), NOW)  # v1 is warm now, v2 active
     loaded = replace(promoted, weights={**promoted.weights, "v3": 0})  # v3: loaded, no role
     for version in ("v1", "v3"):
-        with pytest.raises(Refused) as refused:
+        with pytest.raises(BadRequest) as refused:
             set_weights(loaded, {"v2": 0, version: 10000})
         assert refused.value.code == "version_not_deployed"
         assert f"bundle-router deploy ROUTE {version}" in refused.value.message

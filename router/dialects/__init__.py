@@ -18,4 +18,22 @@ FAMILIES: dict[str, tuple[Dialect, ...]] = {
     "anthropic": (ANTHROPIC,),
 }
 
-__all__ = ["ANTHROPIC", "DIALECTS", "FAMILIES", "OPENAI", "RESPONSES", "Dialect", "Injection"]
+
+def dialect_for_path(path: str) -> Dialect:
+    """The dialect to answer a request in before it is routed (an error), by its path:
+    Anthropic's for its paths, the Responses API's for its own, OpenAI's for the rest."""
+    if path.startswith(ANTHROPIC.path):
+        return ANTHROPIC
+    return RESPONSES if path.startswith(RESPONSES.path) else OPENAI
+
+
+__all__ = [
+    "ANTHROPIC",
+    "DIALECTS",
+    "FAMILIES",
+    "OPENAI",
+    "RESPONSES",
+    "Dialect",
+    "Injection",
+    "dialect_for_path",
+]
