@@ -43,7 +43,7 @@ from benchmarks.harness import (
     streams,
     wrk,
 )
-from tests.servers import FakeProvider, Router, free_port, router_config
+from testing.servers import FakeProvider, Router, free_port, router_config
 
 TARGETS = {
     "p50": 0.25e-3,

@@ -230,7 +230,7 @@ def print_false_trips(canaries: int, hours: float) -> None:
 
 
 async def trip_on_the_router(tmp: Path) -> dict[str, float]:
-    from tests.servers import FakeProvider, Router, router_config
+    from testing.servers import FakeProvider, Router, router_config
 
     provider = FakeProvider(tmp / "provider")
     config = router_config(provider.url)

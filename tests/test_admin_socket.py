@@ -22,7 +22,7 @@ import yaml
 
 from router.config import load_config
 from router.errors import ConfigError
-from tests.servers import REPO, FakeProvider, Router, router_config
+from testing.servers import REPO, FakeProvider, Router, router_config
 
 NOBODY = 65534
 NOBODYS_GROUP = pwd.getpwuid(NOBODY).pw_gid  # nogroup, on Debian

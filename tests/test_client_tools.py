@@ -12,7 +12,7 @@ import anthropic
 import openai
 import pytest
 
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 from tests.test_metrics import scrape, value
 
 ANSWER_SCHEMA = {

@@ -26,7 +26,7 @@ from router.fake_provider.chat import Chat
 from router.fake_provider.messages import Messages
 from router.fake_provider.plan import Invalid, Planner
 from router.fake_provider.responses import Responses
-from tests.servers import FakeProvider
+from testing.servers import FakeProvider
 
 GPT = "gpt-5.4-2026-03-05"
 CLAUDE = "claude-opus-4-7-20260108"

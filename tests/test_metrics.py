@@ -18,14 +18,8 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import (
-    REPO,
-    FakeProvider,
-    Router,
-    free_port,
-    leave_mid_stream,
-    router_config,
-)
+from testing.servers import REPO, FakeProvider, Router, free_port, router_config
+from tests.traffic import leave_mid_stream
 
 HI = [{"role": "user", "content": "hi"}]
 OPUS = "claude-opus-4-7-20260108"  # refund-agent v1.5

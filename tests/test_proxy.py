@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 
 REFUND_V14 = "claude-sonnet-4-6-20260215"
 REFUND_V15 = "claude-opus-4-7-20260108"

@@ -8,7 +8,7 @@ import uuid
 
 import httpx
 
-from tests.servers import Router
+from testing.servers import Router
 
 BODY = {"model": "refund-agent", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 FRESH = re.compile(r"^[0-9a-f]{32}$")  # the router's own ids: uuid4().hex

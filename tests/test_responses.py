@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from router.routing import BASIS_POINTS, bucket_of
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 from tests.test_metrics import scrape, value
 
 SUPPORT = "gpt-5.4-2026-03-05"

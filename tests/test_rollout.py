@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from router.state import AuditLog, verify
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 from tests.test_admin import cli
 from tests.test_metrics import scrape, value
 from tests.traffic import burst, served_by

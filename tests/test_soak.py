@@ -21,7 +21,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.admin_client import call
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
 WARM_UP = 0.25  # of the run: pools fill and the allocator settles before the baseline
