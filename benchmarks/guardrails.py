@@ -128,7 +128,8 @@ def _latency_shares(behaviour: Behaviour) -> np.ndarray:
 
     edges = [cdf(b) for b in GUARD_LATENCY_BOUNDS]
     shares = np.diff([0.0, *edges, 1.0])
-    return np.clip(shares, 0, None) / np.clip(shares, 0, None).sum()
+    normalised: np.ndarray = np.clip(shares, 0, None) / np.clip(shares, 0, None).sum()
+    return normalised
 
 
 def _per_second(

@@ -108,7 +108,7 @@ class FakeProvider:
 def router_config(provider_url: str, **overrides: Any) -> dict[str, Any]:
     """The example config, pointed at `provider_url`, on free ports. Top-level keys in
     `overrides` replace the example's."""
-    config = yaml.safe_load((REPO / "config" / "router.yaml").read_text())
+    config: dict[str, Any] = yaml.safe_load((REPO / "config" / "router.yaml").read_text())
     config["listen"] = f"127.0.0.1:{free_port()}"
     config["metrics_listen"] = f"127.0.0.1:{free_port()}"
     config["providers"]["anthropic"]["base_url"] = provider_url

@@ -303,7 +303,12 @@ def test_audit_follow_prints_new_records_as_they_land(admin_router: Router) -> N
         [sys.executable, "-m", "router", *command], stdout=subprocess.PIPE, text=True, cwd=REPO
     ) as follower:
         lines: queue.Queue[str] = queue.Queue()
-        reader = threading.Thread(target=lambda: [lines.put(x) for x in follower.stdout or ()])
+
+        def read_lines() -> None:
+            for printed in follower.stdout or ():
+                lines.put(printed)
+
+        reader = threading.Thread(target=read_lines)
         reader.start()
         try:
             first = [lines.get(timeout=10) for _ in range(2)]  # the first-start records

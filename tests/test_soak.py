@@ -100,7 +100,8 @@ def flip_weights(router: Router, stop: threading.Event) -> int:
 
 
 def middle(samples: list[Sample], field: str) -> float:
-    return statistics.median(getattr(s, field) for s in samples)
+    values: list[float] = [getattr(s, field) for s in samples]
+    return statistics.median(values)
 
 
 async def test_soak_with_weight_flips_answers_everything_and_leaks_nothing(
