@@ -43,7 +43,7 @@ from benchmarks.harness import (
     streams,
     wrk,
 )
-from tests.servers import FakeProvider, Router, free_port, router_config
+from testing.servers import FakeProvider, Router, free_port, router_config
 
 TARGETS = {
     "p50": 0.25e-3,
@@ -55,7 +55,7 @@ TARGETS = {
     "rss": 300.0,
 }
 STREAM_EVENTS = 20
-STREAM_BEHAVIOUR = {"stream_chunks": STREAM_EVENTS, "stream_interval_ms": 50}
+STREAM_BEHAVIOUR: dict[str, Any] = {"stream_chunks": STREAM_EVENTS, "stream_interval_ms": 50}
 
 
 def bench_config(provider_url: str) -> dict[str, Any]:

@@ -128,7 +128,8 @@ def _latency_shares(behaviour: Behaviour) -> np.ndarray:
 
     edges = [cdf(b) for b in GUARD_LATENCY_BOUNDS]
     shares = np.diff([0.0, *edges, 1.0])
-    return np.clip(shares, 0, None) / np.clip(shares, 0, None).sum()
+    normalised: np.ndarray = np.clip(shares, 0, None) / np.clip(shares, 0, None).sum()
+    return normalised
 
 
 def _per_second(
@@ -230,7 +231,7 @@ def print_false_trips(canaries: int, hours: float) -> None:
 
 
 async def trip_on_the_router(tmp: Path) -> dict[str, float]:
-    from tests.servers import FakeProvider, Router, router_config
+    from testing.servers import FakeProvider, Router, router_config
 
     provider = FakeProvider(tmp / "provider")
     config = router_config(provider.url)

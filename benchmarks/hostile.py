@@ -36,9 +36,8 @@ from fastjsonschema.draft2019 import CodeGeneratorDraft2019
 from router.files import MAX_YAML_DEPTH, MAX_YAML_NODES, BoundedLoader, FileRefused
 from router.patterns import compile_pattern
 from router.schemas import FORMATS
-from tests.servers import FakeProvider, Router, router_config
-from tests.test_admin import own_bundles, with_bundles
-from tests.test_bundles import alias_bomb, set_pattern
+from testing.bundles import alias_bomb, own_bundles, set_pattern, with_bundles
+from testing.servers import FakeProvider, Router, router_config
 
 
 def seconds(work: Callable[[str], object], text: str) -> float:

@@ -45,7 +45,7 @@ def report_overhead(response: Any) -> None:
     """Record the router's own time for this answer as a locust entry of its own."""
     overhead = response.headers.get("X-Router-Overhead-Ms")
     if overhead is not None:
-        events.request.fire(
+        events.request.fire(  # type: ignore[no-untyped-call]  # locust's EventHook is unannotated
             request_type="ROUTER",
             name="router overhead, microseconds (X-Router-Overhead-Ms x 1000)",
             response_time=float(overhead) * 1000,

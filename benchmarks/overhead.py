@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.harness import BODY, pct
 from benchmarks.harness import latencies as drive
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 
 
 async def measure(direct_url: str, router_url: str, requests: int, concurrency: int) -> None:

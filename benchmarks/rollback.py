@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from router.admin_client import call
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 
 BIN = Path(sys.executable).parent / "bundle-router"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.harness import BODY
 from benchmarks.harness import latencies as drive
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 
 ROUNDS = 3
 

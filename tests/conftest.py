@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 
-from tests.servers import FakeProvider, Router, leave_mid_stream, router_config
+from testing.servers import FakeProvider, Router, router_config
+from tests.traffic import leave_mid_stream
 
 HI = [{"role": "user", "content": "hi"}]
 REFUND = {"model": "refund-agent", "max_tokens": 5, "messages": HI}

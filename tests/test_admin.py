@@ -13,14 +13,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
 import pytest
 
 from router.admin_client import call
-from tests.servers import EXAMPLE_BUNDLES, REPO, FakeProvider, Router, router_config
+from testing.bundles import new_version, own_bundles, with_bundles
+from testing.servers import REPO, FakeProvider, Router, router_config
 from tests.test_metrics import scrape, value
 from tests.traffic import burst, served_by
 
@@ -39,25 +39,6 @@ def ok(router: Router, *args: str) -> str:
     done = cli(router, *args)
     assert done.returncode == 0, done.stderr
     return done.stdout
-
-
-def own_bundles(tmp: Path) -> Path:
-    """A copy of the example bundles that a test may add to and break."""
-    folder = tmp / "bundles"
-    shutil.copytree(EXAMPLE_BUNDLES, folder)
-    return folder
-
-
-def with_bundles(config: dict[str, Any], folder: Path) -> dict[str, Any]:
-    for name, route in config["routes"].items():
-        route["bundles"] = str(folder / name)
-    return config
-
-
-def new_version(folder: Path, route: str, source: str, version: str) -> None:
-    shutil.copytree(folder / route / source, folder / route / version)
-    bundle = folder / route / version / "bundle.yaml"
-    bundle.write_text(bundle.read_text().replace(f"version: {source}", f"version: {version}"))
 
 
 @pytest.fixture
@@ -322,7 +303,12 @@ def test_audit_follow_prints_new_records_as_they_land(admin_router: Router) -> N
         [sys.executable, "-m", "router", *command], stdout=subprocess.PIPE, text=True, cwd=REPO
     ) as follower:
         lines: queue.Queue[str] = queue.Queue()
-        reader = threading.Thread(target=lambda: [lines.put(x) for x in follower.stdout or ()])
+
+        def read_lines() -> None:
+            for printed in follower.stdout or ():
+                lines.put(printed)
+
+        reader = threading.Thread(target=read_lines)
         reader.start()
         try:
             first = [lines.get(timeout=10) for _ in range(2)]  # the first-start records

@@ -22,7 +22,7 @@ import yaml
 
 from router.config import load_config
 from router.errors import ConfigError
-from tests.servers import REPO, FakeProvider, Router, router_config
+from testing.servers import REPO, FakeProvider, Router, router_config
 
 NOBODY = 65534
 NOBODYS_GROUP = pwd.getpwuid(NOBODY).pw_gid  # nogroup, on Debian
@@ -66,9 +66,9 @@ def connect_as(uid: int, gid: int, groups: list[int], path: Path) -> str:
             os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
-        answer = pipe.read().decode(errors="replace")
+        reported = pipe.read().decode(errors="replace")
     os.waitpid(pid, 0)
-    return answer
+    return reported
 
 
 @pytest.fixture

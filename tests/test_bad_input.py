@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 
 HI = [{"role": "user", "content": "hi"}]
 

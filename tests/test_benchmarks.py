@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from tests.servers import REPO, FakeProvider, Router, router_config
+from testing.servers import REPO, FakeProvider, Router, router_config
 
 
 def run_benchmark(module: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -16,8 +16,9 @@ import yaml
 from router.bundles import load_bundle, load_route_bundles, pin_problem
 from router.errors import ConfigError, Problem
 from router.schemas import schema_regexes
-from tests.servers import EXAMPLE_BUNDLES, FakeProvider, Router, router_config
-from tests.test_admin import cli, new_version, own_bundles, with_bundles
+from testing.bundles import alias_bomb, new_version, own_bundles, set_pattern, with_bundles
+from testing.servers import EXAMPLE_BUNDLES, FakeProvider, Router, router_config
+from tests.test_admin import cli
 from tests.test_metrics import scrape, value
 
 
@@ -134,29 +135,8 @@ def test_unknown_key_in_bundle_yaml(refund: Path) -> None:
 CANARY = "canary-7d41c2-read-from-outside"
 
 
-def alias_bomb(levels: int, indent: str = "  ") -> str:
-    """YAML mapping lines whose key `l{levels-1}` expands to 10**levels leaves in a few
-    hundred bytes: each level is a list of ten aliases to the level before ("billion laughs")."""
-    lines = [f"{indent}l0: &l0 [{', '.join(['lol'] * 10)}]"]
-    for level in range(1, levels):
-        lines.append(f"{indent}l{level}: &l{level} [{', '.join([f'*l{level - 1}'] * 10)}]")
-    return "\n".join(lines) + "\n"
-
-
 def tool(name: str, **schema: object) -> dict[str, object]:
     return {"name": name, "input_schema": {"type": "object", **schema}}
-
-
-def set_pattern(bundle: Path, pattern: str, example: str = "A-1234") -> None:
-    """Give the first tool's `order_id` this pattern, and an example the fake provider sends."""
-    tools = bundle / "tools.yaml"
-    data = yaml.safe_load(tools.read_text())
-    data[0]["input_schema"]["properties"]["order_id"] = {
-        "type": "string",
-        "pattern": pattern,
-        "examples": [example],
-    }
-    tools.write_text(yaml.safe_dump(data, allow_unicode=True))
 
 
 def refused(bundle: Path) -> Problem:
@@ -409,7 +389,7 @@ async def test_a_backtracking_pattern_cannot_stall_the_router(
             ask(client, "refund-agent", "v1.4"),
             ask(client, "support-agent", "v2.1"),
         )
-    assert statuses == [200, 200, 200]
+    assert list(statuses) == [200, 200, 200]  # gather answers a list; typeshed says tuple
     metrics = scrape(router)
     for version in ("v1.5", "v1.4"):
         labels = {"route": "refund-agent", "version": version}

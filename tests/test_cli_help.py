@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from router.cli import _parser
-from tests.servers import REPO
+from testing.servers import REPO
 
 
 def _commands() -> list[str]:

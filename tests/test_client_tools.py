@@ -12,10 +12,10 @@ import anthropic
 import openai
 import pytest
 
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 from tests.test_metrics import scrape, value
 
-ANSWER_SCHEMA = {
+ANSWER_SCHEMA: dict[str, object] = {
     "type": "object",
     "properties": {"refund_approved": {"type": "boolean"}, "reason": {"type": "string"}},
     "required": ["refund_approved", "reason"],
@@ -35,12 +35,12 @@ def test_anthropic_structured_output_through_a_forced_client_tool(
             model="refund-agent",
             max_tokens=200,
             messages=[{"role": "user", "content": "Refund order A-1?"}],
-            tools=[{"name": "FinalAnswer", "input_schema": ANSWER_SCHEMA}],  # type: ignore[typeddict-item]
+            tools=[{"name": "FinalAnswer", "input_schema": ANSWER_SCHEMA}],
             tool_choice={"type": "tool", "name": "FinalAnswer"},
         )
     calls = [block for block in message.content if block.type == "tool_use"]
     assert [call.name for call in calls] == ["FinalAnswer"]
-    assert set(calls[0].input) >= {"refund_approved", "reason"}  # type: ignore[arg-type]
+    assert set(calls[0].input) >= {"refund_approved", "reason"}
     sent = fake.last()["body"]
     names = [tool["name"] for tool in sent["tools"]]
     assert names[-1] == "FinalAnswer" and len(names) > 1  # the bundle's tools, then the client's
@@ -95,7 +95,7 @@ def test_a_forced_tool_the_route_does_not_send_is_a_clear_400(
             model="refund-agent",
             max_tokens=200,
             messages=[{"role": "user", "content": "Refund order A-1?"}],
-            tools=[{"name": "FinalAnswer", "input_schema": ANSWER_SCHEMA}],  # type: ignore[typeddict-item]
+            tools=[{"name": "FinalAnswer", "input_schema": ANSWER_SCHEMA}],
             tool_choice={"type": "tool", "name": "FinalAnswer"},
         )
     error = caught.value.body["error"]  # type: ignore[index]

@@ -17,8 +17,8 @@ from router.catalog import load_catalog
 from router.config import load_config, parse_duration
 from router.errors import ConfigError
 from router.fake_provider import load_profile
-from tests.servers import REPO, FakeProvider, Router, router_config
-from tests.test_bundles import alias_bomb
+from testing.bundles import alias_bomb
+from testing.servers import REPO, FakeProvider, Router, router_config
 from tests.test_metrics import OPUS, scrape, value
 
 

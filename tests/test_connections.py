@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 from tests.test_metrics import scrape, value
 
 BODY = {"model": "refund-agent", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}

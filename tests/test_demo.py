@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.servers import REPO
+from testing.servers import REPO
 
 
 def demo(*args: str) -> str:

@@ -16,7 +16,7 @@ from router.bundles import Bundle, load_bundle
 from router.dialects import ANTHROPIC, OPENAI
 from router.dialects.base import Policy
 from router.errors import BadRequest
-from tests.servers import EXAMPLE_BUNDLES
+from testing.servers import EXAMPLE_BUNDLES
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import httpx
 
 from router.state import verify
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 
 BODY = {
     "model": "refund-agent",

@@ -18,9 +18,10 @@ import orjson
 import pytest
 
 from router.state import AuditLog, DurabilityError, read_records, verify
+from testing.bundles import new_version, own_bundles, with_bundles
+from testing.servers import FakeProvider, Router
 from tests.disk import PAGE, TinyDisk, tiny_disk
-from tests.servers import FakeProvider, Router
-from tests.test_admin import cli, new_version, own_bundles, with_bundles
+from tests.test_admin import cli
 from tests.test_metrics import scrape, value
 from tests.test_rollout import CANARY_MODEL, drive_until_trip, half_canary
 from tests.traffic import burst, served_by

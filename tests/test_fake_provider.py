@@ -9,7 +9,7 @@ import json
 import random
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anthropic
 import fastjsonschema
@@ -17,8 +17,12 @@ import httpx
 import openai
 import orjson
 import pytest
+from anthropic.types import MessageParam, ThinkingConfigParam, ToolParam
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+from openai.types.responses import FunctionToolParam, ResponseIncludable, ToolChoiceOptions
+from openai.types.shared_params import ResponseFormatJSONSchema
 from pydantic import BaseModel, Field
 
 from router.fake_provider import Behaviour, example_instance
@@ -26,18 +30,19 @@ from router.fake_provider.chat import Chat
 from router.fake_provider.messages import Messages
 from router.fake_provider.plan import Invalid, Planner
 from router.fake_provider.responses import Responses
-from tests.servers import FakeProvider
+from testing.servers import FakeProvider
 
 GPT = "gpt-5.4-2026-03-05"
 CLAUDE = "claude-opus-4-7-20260108"
-HI = [{"role": "user", "content": "hi"}]
-LOOKUP = {
+HI: list[MessageParam] = [{"role": "user", "content": "hi"}]
+HI_CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+LOOKUP: dict[str, Any] = {
     "type": "object",
     "properties": {"order_id": {"type": "string", "examples": ["A-1234"]}},
     "required": ["order_id"],
     "additionalProperties": False,
 }
-REFUND = {
+REFUND: dict[str, Any] = {
     "type": "object",
     "properties": {
         "order_id": {"type": "string", "minLength": 4},
@@ -47,20 +52,27 @@ REFUND = {
     "required": ["order_id", "amount_cents", "reason"],
     "additionalProperties": False,
 }
-NOTIFY = {
+NOTIFY: dict[str, Any] = {
     "type": "object",
     "properties": {"channels": {"type": "array", "items": {"type": "string"}, "minItems": 1}},
     "required": ["channels"],
 }
 SCHEMAS = {"lookup_order": LOOKUP, "issue_refund": REFUND, "notify": NOTIFY}
-OPENAI_TOOLS = [
+OPENAI_TOOLS: list[ChatCompletionToolParam] = [
     {"type": "function", "function": {"name": n, "description": n, "parameters": s}}
     for n, s in SCHEMAS.items()
 ]
-ANTHROPIC_TOOLS = [{"name": n, "description": n, "input_schema": s} for n, s in SCHEMAS.items()]
-RESPONSES_TOOLS = [
-    {"type": "function", "name": n, "description": n, "parameters": s} for n, s in SCHEMAS.items()
+ANTHROPIC_TOOLS: list[ToolParam] = [
+    {"name": n, "description": n, "input_schema": s} for n, s in SCHEMAS.items()
 ]
+# Without `strict`, as frameworks send them: the SDK's type requires the key, the API does not.
+RESPONSES_TOOLS = cast(
+    list[FunctionToolParam],
+    [
+        {"type": "function", "name": n, "description": n, "parameters": s}
+        for n, s in SCHEMAS.items()
+    ],
+)
 
 
 class Line(BaseModel):
@@ -233,7 +245,7 @@ FIELDS = [
 
 
 TOOLS = {Chat: OPENAI_TOOLS, Messages: ANTHROPIC_TOOLS, Responses: RESPONSES_TOOLS}
-CHOICES = {
+CHOICES: dict[type, list[object]] = {
     Chat: ["auto", "none", "required", {"type": "function", "function": {"name": "notify"}}],
     Messages: [{"type": "auto"}, {"type": "any"}, {"type": "tool", "name": "notify"}],
     Responses: ["auto", "none", "required", {"type": "function", "name": "notify"}],
@@ -325,7 +337,7 @@ def test_any_request_is_answered_or_refused_never_crashes(
 # ---- tool_choice ------------------------------------------------------------------------------
 def openai_calls(gpt: openai.OpenAI, stream: bool, **kwargs: Any) -> list[tuple[str, Any]]:
     """(name, parsed arguments) of the tool calls in one chat answer, through the SDK."""
-    args = {"model": GPT, "messages": HI, "tools": OPENAI_TOOLS, **kwargs}
+    args = {"model": GPT, "messages": HI_CHAT, "tools": OPENAI_TOOLS, **kwargs}
     if not stream:
         message = gpt.chat.completions.create(**args).choices[0].message
         return [
@@ -395,7 +407,7 @@ def test_unknown_tool_choice_is_a_400_in_each_dialect(
     with pytest.raises(openai.BadRequestError) as chat:
         gpt.chat.completions.create(
             model=GPT,
-            messages=HI,
+            messages=HI_CHAT,
             tools=OPENAI_TOOLS,
             tool_choice={"type": "function", "function": {"name": "launch"}},
         )
@@ -406,7 +418,7 @@ def test_unknown_tool_choice_is_a_400_in_each_dialect(
         gpt.responses.create(
             model=GPT,
             input="hi",
-            tools=RESPONSES_TOOLS,  # type: ignore[arg-type]
+            tools=RESPONSES_TOOLS,
             tool_choice={"type": "function", "name": "launch"},
         )
     assert "not found in 'tools'" in responses.value.body["message"]  # type: ignore[index]
@@ -415,7 +427,7 @@ def test_unknown_tool_choice_is_a_400_in_each_dialect(
             model=CLAUDE,
             max_tokens=100,
             messages=HI,
-            tools=ANTHROPIC_TOOLS,  # type: ignore[arg-type]
+            tools=ANTHROPIC_TOOLS,
             tool_choice={"type": "tool", "name": "launch"},
         )
     assert messages.value.body["error"] == {  # type: ignore[index]
@@ -444,7 +456,7 @@ def test_several_tool_calls_in_one_turn(
 def test_openai_parallel_calls_stream_with_their_indexes(fake: FakeProvider) -> None:
     fake.behave(GPT, tool_call_rate=1.0, tool_calls_per_turn=2)
     events = sse(
-        fake, "/v1/chat/completions", {"model": GPT, "messages": HI, "tools": OPENAI_TOOLS}
+        fake, "/v1/chat/completions", {"model": GPT, "messages": HI_CHAT, "tools": OPENAI_TOOLS}
     )
     heads = [
         call
@@ -461,23 +473,28 @@ def test_openai_parallel_calls_stream_with_their_indexes(fake: FakeProvider) -> 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 def test_openai_structured_output_matches_the_schema(gpt: openai.OpenAI, stream: bool) -> None:
     schema = Order.model_json_schema()
-    fmt = {"type": "json_schema", "json_schema": {"name": "order", "schema": schema}}
+    fmt: ResponseFormatJSONSchema = {
+        "type": "json_schema",
+        "json_schema": {"name": "order", "schema": schema},
+    }
     if stream:
-        with gpt.chat.completions.stream(model=GPT, messages=HI, response_format=Order) as events:
+        with gpt.chat.completions.stream(
+            model=GPT, messages=HI_CHAT, response_format=Order
+        ) as events:
             parsed = events.get_final_completion().choices[0].message.parsed
     else:
         text = (
             gpt.chat.completions.create(
                 model=GPT,
-                messages=HI,
-                response_format=fmt,  # type: ignore[arg-type]
+                messages=HI_CHAT,
+                response_format=fmt,
             )
             .choices[0]
             .message.content
         )
         assert valid(schema, json.loads(text or ""))
         parsed = (
-            gpt.chat.completions.parse(model=GPT, messages=HI, response_format=Order)
+            gpt.chat.completions.parse(model=GPT, messages=HI_CHAT, response_format=Order)
             .choices[0]
             .message.parsed
         )
@@ -485,11 +502,11 @@ def test_openai_structured_output_matches_the_schema(gpt: openai.OpenAI, stream:
 
 
 def test_openai_json_object_mode(gpt: openai.OpenAI) -> None:
-    ask = [{"role": "user", "content": "Answer in JSON."}]
+    ask: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Answer in JSON."}]
     text = (
         gpt.chat.completions.create(
             model=GPT,
-            messages=ask,  # type: ignore[arg-type]
+            messages=ask,
             response_format={"type": "json_object"},
         )
         .choices[0]
@@ -499,7 +516,7 @@ def test_openai_json_object_mode(gpt: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="must contain the word 'json'"):
         gpt.chat.completions.create(
             model=GPT,
-            messages=HI,  # type: ignore[arg-type]
+            messages=HI_CHAT,
             response_format={"type": "json_object"},
         )
 
@@ -507,7 +524,7 @@ def test_openai_json_object_mode(gpt: openai.OpenAI) -> None:
 # ---- n and logprobs -------------------------------------------------------------------------
 def test_n_choices(fake: FakeProvider, gpt: openai.OpenAI) -> None:
     fake.behave(GPT, output_tokens=7, input_tokens=11)
-    answer = gpt.chat.completions.create(model=GPT, messages=HI, n=3)
+    answer = gpt.chat.completions.create(model=GPT, messages=HI_CHAT, n=3)
     assert [c.index for c in answer.choices] == [0, 1, 2]
     assert all(c.message.content and c.finish_reason == "stop" for c in answer.choices)
     assert answer.usage is not None
@@ -515,7 +532,7 @@ def test_n_choices(fake: FakeProvider, gpt: openai.OpenAI) -> None:
     texts: dict[int, str] = {}
     finished = set()
     chunks = gpt.chat.completions.create(
-        model=GPT, messages=HI, n=3, stream=True, stream_options={"include_usage": True}
+        model=GPT, messages=HI_CHAT, n=3, stream=True, stream_options={"include_usage": True}
     )
     for chunk in chunks:
         for choice in chunk.choices:
@@ -534,26 +551,26 @@ def test_logprobs(fake: FakeProvider, gpt: openai.OpenAI, stream: bool) -> None:
     text = ""
     if stream:
         for chunk in gpt.chat.completions.create(
-            model=GPT, messages=HI, logprobs=True, top_logprobs=2, stream=True
+            model=GPT, messages=HI_CHAT, logprobs=True, top_logprobs=2, stream=True
         ):
             if chunk.choices and chunk.choices[0].logprobs:
                 tokens += chunk.choices[0].logprobs.content or []
             text += chunk.choices[0].delta.content or "" if chunk.choices else ""
     else:
         choice = gpt.chat.completions.create(
-            model=GPT, messages=HI, logprobs=True, top_logprobs=2
+            model=GPT, messages=HI_CHAT, logprobs=True, top_logprobs=2
         ).choices[0]
         assert choice.logprobs is not None
         tokens, text = choice.logprobs.content or [], choice.message.content or ""
     assert "".join(t.token for t in tokens) == text != ""
     assert all(t.logprob <= 0 and len(t.top_logprobs) == 2 for t in tokens)
     assert all(bytes(t.bytes or []) == t.token.encode() for t in tokens)
-    plain = gpt.chat.completions.create(model=GPT, messages=HI).choices[0]
+    plain = gpt.chat.completions.create(model=GPT, messages=HI_CHAT).choices[0]
     assert plain.logprobs is None
 
 
 # ---- Anthropic thinking and usage -----------------------------------------------------------
-THINK = {"type": "enabled", "budget_tokens": 2048}
+THINK: ThinkingConfigParam = {"type": "enabled", "budget_tokens": 2048}
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
@@ -627,12 +644,12 @@ def test_anthropic_thinking_conflicts_are_400(
     with pytest.raises(anthropic.BadRequestError) as refused:
         claude.messages.create(
             model=CLAUDE, max_tokens=4096, messages=HI, thinking=THINK, extra_body=extra
-        )  # type: ignore[arg-type]
+        )
     assert refused.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert refused.value.body["error"]["message"].startswith(message)  # type: ignore[index]
     claude.messages.create(  # temperature 1 is allowed
         model=CLAUDE, max_tokens=4096, messages=HI, thinking=THINK, extra_body={"temperature": 1}
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_anthropic_message_delta_carries_cumulative_usage(fake: FakeProvider) -> None:
@@ -671,7 +688,7 @@ def test_responses_function_call_round_trip(fake: FakeProvider, gpt: openai.Open
     first = gpt.responses.create(
         model=GPT,
         input=[{"role": "user", "content": "refund A-1234"}],
-        tools=RESPONSES_TOOLS,  # type: ignore[arg-type]
+        tools=RESPONSES_TOOLS,
         tool_choice={"type": "function", "name": "issue_refund"},
     )
     call = first.output[0]
@@ -681,18 +698,20 @@ def test_responses_function_call_round_trip(fake: FakeProvider, gpt: openai.Open
         model=GPT,
         previous_response_id=first.id,
         input=[{"type": "function_call_output", "call_id": call.call_id, "output": "ok"}],
-        tools=RESPONSES_TOOLS,  # type: ignore[arg-type]
+        tools=RESPONSES_TOOLS,
     )
     assert second.output[0].type == "message" and second.previous_response_id == first.id
     assert second.usage is not None and first.usage is not None
     assert second.usage.input_tokens > first.usage.input_tokens  # the conversation so far
-    for choice, rate, calls in (("none", 1.0, 0), ("required", 0.0, 1), ("auto", 0.0, 0)):
+    cases: list[tuple[ToolChoiceOptions, float, int]] = [
+        ("none", 1.0, 0),
+        ("required", 0.0, 1),
+        ("auto", 0.0, 0),
+    ]
+    for choice, rate, calls in cases:
         fake.behave(GPT, tool_call_rate=rate)
         answer = gpt.responses.create(
-            model=GPT,
-            input="hi",
-            tools=RESPONSES_TOOLS,  # type: ignore[arg-type]
-            tool_choice=choice,  # type: ignore[arg-type]
+            model=GPT, input="hi", tools=RESPONSES_TOOLS, tool_choice=choice
         )
         assert sum(item.type == "function_call" for item in answer.output) == calls
     with pytest.raises(openai.BadRequestError, match="No tool call found"):
@@ -706,7 +725,7 @@ def test_responses_function_call_round_trip(fake: FakeProvider, gpt: openai.Open
 def test_responses_unknown_ids(fake: FakeProvider, gpt: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as unknown:
         gpt.responses.create(model=GPT, input="hi", previous_response_id="resp_nope")
-    assert unknown.value.body == {  # type: ignore[comparison-overlap]
+    assert unknown.value.body == {
         "message": "Previous response with id 'resp_nope' not found.",
         "type": "invalid_request_error",
         "param": "previous_response_id",
@@ -724,15 +743,19 @@ def test_responses_unknown_ids(fake: FakeProvider, gpt: openai.OpenAI) -> None:
 
 
 def test_responses_logprobs(gpt: openai.OpenAI) -> None:
-    asked = {"include": ["message.output_text.logprobs"], "top_logprobs": 3}
-    response = gpt.responses.create(model=GPT, input="hi", **asked)  # type: ignore[arg-type]
-    part = response.output[0].content[0]  # type: ignore[union-attr]
+    include: list[ResponseIncludable] = ["message.output_text.logprobs"]
+    response = gpt.responses.create(model=GPT, input="hi", include=include, top_logprobs=3)
+    message = response.output[0]
+    assert message.type == "message"
+    part = message.content[0]
     assert part.type == "output_text" and part.logprobs
     assert "".join(t.token for t in part.logprobs) == part.text
     assert all(len(t.top_logprobs) == 3 for t in part.logprobs)
     deltas = [
         e.logprobs
-        for e in gpt.responses.create(model=GPT, input="hi", stream=True, **asked)  # type: ignore[arg-type]
+        for e in gpt.responses.create(
+            model=GPT, input="hi", stream=True, include=include, top_logprobs=3
+        )
         if e.type == "response.output_text.delta"
     ]
     assert all(deltas) and "".join(t.token for d in deltas for t in d) == part.text
@@ -774,7 +797,7 @@ def test_responses_stream_function_calls(fake: FakeProvider, gpt: openai.OpenAI)
     with gpt.responses.stream(
         model=GPT,
         input="hi",
-        tools=RESPONSES_TOOLS,  # type: ignore[arg-type]
+        tools=RESPONSES_TOOLS,
     ) as stream:
         kinds = [e.type for e in stream]
         final = stream.get_final_response()

@@ -12,8 +12,8 @@ import httpx
 import orjson
 import pytest
 
+from testing.servers import FakeProvider, Router, free_port, router_config
 from tests.faults import FaultProxy
-from tests.servers import FakeProvider, Router, free_port, router_config
 from tests.test_metrics import scrape, value
 
 BODY = {"model": "refund-agent", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}

@@ -10,7 +10,8 @@ import httpx
 import openai
 import pytest
 
-from tests.servers import FakeProvider, free_port, leave_mid_stream, router_config
+from testing.servers import FakeProvider, free_port, router_config
+from tests.traffic import leave_mid_stream
 
 HI = [{"role": "user", "content": "hi"}]
 REFUND_V14 = "claude-sonnet-4-6-20260215"

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 
 SECRET = "sk-ant-CANARY-malformed-0005"  # noqa: S105 - a canary, not a secret
 BODY = (

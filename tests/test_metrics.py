@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +17,15 @@ import httpx
 import openai
 import orjson
 import pytest
+from anthropic.types import MessageParam
+from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import (
-    REPO,
-    FakeProvider,
-    Router,
-    free_port,
-    leave_mid_stream,
-    router_config,
-)
+from testing.servers import REPO, FakeProvider, Router, free_port, router_config
+from tests.traffic import leave_mid_stream
 
-HI = [{"role": "user", "content": "hi"}]
+HI: list[MessageParam] = [{"role": "user", "content": "hi"}]
+HI_CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 OPUS = "claude-opus-4-7-20260108"  # refund-agent v1.5
 GPT = "gpt-5.4-2026-03-05"  # support-agent
 USAGE = {
@@ -52,7 +50,7 @@ def value(metrics: dict[Any, float], name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def telemetry_router(fake: FakeProvider, start_router: Any) -> Router:
+def telemetry_router(fake: FakeProvider, start_router: Callable[..., Router]) -> Router:
     """A fresh router (counters at zero) where every route allows version overrides. Its
     guardrails are off: these tests pin failing answers on the canary, and a trip would
     rightly end overrides to it."""
@@ -88,20 +86,18 @@ def ask_claude(router: Router, stream: bool) -> None:
             with client.messages.stream(model="refund-agent", max_tokens=5, messages=HI) as s:
                 s.until_done()
         else:
-            client.messages.create(model="refund-agent", max_tokens=5, messages=HI)  # type: ignore[arg-type]
+            client.messages.create(model="refund-agent", max_tokens=5, messages=HI)
 
 
 def ask_gpt(router: Router, stream: bool) -> None:
     with gpt(router) as client:
         if stream:
             for _ in client.chat.completions.create(
-                model="support-agent",
-                messages=HI,
-                stream=True,  # type: ignore[arg-type]
+                model="support-agent", messages=HI_CHAT, stream=True
             ):
                 pass
         else:
-            client.chat.completions.create(model="support-agent", messages=HI)  # type: ignore[arg-type]
+            client.chat.completions.create(model="support-agent", messages=HI_CHAT)
 
 
 def test_requests_tokens_and_cost_exact(fake: FakeProvider, telemetry_router: Router) -> None:
@@ -238,7 +234,7 @@ def test_every_error_kind(fake: FakeProvider, telemetry_router: Router, start_ro
     with claude(router) as client, pytest.raises(anthropic.APITimeoutError):
         client.with_options(timeout=0.5).messages.create(
             model="refund-agent", max_tokens=5, messages=HI
-        )  # type: ignore[arg-type]
+        )
     time.sleep(0.3)
     m = scrape(router)
     v15 = {"route": "refund-agent", "version": "v1.5"}
@@ -323,7 +319,7 @@ def test_feedback(fake: FakeProvider, telemetry_router: Router) -> None:
     with claude(router) as client:
         raw = client.messages.with_raw_response.create(
             model="refund-agent", max_tokens=5, messages=HI
-        )  # type: ignore[arg-type]
+        )
     request_id = raw.headers["X-Request-Id"]
     url = f"{router.url}/v1/feedback"
     first = httpx.post(url, json={"request_id": request_id, "passed": True, "score": 0.75})
@@ -343,11 +339,11 @@ def test_feedback(fake: FakeProvider, telemetry_router: Router) -> None:
     bad = httpx.post(url, json={"request_id": request_id, "passed": "yes"})
     assert bad.status_code == 400
     with gpt(router) as openai_client:
-        raw = openai_client.chat.completions.with_raw_response.create(
-            model="support-agent", messages=HI
-        )  # type: ignore[arg-type]
+        raw_chat = openai_client.chat.completions.with_raw_response.create(
+            model="support-agent", messages=HI_CHAT
+        )
     by_header = httpx.post(
-        url, json={"passed": False}, headers={"X-Request-Id": raw.headers["X-Request-Id"]}
+        url, json={"passed": False}, headers={"X-Request-Id": raw_chat.headers["X-Request-Id"]}
     )
     assert by_header.json()["version"] == "v2.1"
     m = scrape(router)
@@ -366,7 +362,7 @@ def test_overhead_header_and_windows(fake: FakeProvider, telemetry_router: Route
     with claude(telemetry_router) as client:
         raw = client.messages.with_raw_response.create(
             model="refund-agent", max_tokens=5, messages=HI
-        )  # type: ignore[arg-type]
+        )
     overhead_ms = float(raw.headers["X-Router-Overhead-Ms"])
     assert 0 < overhead_ms < 1000
     windows = httpx.get(f"{telemetry_router.metrics_url}/windows").json()

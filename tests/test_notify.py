@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.servers import FakeProvider, Router, free_port
+from testing.servers import FakeProvider, Router, free_port
 from tests.test_metrics import scrape, value
 from tests.test_rollout import CANARY_MODEL, drive_until_trip, half_canary
 from tests.traffic import burst, served_by

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 
 REFUND_V14 = "claude-sonnet-4-6-20260215"
 REFUND_V15 = "claude-opus-4-7-20260108"
@@ -120,7 +120,8 @@ def test_openai_json_gets_pinned_bundle(router: Router, fake: FakeProvider) -> N
         ],
     )
     completion = raw.parse()
-    assert completion.choices[0].message.content.startswith("Thanks for reaching out")
+    content = completion.choices[0].message.content
+    assert content is not None and content.startswith("Thanks for reaching out")
     assert raw.headers["X-Bundle-Version"] in ("v2.0", "v2.1")
     sent = fake.last()["body"]
     assert sent["model"] == SUPPORT
@@ -196,7 +197,7 @@ def test_session_stays_on_its_version(router: Router, fake: FakeProvider) -> Non
 
 def test_body_field_session_key(router: Router, fake: FakeProvider) -> None:
     """support-agent keys sessions on the OpenAI `user` field: both versions get users."""
-    seen = {}
+    seen: dict[str, list[int]] = {}
     for n in range(200):
         response = httpx.post(
             f"{router.url}/v1/chat/completions",

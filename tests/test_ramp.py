@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 from tests.test_admin import cli, ok
 from tests.test_rollout import CANARY_MODEL
 from tests.traffic import burst, served_by

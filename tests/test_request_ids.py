@@ -8,7 +8,7 @@ import uuid
 
 import httpx
 
-from tests.servers import Router
+from testing.servers import Router
 
 BODY = {"model": "refund-agent", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 FRESH = re.compile(r"^[0-9a-f]{32}$")  # the router's own ids: uuid4().hex
@@ -16,7 +16,7 @@ FRESH = re.compile(r"^[0-9a-f]{32}$")  # the router's own ids: uuid4().hex
 
 def ask(router: Router, request_id: str) -> str:
     response = httpx.post(
-        f"{router.url}/v1/messages", json=BODY, headers={"X-Request-Id": request_id.encode()}
+        f"{router.url}/v1/messages", json=BODY, headers={b"X-Request-Id": request_id.encode()}
     )
     assert response.status_code == 200, response.text
     return response.headers["X-Request-Id"]

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from router.routing import BASIS_POINTS, bucket_of
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 from tests.test_metrics import scrape, value
 
 SUPPORT = "gpt-5.4-2026-03-05"
@@ -72,9 +72,10 @@ def test_a_responses_request_gets_the_bundle(
     metrics = scrape(responses_router)
     version = raw.headers["X-Bundle-Version"]
     rv = {"route": "support-agent", "version": version}
+    assert response.usage is not None
     assert (
         value(metrics, "router_tokens_total", kind="output", **rv) == response.usage.output_tokens
-    )  # type: ignore[union-attr]
+    )
 
 
 def test_a_streamed_response_is_relayed_and_counted(

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from router.state import AuditLog, verify
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 from tests.test_admin import cli
 from tests.test_metrics import scrape, value
 from tests.traffic import burst, served_by
@@ -49,7 +49,7 @@ async def drive_until_trip(router: Router, route: str = "refund-agent") -> dict[
     raise AssertionError(f"no trip after {sent} requests: {router.rollouts()[route]}")
 
 
-REGRESSIONS = {
+REGRESSIONS: dict[str, dict[str, dict[str, Any]]] = {
     "error_rate": {CANARY_MODEL: {"error_rate": 1.0, "error_kind": "500"}},
     "p95_latency": {CANARY_MODEL: {"latency_ms": 400}},
     "tool_call_failure_rate": {

@@ -17,7 +17,7 @@ from benchmarks.scale import PRICES, config, route_name, write_bundles, write_ve
 from router.admin_client import call
 from router.assemble import build_routes, build_upstreams
 from router.catalog import load_catalog
-from tests.servers import REPO, FakeProvider, Router
+from testing.servers import REPO, FakeProvider, Router
 
 ROUTES = 300
 FIRST = 250  # routes before the reload

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import httpx
 
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 from tests.test_admin import cli
 from tests.test_malformed import exchange, head
 

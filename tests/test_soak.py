@@ -21,7 +21,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.admin_client import call
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
 WARM_UP = 0.25  # of the run: pools fill and the allocator settles before the baseline
@@ -100,7 +100,8 @@ def flip_weights(router: Router, stop: threading.Event) -> int:
 
 
 def middle(samples: list[Sample], field: str) -> float:
-    return statistics.median(getattr(s, field) for s in samples)
+    values: list[float] = [getattr(s, field) for s in samples]
+    return statistics.median(values)
 
 
 async def test_soak_with_weight_flips_answers_everything_and_leaks_nothing(

@@ -62,7 +62,7 @@ def test_any_chunking_reassembles_exactly(cuts: list[int]) -> None:
 
 LINE_ENDS = (b"\n", b"\r\n", b"\r")
 FIELD_TEXT = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
+    alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\r\n"),
     max_size=12,
 )
 
@@ -79,7 +79,7 @@ def sse_events(draw: st.DrawFn) -> bytes:
     )
     ends = draw(st.lists(st.sampled_from(LINE_ENDS), min_size=len(lines), max_size=len(lines)))
     # After a lone CR, an LF would join it into one CRLF line end, not end the event.
-    blank = draw(st.sampled_from(LINE_ENDS[1:] if ends[-1] == b"\r" else LINE_ENDS))
+    blank: bytes = draw(st.sampled_from(LINE_ENDS[1:] if ends[-1] == b"\r" else LINE_ENDS))
     body = b"".join(
         (field + text).encode() + end for (field, text), end in zip(lines, ends, strict=True)
     )

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-from tests.servers import FakeProvider, Router, router_config
+from testing.servers import FakeProvider, Router, router_config
 
 RUNS = 120  # two-call agent runs, each with its own opening and no session header
 
