@@ -43,7 +43,7 @@ from benchmarks.harness import (
     streams,
     wrk,
 )
-from testing.servers import FakeProvider, Router, free_port, router_config
+from testing.servers import ProviderProcess, Router, free_port, router_config
 
 TARGETS = {
     "p50": 0.25e-3,
@@ -260,7 +260,7 @@ def main() -> None:
     pinned = pin(os.getpid(), LOAD_CORE)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "provider").mkdir()
-        provider = FakeProvider(Path(tmp) / "provider")
+        provider = ProviderProcess(Path(tmp) / "provider")
         router = Router(Path(tmp) / "router", bench_config(provider.url))
         pid = router.process.proc.pid
         pinned = pin(pid, ROUTER_CORE) and pin(provider.process.proc.pid, LOAD_CORE) and pinned

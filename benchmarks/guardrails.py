@@ -231,9 +231,9 @@ def print_false_trips(canaries: int, hours: float) -> None:
 
 
 async def trip_on_the_router(tmp: Path) -> dict[str, float]:
-    from testing.servers import FakeProvider, Router, router_config
+    from testing.servers import ProviderProcess, Router, router_config
 
-    provider = FakeProvider(tmp / "provider")
+    provider = ProviderProcess(tmp / "provider")
     config = router_config(provider.url)
     config["routes"]["refund-agent"]["weights"] = {"v1.4": 95, "v1.5": 5}
     router = Router(tmp / "router", config)

@@ -37,7 +37,7 @@ from router.files import MAX_YAML_DEPTH, MAX_YAML_NODES, BoundedLoader, FileRefu
 from router.patterns import compile_pattern
 from router.schemas import FORMATS
 from testing.bundles import alias_bomb, own_bundles, set_pattern, with_bundles
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 
 
 def seconds(work: Callable[[str], object], text: str) -> float:
@@ -98,7 +98,7 @@ def bombs() -> None:
 
 async def router_side_by_side(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        fake = FakeProvider(Path(tmp))
+        fake = ProviderProcess(Path(tmp))
         router: Router | None = None
         try:
             folder = own_bundles(Path(tmp))

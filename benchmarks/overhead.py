@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.harness import BODY, pct
 from benchmarks.harness import latencies as drive
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 
 
 async def measure(direct_url: str, router_url: str, requests: int, concurrency: int) -> None:
@@ -55,7 +55,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=50)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        provider = FakeProvider(Path(tmp))
+        provider = ProviderProcess(Path(tmp))
         router = None
         try:
             router = Router(Path(tmp) / "router", router_config(provider.url))

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from router.admin_client import call
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 
 BIN = Path(sys.executable).parent / "bundle-router"
 
@@ -45,7 +45,7 @@ def measure(runs: int) -> dict[str, list[float]]:
     durable times."""
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "provider").mkdir()
-        provider = FakeProvider(Path(tmp) / "provider")
+        provider = ProviderProcess(Path(tmp) / "provider")
         router = Router(Path(tmp) / "router", router_config(provider.url))
         socket = router.tmp / "run" / "admin.sock"
         result: dict[str, list[float]] = {"python": [], "cli": [], "swap": [], "durable": []}

@@ -45,7 +45,7 @@ import httpx
 import yaml
 
 from benchmarks.harness import LOAD_CORE, ROUTER_CORE, pin, rss_mb
-from testing.servers import REPO, FakeProvider, free_port
+from testing.servers import REPO, ProviderProcess, free_port
 
 TARGETS = {"load": 2.0, "stall": 0.050, "scrape": 1.0}
 MODELS = {  # model -> provider: every route speaks one dialect
@@ -354,7 +354,7 @@ def stall_rows(what: str, stall: Stall, floor: Stall) -> list[Row]:
 
 
 async def measure(
-    tmp: Path, provider: FakeProvider, routes: int, versions: int, first: int
+    tmp: Path, provider: ProviderProcess, routes: int, versions: int, first: int
 ) -> list[Row]:
     rows: list[Row] = []
     prices = dict(PRICES)
@@ -477,7 +477,7 @@ def main() -> int:
     pin(os.getpid(), LOAD_CORE)  # this process reads the scrape: keep it off the router's core
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "provider").mkdir()
-        provider = FakeProvider(Path(tmp) / "provider")
+        provider = ProviderProcess(Path(tmp) / "provider")
         try:
             rows = asyncio.run(
                 measure(Path(tmp), provider, args.routes, args.versions, args.from_routes)

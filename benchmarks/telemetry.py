@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.harness import BODY
 from benchmarks.harness import latencies as drive
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 
 ROUNDS = 3
 
@@ -52,7 +52,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=50)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        provider = FakeProvider(Path(tmp), {"default": {"tool_call_rate": 0.5}})
+        provider = ProviderProcess(Path(tmp), {"default": {"tool_call_rate": 0.5}})
         routers: list[Router] = []
         try:
             for enabled in (True, False):

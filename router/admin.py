@@ -4,7 +4,7 @@ The socket is mode `admin_socket_mode` (0600) with group `admin_socket_group`, a
 connection's peer is identified with SO_PEERCRED: only uids on the allowlist (`admin_allow`;
 by default the router's own uid and root) get an answer. The actor written to the audit log
 is the peer's user name, plus the label the CLI sends (`--actor`). Every change goes
-through `Rollouts.change`.
+through `ChangeCore.change`.
 
     GET  /status                       every route at a glance (the CLI prints it as a table)
     GET  /routes                       live deploy state
@@ -281,7 +281,7 @@ class Admin:
         self.config = config
         self.routes = routes
         self.control = control
-        self.rollouts = control.rollouts
+        self.core = control.core
         self.reloader = reloader
         self.allowed = allowed_uids(config)
 
@@ -352,13 +352,13 @@ class Admin:
 
     def _route(self, body: Mapping[str, Any], *, optional: bool = False) -> str:
         name = body.get("route")
-        if not name and optional and len(self.rollouts.states) == 1:
-            return next(iter(self.rollouts.states))
+        if not name and optional and len(self.core.states) == 1:
+            return next(iter(self.core.states))
         if not name:
-            raise BadRequest(f"name the route: {', '.join(self.rollouts.states)}", code="no_route")
-        if name not in self.rollouts.states:
+            raise BadRequest(f"name the route: {', '.join(self.core.states)}", code="no_route")
+        if name not in self.core.states:
             raise NotFound(
-                f"unknown route {name!r}; routes: {', '.join(self.rollouts.states)}",
+                f"unknown route {name!r}; routes: {', '.join(self.core.states)}",
                 code="unknown_route",
             )
         return str(name)
@@ -395,7 +395,7 @@ class Admin:
         last = _last_records(self.control.store.records())
         watcher = self.control.watcher
         routes = {}
-        for name, state in self.rollouts.states.items():
+        for name, state in self.core.states.items():
             route = self.routes[name]
             verdicts = watcher.verdicts(name) or []
             versions = []
@@ -430,7 +430,7 @@ class Admin:
                 "versions": versions,
                 "guardrails": [v.as_dict() for v in verdicts],
                 "last_change": last.get(name),
-                "rollout": self.control.ramps.describe(name),
+                "rollout": self.control.rollouts.describe(name),
                 "drills": {
                     "count": len(drills),
                     "median_seconds": statistics.median(drills) if drills else None,
@@ -472,7 +472,7 @@ class Admin:
                     code="bad_weight",
                 )
             points[str(version)] = round(float(percent) * 100)
-        record = await self.rollouts.change(
+        record = await self.core.change(
             name,
             lambda state: set_weights(state, points),
             actor=request["actor"],
@@ -495,7 +495,7 @@ class Admin:
         body = await self._body(request)
         name = self._route(body)
         now = utc_now()
-        record = await self.rollouts.change(
+        record = await self.core.change(
             name,
             lambda state: promote(state, now),
             actor=request["actor"],
@@ -517,7 +517,7 @@ class Admin:
             after, done["what"] = rollback(state, now, to=to, force=force)
             return after
 
-        record = await self.rollouts.change(
+        record = await self.core.change(
             name,
             move,
             actor=request["actor"],
@@ -525,7 +525,7 @@ class Admin:
             reason=self._reason(body, "rolled back by hand"),
             decided=started,
         )
-        timing = self.rollouts.last_change(name)
+        timing = self.core.last_change(name)
         return _json({**record, "what": done["what"], "timing": timing})
 
     async def drill(self, request: web.Request) -> web.Response:
@@ -580,7 +580,7 @@ class Admin:
                 "say what to do with the rollout: start, pause, resume or abort",
                 code="bad_action",
             )
-        record = await self.control.ramps.command(
+        record = await self.control.rollouts.command(
             name, action, actor=request["actor"], reason=self._reason(body, f"rollout {action}")
         )
         return _json(record)

@@ -18,7 +18,7 @@ from router.forward import Upstream
 from router.guardrails import Guard
 from router.live import LiveRoute
 from router.rollout import Settings
-from router.telemetry import NullStats, Price, VersionStats
+from router.telemetry import NullStats, TokenPrice, VersionStats
 
 
 def build_upstreams(
@@ -35,13 +35,13 @@ def build_upstreams(
     return upstreams
 
 
-def price_of(config: RouterConfig, model: str) -> Price | None:
+def price_of(config: RouterConfig, model: str) -> TokenPrice | None:
     """USD per token; unset cache prices fall back to the input price."""
     price = config.prices.get(model)
     if price is None:
         return None
     per_token = 1e-6
-    return Price(
+    return TokenPrice(
         input=price.input * per_token,
         output=price.output * per_token,
         cache_read=(price.cached_input if price.cached_input is not None else price.input)

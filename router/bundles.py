@@ -34,8 +34,9 @@ from typing import Any
 import fastjsonschema
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
+from router.config import Strict
 from router.errors import ConfigError, Problem
 from router.files import FileRefused, KiB, MiB, human, load_yaml, parse_yaml, read_bytes
 from router.schemas import SchemaError, check_schema, compile_schema
@@ -73,24 +74,20 @@ PIN_FIX = (
 )
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ToolSpec(_Strict):
+class ToolSpec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str = ""
     input_schema: dict[str, Any]
 
 
-class BundleFile(_Strict):
+class BundleFile(Strict):
     version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     provider: str
     model: str = Field(min_length=1)
     prompt: str
     tools: str | None = None
-    params: dict[str, Any] = {}
-    metadata: dict[str, Any] = {}
+    params: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
     prompt_caching: bool = False
 
 

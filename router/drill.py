@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from router.errors import RouterError, StateNotDurable
-from router.rollout import Component, Rollouts
+from router.rollout import ChangeCore, Component
 from router.stack import RouteState, rollback, with_drill
 from router.state import DurabilityError, utc_now
 from router.telemetry import LATENCY_BOUNDS, Histogram
@@ -21,8 +21,8 @@ from router.watcher import Watcher
 
 
 class Drills(Component):
-    def __init__(self, rollouts: Rollouts, watcher: Watcher) -> None:
-        self.rollouts = rollouts
+    def __init__(self, core: ChangeCore, watcher: Watcher) -> None:
+        self.core = core
         self.watcher = watcher
         self.durations: dict[str, Histogram] = {}  # route -> command to first request
 
@@ -44,10 +44,10 @@ class Drills(Component):
             previous["state"] = state
             return rollback(state, now)[0]
 
-        record = await self.rollouts.change(
+        record = await self.core.change(
             name, roll_back, actor=actor, action="drill", reason="rollback drill", decided=started
         )
-        timing = self.rollouts.last_change(name)
+        timing = self.core.last_change(name)
         assert timing is not None
         expected = record["after"]["active"]
         served = await probe()
@@ -68,7 +68,7 @@ class Drills(Component):
         before = previous["state"]
         self.durations.setdefault(name, Histogram(LATENCY_BOUNDS)).observe(first_request)
         try:
-            await self.rollouts.change(
+            await self.core.change(
                 name,
                 lambda _: with_drill(before, now, first_request),
                 actor=actor,

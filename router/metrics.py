@@ -340,7 +340,7 @@ def _rollout_families(control: ControlPlane) -> str:
             "1 while the route's candidate is rolled back and held at 0 until a person acts.",
         )
     )
-    for route, state in list(control.rollouts.states.items()):
+    for route, state in list(control.core.states.items()):
         if state.candidate:
             labels = f'route="{_label(route)}",version="{_label(state.candidate)}"'
             out.append(f"{name}{{{labels}}} {int(state.candidate_state == ROLLED_BACK)}\n")

@@ -27,7 +27,7 @@ from typing import Any
 
 from router.config import RolloutPlan
 from router.live import LiveRoute
-from router.rollout import Component, Rollouts, Settings
+from router.rollout import ChangeCore, Component, Settings
 from router.stack import (
     RUNNING,
     RouteState,
@@ -60,11 +60,9 @@ class StepProgress:
     waiting_for: str | None = None
 
 
-class Ramps(Component):
-    def __init__(
-        self, rollouts: Rollouts, watcher: Watcher, routes: Mapping[str, LiveRoute]
-    ) -> None:
-        self.rollouts = rollouts
+class Rollouts(Component):
+    def __init__(self, core: ChangeCore, watcher: Watcher, routes: Mapping[str, LiveRoute]) -> None:
+        self.core = core
         self.watcher = watcher
         self.routes = routes
         self.plans: dict[str, RolloutPlan] = {}
@@ -93,7 +91,7 @@ class Ramps(Component):
             "resume": resume_ramp,
             "abort": abort_ramp,
         }
-        record = await self.rollouts.change(
+        record = await self.core.change(
             name, moves[action], actor=actor, action=f"rollout_{action}", reason=reason
         )
         self.progress.pop(name, None)  # a new step, or a resumed one, is measured afresh
@@ -104,7 +102,7 @@ class Ramps(Component):
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(TICK)
-            for name, state in list(self.rollouts.states.items()):
+            for name, state in list(self.core.states.items()):
                 if state.ramp is not None and state.ramp.status == RUNNING:
                     try:
                         await self._tick(name, state)
@@ -151,7 +149,7 @@ class Ramps(Component):
                     return current
                 return replace(current, ramp=replace(current.ramp, baked=baked))
 
-            await self.rollouts.checkpoint(name, save)
+            await self.core.checkpoint(name, save)
 
     def _waiting_for(self, name: str, samples: int, plan: RolloutPlan) -> str | None:
         """What keeps the step from moving up, in words; None when nothing does."""
@@ -182,7 +180,7 @@ class Ramps(Component):
         self.progress.pop(name, None)
         if following:
             step, percent = following[0]
-            await self.rollouts.change(
+            await self.core.change(
                 name,
                 lambda current: step_ramp(current, step, percent),
                 actor="rollout",
@@ -191,7 +189,7 @@ class Ramps(Component):
             )
         elif plan.auto_promote:
             now = utc_now()
-            await self.rollouts.change(
+            await self.core.change(
                 name,
                 lambda current: promote(current, now),
                 actor="rollout",
@@ -200,7 +198,7 @@ class Ramps(Component):
             )
         else:
             note = f"{baked}; auto_promote is off: bundle-router promote {name}"
-            await self.rollouts.change(
+            await self.core.change(
                 name,
                 lambda current: hold_ramp(current, note),
                 actor="rollout",
@@ -210,7 +208,7 @@ class Ramps(Component):
 
     def describe(self, name: str) -> dict[str, Any] | None:
         """The ramp of a route for `status`: step, bake, what it waits for."""
-        state = self.rollouts.states.get(name)
+        state = self.core.states.get(name)
         if state is None or state.ramp is None:
             return None
         ramp, plan = state.ramp, self.plan(name)

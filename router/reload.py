@@ -74,7 +74,7 @@ class Reloader:
         self.routes = routes
         self.upstreams = upstreams
         self.control = control
-        self.rollouts = control.rollouts
+        self.core = control.core
         self.lock = asyncio.Lock()
         self.background = Background()
 
@@ -90,14 +90,14 @@ class Reloader:
             return await self._apply(catalog, actor=actor, reason=reason)
 
     async def _apply(self, catalog: Catalog, *, actor: str, reason: str) -> dict[str, Any]:
-        config, rollouts = catalog.config, self.rollouts
+        config, core = catalog.config, self.core
         # 1. Check everything against live state before touching anything.
         reconciled: dict[str, RouteState] = {}
         notes: list[str] = list(catalog.warnings)
         pacer = Pacer(settle_every=SETTLE_EVERY)
         for name, spec in catalog.routes.items():
             await pacer.pause()
-            state = rollouts.states.get(name)
+            state = core.states.get(name)
             if state is None:
                 continue
             try:
@@ -127,7 +127,7 @@ class Reloader:
         changes = []
         for name in added:
             spec = catalog.routes[name]
-            kept = rollouts.kept(name)
+            kept = core.kept(name)
             if kept is None:
                 first = RouteState.from_config(spec.config, digests_of(spec))
                 changes.append(
@@ -153,7 +153,7 @@ class Reloader:
             )
         new_versions = {}
         for name, state in reconciled.items():
-            fresh = sorted(set(state.digests) - set(rollouts.states[name].digests))
+            fresh = sorted(set(state.digests) - set(core.states[name].digests))
             if fresh:
                 new_versions[name] = fresh
                 changes.append(
@@ -187,14 +187,14 @@ class Reloader:
                 self.routes[name] = route
             for name in removed:
                 del self.routes[name]
-                rollouts.forget(name)
+                core.forget(name)
             self.control.configure(settings)
             self.catalog = catalog
 
         # 4. Durable first, then in force: a full disk leaves the old config serving.
         note = {"action": "reload", "actor": actor, "route": None, "reason": reason}
         try:
-            await rollouts.commit(
+            await core.commit(
                 changes, actor=actor, install=install, note={**note, "details": summary}
             )
         except DurabilityError as exc:
@@ -254,7 +254,7 @@ class Reloader:
                     bundle, self.upstreams[bundle.provider], new_stats(config, name, bundle)
                 )
             try:
-                record = await self.rollouts.change(
+                record = await self.core.change(
                     name,
                     lambda state: deploy(state, version, bundle.digest),
                     actor=actor,

@@ -1,7 +1,7 @@
 """Live state at start, and the check of live state against the config and the bundles.
 
 `restore` reads what the store holds and checks every route's live state against the
-freshly loaded config; `Rollouts.start` then serves it. `reconcile` is the same check that a
+freshly loaded config; `ChangeCore.start` then serves it. `reconcile` is the same check that a
 reload makes before it changes anything. Live state always wins over the config's initial
 weights: a difference is reported, never applied silently.
 """

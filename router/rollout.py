@@ -1,7 +1,7 @@
 """The change core: each route's live deploy state, and the one function that changes it.
 
 Every change of weights or roles, whatever its source (the config at first start, an
-operator, a guardrail trip, the ramp, a drill), goes through `Rollouts.change`, which
+operator, a guardrail trip, the ramp, a drill), goes through `ChangeCore.change`, which
 
     swaps the route's weight table (one assignment: the next request sees it)
  -> appends an audit record (durable: from here on the change survives a crash)
@@ -11,7 +11,7 @@ operator, a guardrail trip, the ramp, a drill), goes through `Rollouts.change`, 
 and returns only once the change is durable (a `router.store.Store` does the writing). If
 the store refuses, a change that takes risk away (a trip, a rollback) stays in force and is
 written as soon as it can; any other change is undone. Batches (first start, reload) go
-through `Rollouts.commit`: durable first, in force after. Changes are serialised by one
+through `ChangeCore.commit`: durable first, in force after. Changes are serialised by one
 asyncio lock; the data path never takes it, it only reads `LiveRoute.table`.
 
 The parts built on the core (`router.control` lists them) call `change` like any other
@@ -71,7 +71,7 @@ class Settings:
 class Component:
     """A part of the control plane built on the core (the guardrail watch, the warm window,
     drills, the ramp). It gets the core when it is made and changes state only through
-    `Rollouts.change`. `ControlPlane` calls these hooks in its order (`close` in reverse)."""
+    `ChangeCore.change`. `ControlPlane` calls these hooks in its order (`close` in reverse)."""
 
     def configure(self, settings: Settings) -> None:
         """New settings, at start (before `start`) and after every reload."""
@@ -90,7 +90,7 @@ def starting_at(state: RouteState) -> Callable[[RouteState | None], RouteState]:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One route's change in a batch (`Rollouts.commit`): `move` gets the current state, or
+    """One route's change in a batch (`ChangeCore.commit`): `move` gets the current state, or
     None for a route with no live state yet."""
 
     route: str
@@ -100,7 +100,7 @@ class Change:
     details: Mapping[str, Any] | None = None
 
 
-class Rollouts:
+class ChangeCore:
     """The live deploy state of every route, and the only way to change it."""
 
     def __init__(self, routes: Mapping[str, LiveRoute], store: Store, notifier: Notifier) -> None:

@@ -1,6 +1,7 @@
 """A route's deploy stack: who is active, the canary, the warm versions, and the moves
 between them. Each move is a pure function from one `RouteState` to the next; it refuses
-with a `Refused` (router.errors) that says what to do instead. `Rollouts.change` applies the result.
+with a `Refused` (router.errors) that says what to do instead. `ChangeCore.change` applies
+the result.
 
     deploy   -> the version becomes the candidate, at weight 0
     weights  -> traffic split (a rolled-back candidate given weight again is re-enabled)

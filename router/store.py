@@ -1,8 +1,8 @@
-"""Where changes become durable. `Store` is what the change core (`Rollouts`) needs of it;
+"""Where changes become durable. `Store` is what the change core (`ChangeCore`) needs of it;
 `LocalStore` keeps changes in `state_dir`, in the audit log and the state file. (A fleet
 store, on the controller's log and Redis, implements the same interface.)
 
-`Rollouts` decides what a change is; the store makes it durable, in this order:
+`ChangeCore` decides what a change is; the store makes it durable, in this order:
 
     append the audit record (fsynced: the commitment; a start replays it)
  -> rewrite the state file when its snapshot is due (after every routes/8 records, at least

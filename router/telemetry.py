@@ -263,7 +263,7 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
-class Price:
+class TokenPrice:
     """USD per token (the config gives USD per million)."""
 
     input: float
@@ -285,7 +285,7 @@ class VersionStats:
 
     enabled = True
 
-    def __init__(self, route: str, version: str, price: Price | None, window_seconds: int):
+    def __init__(self, route: str, version: str, price: TokenPrice | None, window_seconds: int):
         self.route = route
         self.version = version
         self.price = price

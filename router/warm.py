@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 
-from router.rollout import Component, Rollouts, Settings
+from router.rollout import ChangeCore, Component, Settings
 from router.stack import RouteState, archive_expired
 from router.tasks import Background, count_failure
 
@@ -17,8 +17,8 @@ CHECK_SECONDS = 60.0
 
 
 class WarmWindow(Component):
-    def __init__(self, rollouts: Rollouts) -> None:
-        self.rollouts = rollouts
+    def __init__(self, core: ChangeCore) -> None:
+        self.core = core
         self.window = 0.0  # seconds; set by configure
         self.background = Background()
 
@@ -40,7 +40,7 @@ class WarmWindow(Component):
         """Warm versions past the window move to archived. One route's failure (a full
         disk, say) is logged and counted; it waits for the next round."""
         oldest = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - self.window))
-        for name, state in list(self.rollouts.states.items()):
+        for name, state in list(self.core.states.items()):
             if archive_expired(state, oldest) is None:
                 continue
 
@@ -48,7 +48,7 @@ class WarmWindow(Component):
                 return archive_expired(current, oldest) or current
 
             try:
-                await self.rollouts.change(
+                await self.core.change(
                     name,
                     expire,
                     actor="router",

@@ -21,7 +21,7 @@ from router.config import RolloutPlan
 from router.errors import Refused
 from router.guardrails import Guard, Verdict, Watch
 from router.live import LiveRoute
-from router.rollout import Component, Rollouts, Settings
+from router.rollout import ChangeCore, Component, Settings
 from router.stack import RouteState, halt_on_breach, trip_candidate
 from router.state import utc_now
 from router.tasks import Background, count_failure
@@ -30,8 +30,8 @@ log = logging.getLogger("router.watcher")
 
 
 class Watcher(Component):
-    def __init__(self, rollouts: Rollouts, routes: Mapping[str, LiveRoute]) -> None:
-        self.rollouts = rollouts
+    def __init__(self, core: ChangeCore, routes: Mapping[str, LiveRoute]) -> None:
+        self.core = core
         self.routes = routes
         self.guards: dict[str, Guard | None] = {}
         self.plans: dict[str, RolloutPlan] = {}
@@ -104,7 +104,7 @@ class Watcher(Component):
     def rewatch(self, name: str) -> None:
         """Watch again, the evidence starting afresh."""
         self.watches.pop(name, None)
-        state = self.rollouts.states.get(name)
+        state = self.core.states.get(name)
         if state is not None:
             self.changed(name, None, state)
 
@@ -129,7 +129,7 @@ class Watcher(Component):
         decided = time.perf_counter()
         watched = self.watches.pop(name, None)  # judge once; a person re-enables the canary
         candidate = watched.candidate.version if watched else None
-        state, plan = self.rollouts.states.get(name), self.plans.get(name)
+        state, plan = self.core.states.get(name), self.plans.get(name)
         ramping = state is not None and state.ramp is not None and state.ramp.active
         if ramping and plan is not None and not plan.auto_rollback:
             try:
@@ -144,7 +144,7 @@ class Watcher(Component):
             return trip_candidate(state, candidate, trip)
 
         try:
-            record = await self.rollouts.change(
+            record = await self.core.change(
                 name,
                 drain,
                 actor="guardrail",
@@ -165,8 +165,8 @@ class Watcher(Component):
     async def _halt(self, name: str, verdict: Verdict, decided: float) -> dict[str, Any]:
         """The plan says auto_rollback: off. Halt the ramp where it is and alert."""
         reason = f"guardrail {verdict.describe()}"
-        candidate = str(self.rollouts.states[name].candidate)
-        record = await self.rollouts.change(
+        candidate = str(self.core.states[name].candidate)
+        record = await self.core.change(
             name,
             lambda state: halt_on_breach(state, reason),
             actor="guardrail",

@@ -72,7 +72,7 @@ class Process:
         return self.proc.returncode
 
 
-class FakeProvider:
+class ProviderProcess:
     def __init__(self, tmp: Path, profile: dict[str, Any] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

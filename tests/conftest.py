@@ -6,18 +6,18 @@ from typing import Any
 
 import pytest
 
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 
 
 @pytest.fixture(scope="session")
-def fake_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeProvider]:
-    provider = FakeProvider(tmp_path_factory.mktemp("fake-provider"))
+def fake_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderProcess]:
+    provider = ProviderProcess(tmp_path_factory.mktemp("fake-provider"))
     yield provider
     provider.stop()
 
 
 @pytest.fixture
-def fake(fake_provider: FakeProvider) -> Iterator[FakeProvider]:
+def fake(fake_provider: ProviderProcess) -> Iterator[ProviderProcess]:
     """The shared fake provider, reset to its defaults after the test."""
     yield fake_provider
     fake_provider.reset()
@@ -25,7 +25,7 @@ def fake(fake_provider: FakeProvider) -> Iterator[FakeProvider]:
 
 @pytest.fixture(scope="session")
 def router(
-    fake_provider: FakeProvider, tmp_path_factory: pytest.TempPathFactory
+    fake_provider: ProviderProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Router]:
     """The example config in front of the shared fake provider."""
     running = Router(tmp_path_factory.mktemp("router"), router_config(fake_provider.url))

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 from tests.traffic import leave_mid_stream
 
 HI = [{"role": "user", "content": "hi"}]
@@ -53,7 +53,7 @@ def post(router: Router, request_id: str, body: Any, path: str = "/v1/messages")
 
 
 def test_errors_level_logs_every_failure_and_nothing_that_went_well(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     router = start_router(router_config(fake.url))  # access_log defaults to errors
     assert post(router, "fine", REFUND).status_code == 200
@@ -113,7 +113,7 @@ def test_errors_level_logs_every_failure_and_nothing_that_went_well(
 
 
 def test_all_level_logs_every_request_with_its_tokens_and_session_source(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     router = start_router(router_config(fake.url, access_log="all"))
     assert post(router, "keyed", REFUND).status_code == 200
@@ -141,7 +141,7 @@ def test_all_level_logs_every_request_with_its_tokens_and_session_source(
     assert 0 < opening["ttft_ms"] <= opening["duration_ms"]
 
 
-def test_off_writes_no_line(fake: FakeProvider, start_router: Callable[..., Router]) -> None:
+def test_off_writes_no_line(fake: ProviderProcess, start_router: Callable[..., Router]) -> None:
     router = start_router(router_config(fake.url, access_log="off"))
     fake.behave(error_rate=1.0, error_kind="500")
     assert post(router, "failed", REFUND).status_code == 500

@@ -20,7 +20,7 @@ import pytest
 
 from router.admin_client import call
 from testing.bundles import new_version, own_bundles, with_bundles
-from testing.servers import REPO, FakeProvider, Router, router_config
+from testing.servers import REPO, ProviderProcess, Router, router_config
 from tests.test_metrics import scrape, value
 from tests.traffic import burst, served_by
 
@@ -42,7 +42,7 @@ def ok(router: Router, *args: str) -> str:
 
 
 @pytest.fixture
-def admin_router(fake: FakeProvider, start_router: Callable[..., Router]) -> Router:
+def admin_router(fake: ProviderProcess, start_router: Callable[..., Router]) -> Router:
     return start_router(router_config(fake.url))
 
 
@@ -80,7 +80,7 @@ async def test_rollback_to_a_named_version_needs_force(admin_router: Router) -> 
 
 
 async def test_deploy_promote_and_a_changed_digest_is_refused(
-    fake: FakeProvider, start_router: Callable[..., Router], tmp_path: Path
+    fake: ProviderProcess, start_router: Callable[..., Router], tmp_path: Path
 ) -> None:
     folder = own_bundles(tmp_path)
     router = start_router(with_bundles(router_config(fake.url), folder))
@@ -175,7 +175,7 @@ async def test_a_drill_records_its_duration(admin_router: Router) -> None:
 
 
 async def test_reload_with_a_broken_bundle_keeps_the_old_config(
-    fake: FakeProvider, start_router: Callable[..., Router], tmp_path: Path
+    fake: ProviderProcess, start_router: Callable[..., Router], tmp_path: Path
 ) -> None:
     folder = own_bundles(tmp_path)
     router = start_router(with_bundles(router_config(fake.url), folder))
@@ -210,7 +210,7 @@ def test_the_cli_fails_clearly(admin_router: Router, tmp_path: Path) -> None:
 
 
 def test_a_uid_outside_the_allowlist_is_refused(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     config = router_config(fake.url)
     config["admin_allow"] = [65534]  # only nobody: the router's own root is not on the list

@@ -22,7 +22,7 @@ import yaml
 
 from router.config import load_config
 from router.errors import ConfigError
-from testing.servers import REPO, FakeProvider, Router, router_config
+from testing.servers import REPO, ProviderProcess, Router, router_config
 
 NOBODY = 65534
 NOBODYS_GROUP = pwd.getpwuid(NOBODY).pw_gid  # nogroup, on Debian
@@ -81,7 +81,7 @@ def open_folder() -> Iterator[Path]:
 
 
 def test_a_socket_in_a_shared_sticky_folder_leaves_the_folder_alone(
-    fake: FakeProvider, start_router: Callable[..., Router], tmp_path: Path
+    fake: ProviderProcess, start_router: Callable[..., Router], tmp_path: Path
 ) -> None:
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -97,7 +97,7 @@ def test_a_socket_in_a_shared_sticky_folder_leaves_the_folder_alone(
 
 
 def test_a_missing_folder_is_created_private(
-    fake: FakeProvider, start_router: Callable[..., Router], tmp_path: Path
+    fake: ProviderProcess, start_router: Callable[..., Router], tmp_path: Path
 ) -> None:
     path = tmp_path / "new" / "run" / "admin.sock"
     router = start_router(router_config(fake.url, admin_socket=str(path)))
@@ -107,7 +107,7 @@ def test_a_missing_folder_is_created_private(
 
 @pytest.mark.parametrize("kind", ["regular file", "folder", "symlink"])
 def test_a_path_that_is_not_a_socket_is_refused_and_left_alone(
-    fake: FakeProvider, start_router: Callable[..., Router], tmp_path: Path, kind: str
+    fake: ProviderProcess, start_router: Callable[..., Router], tmp_path: Path, kind: str
 ) -> None:
     path = tmp_path / "admin.sock"
     notes = tmp_path / "notes.txt"
@@ -128,7 +128,7 @@ def test_a_path_that_is_not_a_socket_is_refused_and_left_alone(
 
 
 def test_a_socket_left_by_a_killed_router_is_replaced(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     router = start_router(router_config(fake.url))
     router.kill()
@@ -138,7 +138,7 @@ def test_a_socket_left_by_a_killed_router_is_replaced(
 
 
 def test_a_stale_socket_of_another_user_is_refused(
-    fake: FakeProvider, start_router: Callable[..., Router], tmp_path: Path
+    fake: ProviderProcess, start_router: Callable[..., Router], tmp_path: Path
 ) -> None:
     path = tmp_path / "admin.sock"
     with socket.socket(socket.AF_UNIX) as leftover:
@@ -151,7 +151,7 @@ def test_a_stale_socket_of_another_user_is_refused(
 
 
 def test_socket_group_and_mode_let_a_member_in_and_keep_others_out(
-    fake: FakeProvider, start_router: Callable[..., Router], open_folder: Path
+    fake: ProviderProcess, start_router: Callable[..., Router], open_folder: Path
 ) -> None:
     path = open_folder / "run" / "admin.sock"
     config = router_config(
@@ -174,7 +174,7 @@ def test_socket_group_and_mode_let_a_member_in_and_keep_others_out(
 
 
 def test_admin_allow_naming_a_user_who_cannot_reach_the_socket_is_warned(
-    fake: FakeProvider, start_router: Callable[..., Router], open_folder: Path
+    fake: ProviderProcess, start_router: Callable[..., Router], open_folder: Path
 ) -> None:
     path = open_folder / "run" / "admin.sock"
     router = start_router(router_config(fake.url, admin_socket=str(path), admin_allow=[NOBODY]))
@@ -185,7 +185,7 @@ def test_admin_allow_naming_a_user_who_cannot_reach_the_socket_is_warned(
 
 
 def test_an_unknown_socket_group_is_refused(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     config = router_config(fake.url, admin_socket_group="no-such-group")
     with pytest.raises(RuntimeError) as failed:

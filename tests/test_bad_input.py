@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -34,7 +34,7 @@ def assert_healthy(router: Router) -> None:
     assert ok.status_code == 200
 
 
-def test_invalid_json(router: Router, fake: FakeProvider) -> None:
+def test_invalid_json(router: Router, fake: ProviderProcess) -> None:
     response = httpx.post(
         f"{router.url}/v1/messages",
         content=b'{"model": "refund-agent", ',
@@ -45,7 +45,7 @@ def test_invalid_json(router: Router, fake: FakeProvider) -> None:
     assert_healthy(router)
 
 
-def test_unknown_route_lists_the_known_ones(router: Router, fake: FakeProvider) -> None:
+def test_unknown_route_lists_the_known_ones(router: Router, fake: ProviderProcess) -> None:
     with (
         openai.OpenAI(base_url=f"{router.url}/v1", api_key="k", max_retries=0) as client,
         pytest.raises(openai.NotFoundError) as caught,
@@ -57,13 +57,13 @@ def test_unknown_route_lists_the_known_ones(router: Router, fake: FakeProvider) 
     assert_healthy(router)
 
 
-def test_missing_model(router: Router, fake: FakeProvider) -> None:
+def test_missing_model(router: Router, fake: ProviderProcess) -> None:
     response = httpx.post(f"{router.url}/v1/chat/completions", json={"messages": HI})
     assert_router_error(response, 400, "missing_model", "no 'model'", "refund-agent")
     assert "error" in response.json() and "type" not in response.json()  # OpenAI's shape
 
 
-def test_wrong_content_type(router: Router, fake: FakeProvider) -> None:
+def test_wrong_content_type(router: Router, fake: ProviderProcess) -> None:
     response = httpx.post(
         f"{router.url}/v1/messages",
         content=b"model=refund-agent",
@@ -73,7 +73,7 @@ def test_wrong_content_type(router: Router, fake: FakeProvider) -> None:
     assert_healthy(router)
 
 
-def test_body_over_the_limit(fake: FakeProvider, start_router: Any) -> None:
+def test_body_over_the_limit(fake: ProviderProcess, start_router: Any) -> None:
     router = start_router(router_config(fake.url, limits={"max_body_bytes": 4096}))
     response = httpx.post(
         f"{router.url}/v1/messages",
@@ -87,7 +87,7 @@ def test_body_over_the_limit(fake: FakeProvider, start_router: Any) -> None:
     assert_healthy(router)
 
 
-def test_unknown_version_override(router: Router, fake: FakeProvider) -> None:
+def test_unknown_version_override(router: Router, fake: ProviderProcess) -> None:
     response = httpx.post(
         f"{router.url}/v1/chat/completions",
         json={"model": "support-agent", "messages": HI},
@@ -96,7 +96,7 @@ def test_unknown_version_override(router: Router, fake: FakeProvider) -> None:
     assert_router_error(response, 400, "unknown_version", "v9.9", "v2.0", "v2.1")
 
 
-def test_override_refused_where_not_allowed(router: Router, fake: FakeProvider) -> None:
+def test_override_refused_where_not_allowed(router: Router, fake: ProviderProcess) -> None:
     response = httpx.post(
         f"{router.url}/v1/messages",
         json={"model": "refund-agent", "max_tokens": 5, "messages": HI},
@@ -105,7 +105,7 @@ def test_override_refused_where_not_allowed(router: Router, fake: FakeProvider) 
     assert_router_error(response, 400, "override_not_allowed", "allow_version_override")
 
 
-def test_wrong_dialect_names_the_right_endpoint(router: Router, fake: FakeProvider) -> None:
+def test_wrong_dialect_names_the_right_endpoint(router: Router, fake: ProviderProcess) -> None:
     with (
         openai.OpenAI(base_url=f"{router.url}/v1", api_key="k", max_retries=0) as client,
         pytest.raises(openai.BadRequestError) as caught,
@@ -114,7 +114,9 @@ def test_wrong_dialect_names_the_right_endpoint(router: Router, fake: FakeProvid
     assert "POST /v1/messages" in str(caught.value)
 
 
-def test_missing_session_key_refused_when_configured(fake: FakeProvider, start_router: Any) -> None:
+def test_missing_session_key_refused_when_configured(
+    fake: ProviderProcess, start_router: Any
+) -> None:
     config = router_config(fake.url)
     config["routes"]["refund-agent"]["session_key"] = {
         "header": "X-Session-Id",
@@ -134,7 +136,7 @@ def test_missing_session_key_refused_when_configured(fake: FakeProvider, start_r
     assert ok.content
 
 
-def test_messages_not_a_list(router: Router, fake: FakeProvider) -> None:
+def test_messages_not_a_list(router: Router, fake: ProviderProcess) -> None:
     response = httpx.post(
         f"{router.url}/v1/chat/completions",
         json={"model": "support-agent", "messages": "hi"},

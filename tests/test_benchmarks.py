@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from testing.servers import REPO, FakeProvider, Router, router_config
+from testing.servers import REPO, ProviderProcess, Router, router_config
 
 
 def run_benchmark(module: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -53,7 +53,7 @@ def test_the_scale_benchmark_prints_its_table() -> None:
 
 
 def test_the_locustfile_runs_headless(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     router = start_router(router_config(fake.url))
     locust = shutil.which("locust", path=str(REPO / ".venv" / "bin")) or "locust"

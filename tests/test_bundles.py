@@ -17,7 +17,7 @@ from router.bundles import load_bundle, load_route_bundles, pin_problem
 from router.errors import ConfigError, Problem
 from router.schemas import schema_regexes
 from testing.bundles import alias_bomb, new_version, own_bundles, set_pattern, with_bundles
-from testing.servers import EXAMPLE_BUNDLES, FakeProvider, Router, router_config
+from testing.servers import EXAMPLE_BUNDLES, ProviderProcess, Router, router_config
 from tests.test_admin import cli
 from tests.test_metrics import scrape, value
 
@@ -364,7 +364,7 @@ def test_schema_regexes_run_on_re2(refund: Path) -> None:
 
 
 async def test_a_backtracking_pattern_cannot_stall_the_router(
-    fake: FakeProvider, start_router: Callable[..., Router], tmp_path: Path
+    fake: ProviderProcess, start_router: Callable[..., Router], tmp_path: Path
 ) -> None:
     """The issue's attack, through the real router: the model picks an argument that takes a
     backtracking engine 2**40 steps. Requests running beside it complete, and both verdicts
@@ -398,7 +398,7 @@ async def test_a_backtracking_pattern_cannot_stall_the_router(
 
 
 def test_deploy_and_reload_refuse_a_bundle_that_reads_outside_its_folder(
-    fake: FakeProvider, start_router: Callable[..., Router], tmp_path: Path
+    fake: ProviderProcess, start_router: Callable[..., Router], tmp_path: Path
 ) -> None:
     """The issue's attack on the running router: a new version whose prompt is the router's
     own environment. Refused, and nothing of it ever goes upstream."""

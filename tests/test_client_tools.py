@@ -12,7 +12,7 @@ import anthropic
 import openai
 import pytest
 
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 from tests.test_metrics import scrape, value
 
 ANSWER_SCHEMA: dict[str, object] = {
@@ -23,12 +23,12 @@ ANSWER_SCHEMA: dict[str, object] = {
 
 
 @pytest.fixture
-def tools_router(fake: FakeProvider, start_router: Callable[..., Router]) -> Router:
+def tools_router(fake: ProviderProcess, start_router: Callable[..., Router]) -> Router:
     return start_router(router_config(fake.url))
 
 
 def test_anthropic_structured_output_through_a_forced_client_tool(
-    tools_router: Router, fake: FakeProvider
+    tools_router: Router, fake: ProviderProcess
 ) -> None:
     with anthropic.Anthropic(base_url=tools_router.url, api_key="k", max_retries=0) as client:
         message = client.messages.create(
@@ -60,7 +60,7 @@ def test_anthropic_structured_output_through_a_forced_client_tool(
 
 
 def test_openai_agent_tools_and_a_forced_choice_go_upstream(
-    tools_router: Router, fake: FakeProvider
+    tools_router: Router, fake: ProviderProcess
 ) -> None:
     tool: Any = {
         "type": "function",
@@ -82,7 +82,7 @@ def test_openai_agent_tools_and_a_forced_choice_go_upstream(
 
 
 def test_a_forced_tool_the_route_does_not_send_is_a_clear_400(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     config = router_config(fake.url)
     config["routes"]["refund-agent"]["client_tools"] = "replace"
@@ -104,7 +104,7 @@ def test_a_forced_tool_the_route_does_not_send_is_a_clear_400(
 
 
 def test_the_openai_docs_stream_loop_works_and_usage_is_still_counted(
-    tools_router: Router, fake: FakeProvider
+    tools_router: Router, fake: ProviderProcess
 ) -> None:
     """The router asks for usage (cost needs it); a client that did not ask gets no
     usage-only chunk, whose empty `choices` would break `chunk.choices[0]`."""

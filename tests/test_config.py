@@ -18,7 +18,7 @@ from router.config import load_config, parse_duration
 from router.errors import ConfigError
 from router.fake_provider import load_profile
 from testing.bundles import alias_bomb
-from testing.servers import REPO, FakeProvider, Router, router_config
+from testing.servers import REPO, ProviderProcess, Router, router_config
 from tests.test_metrics import OPUS, scrape, value
 
 
@@ -209,7 +209,7 @@ def test_a_refusal_pattern_re2_cannot_run_is_a_config_error(config_dir: Path, pa
 
 
 def test_refusal_patterns_cannot_stall_the_router(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     """A backtracking pattern and an answer that takes a backtracking engine 2**40 steps: the
     answer comes back, and the pattern still counts the answers it matches."""

@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 from tests.test_metrics import scrape, value
 
 BODY = {"model": "refund-agent", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
@@ -57,7 +57,7 @@ def read_all(sock: socket.socket) -> bytes:
 
 
 def test_over_max_connections_new_clients_get_503_while_health_and_metrics_answer(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     limits = {"max_connections": 10, "retry_after": "2s"}
     router = start_router(router_config(fake.url, limits=limits))
@@ -87,7 +87,7 @@ def test_over_max_connections_new_clients_get_503_while_health_and_metrics_answe
 
 
 def test_running_out_of_file_descriptors_is_logged_once_counted_and_survived(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     router = start_router(router_config(fake.url))
     pid = router.process.proc.pid
@@ -106,7 +106,7 @@ def test_running_out_of_file_descriptors_is_logged_once_counted_and_survived(
 
 
 def test_the_open_file_limit_is_raised_to_the_hard_limit_at_start(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard <= 1024:
@@ -121,7 +121,7 @@ def test_the_open_file_limit_is_raised_to_the_hard_limit_at_start(
 
 
 def test_a_client_that_stops_reading_is_let_go_after_send_timeout(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     router = start_router(router_config(fake.url, limits={"send_timeout": "1s"}))
     # Four times what the kernel's send buffer on the router's side may grow to (tcp_wmem),

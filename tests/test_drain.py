@@ -11,7 +11,7 @@ from collections.abc import Callable
 import httpx
 
 from router.state import verify
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 
 BODY = {
     "model": "refund-agent",
@@ -22,7 +22,7 @@ BODY = {
 
 
 def test_sigterm_drains_streams_in_flight_then_exits_0(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     router = start_router(router_config(fake.url))
     fake.behave(stream_chunks=20, stream_interval_ms=100)  # each stream takes about 2 s

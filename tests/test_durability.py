@@ -19,7 +19,7 @@ import pytest
 
 from router.state import AuditLog, DurabilityError, read_records, verify
 from testing.bundles import new_version, own_bundles, with_bundles
-from testing.servers import FakeProvider, Router
+from testing.servers import ProviderProcess, Router
 from tests.disk import PAGE, TinyDisk, tiny_disk
 from tests.test_admin import cli
 from tests.test_metrics import scrape, value
@@ -82,7 +82,7 @@ def wait_durable(router: Router) -> None:
 
 
 async def test_a_trip_on_a_full_disk_stays_in_force_and_the_guardrails_keep_watching(
-    fake: FakeProvider, start_router: Callable[..., Router], disk: TinyDisk
+    fake: ProviderProcess, start_router: Callable[..., Router], disk: TinyDisk
 ) -> None:
     router = start_router(two_canaries(fake.url, disk))
     fake.behave(CANARY_MODEL, error_rate=1.0, error_kind="500")
@@ -138,7 +138,7 @@ async def test_a_trip_on_a_full_disk_stays_in_force_and_the_guardrails_keep_watc
 
 
 def admin_router(
-    fake: FakeProvider, start_router: Callable[..., Router], disk: TinyDisk, tmp_path: Path
+    fake: ProviderProcess, start_router: Callable[..., Router], disk: TinyDisk, tmp_path: Path
 ) -> Router:
     config = with_bundles(on_disk(half_canary(fake.url, 10), disk), own_bundles(tmp_path))
     return start_router(config)
@@ -153,7 +153,7 @@ REFUSED_ON_A_FULL_DISK = [
 
 
 async def test_every_admin_change_on_a_full_disk_is_all_or_nothing(
-    fake: FakeProvider, start_router: Callable[..., Router], disk: TinyDisk, tmp_path: Path
+    fake: ProviderProcess, start_router: Callable[..., Router], disk: TinyDisk, tmp_path: Path
 ) -> None:
     router = admin_router(fake, start_router, disk, tmp_path)
     align_audit_log(router)
@@ -279,7 +279,7 @@ def test_a_short_or_failed_audit_write_is_cut_back_and_refused(
 
 
 async def test_a_weights_change_that_met_a_short_write_is_refused_and_the_router_restarts(
-    fake: FakeProvider, start_router: Callable[..., Router], disk: TinyDisk
+    fake: ProviderProcess, start_router: Callable[..., Router], disk: TinyDisk
 ) -> None:
     router = start_router(on_disk(half_canary(fake.url, 10), disk))
     assert (router.state_dir / "audit.jsonl").stat().st_size % PAGE > 0
@@ -311,7 +311,7 @@ def _refused_start(router: Router) -> str:
 
 
 def test_a_deleted_audit_log_stops_the_start_with_the_way_out(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     router = start_router(half_canary(fake.url))
     assert cli(router, "weights", "refund-agent", "v1.4=70", "v1.5=30").returncode == 0
@@ -339,7 +339,7 @@ def test_a_deleted_audit_log_stops_the_start_with_the_way_out(
     ids=["weights_over_100", "no_active", "string_audit_seq", "string_weight"],
 )
 def test_a_state_file_that_breaks_the_rules_stops_the_start_clearly(
-    fake: FakeProvider,
+    fake: ProviderProcess,
     start_router: Callable[..., Router],
     breakage: Callable[[dict[str, Any]], Any],
     problem: str,
@@ -374,7 +374,7 @@ async def test_background_loops_are_restarted_and_counted() -> None:
 
 
 async def test_a_rollout_on_a_full_disk_pauses_never_and_aborts_at_once(
-    fake: FakeProvider, start_router: Callable[..., Router], disk: TinyDisk, tmp_path: Path
+    fake: ProviderProcess, start_router: Callable[..., Router], disk: TinyDisk, tmp_path: Path
 ) -> None:
     router = admin_router(fake, start_router, disk, tmp_path)
     assert cli(router, "rollout", "start", "refund-agent").returncode == 0

@@ -30,7 +30,7 @@ from router.fake_provider.chat import Chat
 from router.fake_provider.messages import Messages
 from router.fake_provider.plan import Invalid, Planner
 from router.fake_provider.responses import Responses
-from testing.servers import FakeProvider
+from testing.servers import ProviderProcess
 
 GPT = "gpt-5.4-2026-03-05"
 CLAUDE = "claude-opus-4-7-20260108"
@@ -93,13 +93,13 @@ class Order(BaseModel):
 
 
 @pytest.fixture
-def gpt(fake: FakeProvider) -> Iterator[openai.OpenAI]:
+def gpt(fake: ProviderProcess) -> Iterator[openai.OpenAI]:
     with openai.OpenAI(base_url=f"{fake.url}/v1", api_key="k", max_retries=0) as client:
         yield client
 
 
 @pytest.fixture
-def claude(fake: FakeProvider) -> Iterator[anthropic.Anthropic]:
+def claude(fake: ProviderProcess) -> Iterator[anthropic.Anthropic]:
     with anthropic.Anthropic(base_url=fake.url, api_key="k", max_retries=0) as client:
         yield client
 
@@ -109,7 +109,7 @@ def valid(schema: dict[str, Any], value: Any) -> bool:
     return True
 
 
-def sse(fake: FakeProvider, path: str, body: dict[str, Any]) -> list[tuple[str, Any]]:
+def sse(fake: ProviderProcess, path: str, body: dict[str, Any]) -> list[tuple[str, Any]]:
     """The raw events of a streamed answer: (event name or "", parsed data)."""
     response = httpx.post(f"{fake.url}{path}", json={**body, "stream": True}, timeout=10)
     assert response.status_code == 200, response.text
@@ -368,7 +368,7 @@ def anthropic_calls(claude: anthropic.Anthropic, stream: bool, **kwargs: Any) ->
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
-def test_openai_tool_choice(fake: FakeProvider, gpt: openai.OpenAI, stream: bool) -> None:
+def test_openai_tool_choice(fake: ProviderProcess, gpt: openai.OpenAI, stream: bool) -> None:
     fake.behave(GPT, tool_call_rate=1.0)
     assert openai_calls(gpt, stream, tool_choice="none") == []
     assert len(openai_calls(gpt, stream, tool_choice="auto")) == 1
@@ -387,7 +387,7 @@ def test_openai_tool_choice(fake: FakeProvider, gpt: openai.OpenAI, stream: bool
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 def test_anthropic_tool_choice(
-    fake: FakeProvider, claude: anthropic.Anthropic, stream: bool
+    fake: ProviderProcess, claude: anthropic.Anthropic, stream: bool
 ) -> None:
     fake.behave(CLAUDE, tool_call_rate=1.0)
     assert anthropic_calls(claude, stream, tool_choice={"type": "none"}) == []
@@ -402,7 +402,7 @@ def test_anthropic_tool_choice(
 
 
 def test_unknown_tool_choice_is_a_400_in_each_dialect(
-    fake: FakeProvider, gpt: openai.OpenAI, claude: anthropic.Anthropic
+    fake: ProviderProcess, gpt: openai.OpenAI, claude: anthropic.Anthropic
 ) -> None:
     with pytest.raises(openai.BadRequestError) as chat:
         gpt.chat.completions.create(
@@ -440,7 +440,7 @@ def test_unknown_tool_choice_is_a_400_in_each_dialect(
 # ---- several tool calls in one turn ---------------------------------------------------------
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 def test_several_tool_calls_in_one_turn(
-    fake: FakeProvider, gpt: openai.OpenAI, claude: anthropic.Anthropic, stream: bool
+    fake: ProviderProcess, gpt: openai.OpenAI, claude: anthropic.Anthropic, stream: bool
 ) -> None:
     for model in (GPT, CLAUDE):
         fake.behave(model, tool_call_rate=1.0, tool_calls_per_turn=3)
@@ -453,7 +453,7 @@ def test_several_tool_calls_in_one_turn(
     assert len(anthropic_calls(claude, stream, tool_choice=one)) == 1
 
 
-def test_openai_parallel_calls_stream_with_their_indexes(fake: FakeProvider) -> None:
+def test_openai_parallel_calls_stream_with_their_indexes(fake: ProviderProcess) -> None:
     fake.behave(GPT, tool_call_rate=1.0, tool_calls_per_turn=2)
     events = sse(
         fake, "/v1/chat/completions", {"model": GPT, "messages": HI_CHAT, "tools": OPENAI_TOOLS}
@@ -522,7 +522,7 @@ def test_openai_json_object_mode(gpt: openai.OpenAI) -> None:
 
 
 # ---- n and logprobs -------------------------------------------------------------------------
-def test_n_choices(fake: FakeProvider, gpt: openai.OpenAI) -> None:
+def test_n_choices(fake: ProviderProcess, gpt: openai.OpenAI) -> None:
     fake.behave(GPT, output_tokens=7, input_tokens=11)
     answer = gpt.chat.completions.create(model=GPT, messages=HI_CHAT, n=3)
     assert [c.index for c in answer.choices] == [0, 1, 2]
@@ -546,7 +546,7 @@ def test_n_choices(fake: FakeProvider, gpt: openai.OpenAI) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
-def test_logprobs(fake: FakeProvider, gpt: openai.OpenAI, stream: bool) -> None:
+def test_logprobs(fake: ProviderProcess, gpt: openai.OpenAI, stream: bool) -> None:
     tokens: list[Any] = []
     text = ""
     if stream:
@@ -574,7 +574,9 @@ THINK: ThinkingConfigParam = {"type": "enabled", "budget_tokens": 2048}
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
-def test_anthropic_thinking(fake: FakeProvider, claude: anthropic.Anthropic, stream: bool) -> None:
+def test_anthropic_thinking(
+    fake: ProviderProcess, claude: anthropic.Anthropic, stream: bool
+) -> None:
     fake.behave(CLAUDE, thinking_text="Look up the order first.", text="Done.")
     args: dict[str, Any] = {"model": CLAUDE, "max_tokens": 4096, "messages": HI, "thinking": THINK}
     if stream:
@@ -591,7 +593,7 @@ def test_anthropic_thinking(fake: FakeProvider, claude: anthropic.Anthropic, str
     assert message.usage.output_tokens == 5 + 1  # the thinking is billed as output
 
 
-def test_anthropic_thinking_events(fake: FakeProvider) -> None:
+def test_anthropic_thinking_events(fake: ProviderProcess) -> None:
     fake.behave(CLAUDE, tool_call_rate=1.0)
     events = sse(
         fake,
@@ -652,7 +654,7 @@ def test_anthropic_thinking_conflicts_are_400(
     )
 
 
-def test_anthropic_message_delta_carries_cumulative_usage(fake: FakeProvider) -> None:
+def test_anthropic_message_delta_carries_cumulative_usage(fake: ProviderProcess) -> None:
     fake.behave(
         CLAUDE, input_tokens=100, output_tokens=20, cache_read_tokens=30, cache_write_tokens=40
     )
@@ -667,7 +669,7 @@ def test_anthropic_message_delta_carries_cumulative_usage(fake: FakeProvider) ->
 
 
 # ---- the Responses API ----------------------------------------------------------------------
-def test_responses_text(fake: FakeProvider, gpt: openai.OpenAI) -> None:
+def test_responses_text(fake: ProviderProcess, gpt: openai.OpenAI) -> None:
     fake.behave(GPT, text="Hello there.", input_tokens=50, cache_read_tokens=10)
     response = gpt.responses.create(model=GPT, input="hi", instructions="Be brief.")
     assert response.id.startswith("resp_") and response.object == "response"
@@ -684,7 +686,7 @@ def test_responses_text(fake: FakeProvider, gpt: openai.OpenAI) -> None:
     assert gpt.responses.retrieve(response.id).output_text == "Hello there."
 
 
-def test_responses_function_call_round_trip(fake: FakeProvider, gpt: openai.OpenAI) -> None:
+def test_responses_function_call_round_trip(fake: ProviderProcess, gpt: openai.OpenAI) -> None:
     first = gpt.responses.create(
         model=GPT,
         input=[{"role": "user", "content": "refund A-1234"}],
@@ -722,7 +724,7 @@ def test_responses_function_call_round_trip(fake: FakeProvider, gpt: openai.Open
         )
 
 
-def test_responses_unknown_ids(fake: FakeProvider, gpt: openai.OpenAI) -> None:
+def test_responses_unknown_ids(fake: ProviderProcess, gpt: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as unknown:
         gpt.responses.create(model=GPT, input="hi", previous_response_id="resp_nope")
     assert unknown.value.body == {
@@ -774,7 +776,7 @@ RESPONSES_TEXT_EVENTS = [
 ]
 
 
-def test_responses_stream_events(fake: FakeProvider, gpt: openai.OpenAI) -> None:
+def test_responses_stream_events(fake: ProviderProcess, gpt: openai.OpenAI) -> None:
     fake.behave(GPT, text="one two three four", stream_chunks=4)
     events = sse(fake, "/v1/responses", {"model": GPT, "input": "hi"})
     names = [name for name, _ in events]
@@ -792,7 +794,7 @@ def test_responses_stream_events(fake: FakeProvider, gpt: openai.OpenAI) -> None
     assert kinds == set(RESPONSES_TEXT_EVENTS)
 
 
-def test_responses_stream_function_calls(fake: FakeProvider, gpt: openai.OpenAI) -> None:
+def test_responses_stream_function_calls(fake: ProviderProcess, gpt: openai.OpenAI) -> None:
     fake.behave(GPT, tool_call_rate=1.0, tool_calls_per_turn=2)
     with gpt.responses.stream(
         model=GPT,
@@ -818,7 +820,7 @@ def test_responses_structured_output(gpt: openai.OpenAI, stream: bool) -> None:
     assert isinstance(parsed, Order)
 
 
-def test_responses_reasoning_and_refusal(fake: FakeProvider, gpt: openai.OpenAI) -> None:
+def test_responses_reasoning_and_refusal(fake: ProviderProcess, gpt: openai.OpenAI) -> None:
     fake.behave(GPT, thinking_text="Think about it.")
     response = gpt.responses.create(
         model=GPT, input="hi", reasoning={"effort": "low", "summary": "auto"}
@@ -842,7 +844,7 @@ def test_responses_reasoning_and_refusal(fake: FakeProvider, gpt: openai.OpenAI)
     assert {"response.refusal.delta", "response.refusal.done"} <= kinds
 
 
-def test_responses_knobs_errors_and_truncation(fake: FakeProvider, gpt: openai.OpenAI) -> None:
+def test_responses_knobs_errors_and_truncation(fake: ProviderProcess, gpt: openai.OpenAI) -> None:
     fake.behave(GPT, error_rate=1.0, error_kind="529")
     with pytest.raises(openai.InternalServerError):
         gpt.responses.create(model=GPT, input="hi")

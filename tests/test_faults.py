@@ -12,7 +12,7 @@ import httpx
 import orjson
 import pytest
 
-from testing.servers import FakeProvider, Router, free_port, router_config
+from testing.servers import ProviderProcess, Router, free_port, router_config
 from tests.faults import FaultProxy
 from tests.test_metrics import scrape, value
 
@@ -22,7 +22,7 @@ HEADERS = {"X-Session-Id": "faults"}
 
 
 @pytest.fixture
-def proxy(fake: FakeProvider) -> Iterator[FaultProxy]:
+def proxy(fake: ProviderProcess) -> Iterator[FaultProxy]:
     running = FaultProxy(int(fake.url.rsplit(":", 1)[1]))
     yield running
     running.stop()
@@ -51,7 +51,7 @@ def events_of(router: Router, body: dict[str, Any]) -> tuple[int, list[str]]:
 
 
 def test_connection_refused_is_a_502(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     router = faulty_router(start_router, f"http://127.0.0.1:{free_port()}")
     answer = httpx.post(f"{router.url}/v1/messages", json=BODY, headers=HEADERS)
@@ -83,7 +83,7 @@ def test_a_reset_mid_body_is_a_502(proxy: FaultProxy, start_router: Callable[...
 
 @pytest.mark.parametrize("fault", ["reset_mid_body", "close_mid_body"])
 def test_a_stream_cut_short_ends_with_an_error_event_and_is_not_complete(
-    fault: str, fake: FakeProvider, proxy: FaultProxy, start_router: Callable[..., Router]
+    fault: str, fake: ProviderProcess, proxy: FaultProxy, start_router: Callable[..., Router]
 ) -> None:
     router = faulty_router(start_router, proxy.url)
     fake.behave(stream_chunks=20, stream_interval_ms=20)

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from testing.servers import FakeProvider, free_port, router_config
+from testing.servers import ProviderProcess, free_port, router_config
 from tests.traffic import leave_mid_stream
 
 HI = [{"role": "user", "content": "hi"}]
@@ -27,7 +27,7 @@ def refund(router: Any, **extra: Any) -> httpx.Response:
     )
 
 
-def test_provider_down_is_a_router_502(fake: FakeProvider, start_router: Any) -> None:
+def test_provider_down_is_a_router_502(fake: ProviderProcess, start_router: Any) -> None:
     router = start_router(router_config(f"http://127.0.0.1:{free_port()}"))
     response = refund(router)
     assert response.status_code == 502
@@ -38,7 +38,7 @@ def test_provider_down_is_a_router_502(fake: FakeProvider, start_router: Any) ->
     assert response.headers["X-Bundle-Version"] in ("v1.4", "v1.5")
 
 
-def test_slow_provider_is_a_router_504(fake: FakeProvider, start_router: Any) -> None:
+def test_slow_provider_is_a_router_504(fake: ProviderProcess, start_router: Any) -> None:
     config = router_config(fake.url)
     config["providers"]["anthropic"]["timeouts"] = {
         "connect": "1s",
@@ -56,7 +56,7 @@ def test_slow_provider_is_a_router_504(fake: FakeProvider, start_router: Any) ->
 
 
 def test_stream_that_goes_quiet_ends_with_an_error_event(
-    fake: FakeProvider, start_router: Any
+    fake: ProviderProcess, start_router: Any
 ) -> None:
     config = router_config(fake.url)
     config["providers"]["anthropic"]["timeouts"] = {"stream_idle": "300ms"}
@@ -70,7 +70,7 @@ def test_stream_that_goes_quiet_ends_with_an_error_event(
     assert "upstream_timeout" in last and "bundle-router" in last
 
 
-def test_reset_is_a_router_502(fake: FakeProvider, router: Any) -> None:
+def test_reset_is_a_router_502(fake: ProviderProcess, router: Any) -> None:
     fake.behave(error_rate=1.0, error_kind="reset")
     response = refund(router)
     assert response.status_code == 502
@@ -80,7 +80,7 @@ def test_reset_is_a_router_502(fake: FakeProvider, router: Any) -> None:
 
 @pytest.mark.parametrize("kind", ["500", "529", "429"])
 def test_provider_errors_pass_through_with_their_body(
-    kind: str, fake: FakeProvider, router: Any
+    kind: str, fake: ProviderProcess, router: Any
 ) -> None:
     fake.behave(error_rate=1.0, error_kind=kind)
     with (
@@ -98,7 +98,7 @@ def test_provider_errors_pass_through_with_their_body(
         assert error.response.headers["retry-after"] == "1"
 
 
-def test_openai_provider_error_passes_through(fake: FakeProvider, router: Any) -> None:
+def test_openai_provider_error_passes_through(fake: ProviderProcess, router: Any) -> None:
     fake.behave(SUPPORT, error_rate=1.0, error_kind="500")
     with (
         openai.OpenAI(base_url=f"{router.url}/v1", api_key="k", max_retries=0) as client,
@@ -108,7 +108,7 @@ def test_openai_provider_error_passes_through(fake: FakeProvider, router: Any) -
     assert caught.value.response.json()["error"]["type"] == "server_error"
 
 
-def test_client_disconnect_mid_stream_closes_upstream(fake: FakeProvider, router: Any) -> None:
+def test_client_disconnect_mid_stream_closes_upstream(fake: ProviderProcess, router: Any) -> None:
     fake.behave(stream_interval_ms=200, stream_chunks=40)
     assert b"200 OK" in leave_mid_stream(router.url, b"X-Session-Id: leaver")
     # The provider sees the close long before its 40 x 200 ms stream would have ended.

@@ -10,7 +10,7 @@ import pytest
 
 from router.config import Guardrails, Route
 from router.guardrails import Guard, Watch
-from router.telemetry import GUARD_LATENCY_BOUNDS, Outcome, Price, Totals, Usage, VersionStats
+from router.telemetry import GUARD_LATENCY_BOUNDS, Outcome, TokenPrice, Totals, Usage, VersionStats
 
 
 def totals(requests: int, latency_ms: float = 100.0, slow: int = 0, **counts: Any) -> Totals:
@@ -116,7 +116,7 @@ def test_bad_rules_are_refused_with_the_reason(block: dict[str, Any], message: s
 
 
 def test_a_watch_counts_only_what_happened_since_it_began() -> None:
-    price = Price(1e-6, 1e-6, 1e-6, 1e-6)
+    price = TokenPrice(1e-6, 1e-6, 1e-6, 1e-6)
     candidate, control = VersionStats("r", "v2", price, 60), VersionStats("r", "v1", price, 60)
     for _ in range(50):  # errors before the watch began do not count against the canary
         candidate.record_request(Outcome.PROVIDER_5XX, seconds=0.1, overhead=0.0)

@@ -13,7 +13,7 @@ import aiohttp
 import httpx
 import orjson
 
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 from tests.test_metrics import scrape, value
 
 BODY = {"model": "refund-agent", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
@@ -38,7 +38,7 @@ def test_a_wrong_method_gets_405_with_allow(router: Router) -> None:
 
 
 async def test_a_full_route_answers_503_with_retry_after_then_recovers(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     config = router_config(fake.url)
     config["limits"] = {"max_concurrent_per_route": 3, "retry_after": "2s"}
@@ -69,7 +69,7 @@ async def test_a_full_route_answers_503_with_retry_after_then_recovers(
 
 
 def test_an_idle_keep_alive_connection_is_closed(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     config = router_config(fake.url)
     config["limits"] = {"keepalive_timeout": "1s"}
@@ -85,7 +85,7 @@ def test_an_idle_keep_alive_connection_is_closed(
 
 
 def test_a_slow_request_head_gets_408_and_other_clients_are_served(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     """Slowloris: 20 connections each trickle a request head, a header every 0.2 s."""
     router = start_router(router_config(fake.url, limits={"header_timeout": "1s"}))
@@ -117,7 +117,7 @@ def test_a_slow_request_head_gets_408_and_other_clients_are_served(
 
 
 def test_header_limits_are_configurable(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     router = start_router(
         router_config(fake.url, limits={"max_header_bytes": 2048, "max_headers": 20})

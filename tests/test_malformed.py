@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 
 SECRET = "sk-ant-CANARY-malformed-0005"  # noqa: S105 - a canary, not a secret
 BODY = (
@@ -81,7 +81,7 @@ def exchange(router: Router, data: bytes, timeout: float = 10.0) -> Answer:
 
 @pytest.fixture(scope="module")
 def router(
-    fake_provider: FakeProvider, tmp_path_factory: pytest.TempPathFactory
+    fake_provider: ProviderProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Router]:
     limits = {"max_body_bytes": MAX_BODY, "body_timeout": "1s", "header_timeout": "2s"}
     running = Router(

@@ -21,7 +21,7 @@ from anthropic.types import MessageParam
 from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
-from testing.servers import REPO, FakeProvider, Router, free_port, router_config
+from testing.servers import REPO, ProviderProcess, Router, free_port, router_config
 from tests.traffic import leave_mid_stream
 
 HI: list[MessageParam] = [{"role": "user", "content": "hi"}]
@@ -50,7 +50,7 @@ def value(metrics: dict[Any, float], name: str, **labels: str) -> float:
 
 
 @pytest.fixture
-def telemetry_router(fake: FakeProvider, start_router: Callable[..., Router]) -> Router:
+def telemetry_router(fake: ProviderProcess, start_router: Callable[..., Router]) -> Router:
     """A fresh router (counters at zero) where every route allows version overrides. Its
     guardrails are off: these tests pin failing answers on the canary, and a trip would
     rightly end overrides to it."""
@@ -100,7 +100,7 @@ def ask_gpt(router: Router, stream: bool) -> None:
             client.chat.completions.create(model="support-agent", messages=HI_CHAT)
 
 
-def test_requests_tokens_and_cost_exact(fake: FakeProvider, telemetry_router: Router) -> None:
+def test_requests_tokens_and_cost_exact(fake: ProviderProcess, telemetry_router: Router) -> None:
     router = telemetry_router
     fake.behave(OPUS, **USAGE)
     fake.behave(GPT, **USAGE)
@@ -145,7 +145,7 @@ def test_requests_tokens_and_cost_exact(fake: FakeProvider, telemetry_router: Ro
 
 
 def test_explicit_zero_usage_is_complete_and_free(
-    fake: FakeProvider, telemetry_router: Router
+    fake: ProviderProcess, telemetry_router: Router
 ) -> None:
     fake.behave(GPT, input_tokens=0, output_tokens=0)
     ask_gpt(telemetry_router, stream=True)
@@ -158,7 +158,9 @@ def test_explicit_zero_usage_is_complete_and_free(
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_tool_calls_by_result(fake: FakeProvider, telemetry_router: Router, stream: bool) -> None:
+def test_tool_calls_by_result(
+    fake: ProviderProcess, telemetry_router: Router, stream: bool
+) -> None:
     router = telemetry_router
     for kind, times in (("valid", 2), ("schema", 3), ("unknown_tool", 1), ("not_json", 2)):
         invalid = 0.0 if kind == "valid" else 1.0
@@ -192,7 +194,7 @@ def test_tool_calls_by_result(fake: FakeProvider, telemetry_router: Router, stre
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_refusals(fake: FakeProvider, telemetry_router: Router, stream: bool) -> None:
+def test_refusals(fake: ProviderProcess, telemetry_router: Router, stream: bool) -> None:
     router = telemetry_router
     fake.behave(OPUS, refusal_rate=1.0)
     fake.behave(GPT, refusal_rate=1.0)
@@ -207,7 +209,9 @@ def test_refusals(fake: FakeProvider, telemetry_router: Router, stream: bool) ->
     assert value(m, "router_refusals_total", route="support-agent", version="v2.1") == 1
 
 
-def test_every_error_kind(fake: FakeProvider, telemetry_router: Router, start_router: Any) -> None:
+def test_every_error_kind(
+    fake: ProviderProcess, telemetry_router: Router, start_router: Any
+) -> None:
     router = telemetry_router
     for kind, times in (("400", 1), ("500", 2), ("529", 1), ("429", 3), ("reset", 2)):
         fake.behave(OPUS, error_rate=1.0, error_kind=kind)
@@ -264,7 +268,7 @@ def test_every_error_kind(fake: FakeProvider, telemetry_router: Router, start_ro
 
 
 def test_client_disconnect_mid_stream_is_incomplete(
-    fake: FakeProvider, telemetry_router: Router
+    fake: ProviderProcess, telemetry_router: Router
 ) -> None:
     fake.behave(OPUS, stream_interval_ms=200, stream_chunks=30)
     assert b"200 OK" in leave_mid_stream(telemetry_router.url, b"X-Bundle-Version: v1.5")
@@ -288,7 +292,7 @@ def test_client_disconnect_mid_stream_is_incomplete(
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_client_leaving_before_the_first_token_cancels_upstream(
-    stream: bool, fake: FakeProvider, telemetry_router: Router
+    stream: bool, fake: ProviderProcess, telemetry_router: Router
 ) -> None:
     fake.behave(OPUS, latency_ms=4000)
     body = orjson.dumps(
@@ -314,7 +318,7 @@ def test_client_leaving_before_the_first_token_cancels_upstream(
     assert value(m, "router_tokens_total", **v15, kind="input") == 0  # nothing was known
 
 
-def test_feedback(fake: FakeProvider, telemetry_router: Router) -> None:
+def test_feedback(fake: ProviderProcess, telemetry_router: Router) -> None:
     router = telemetry_router
     with claude(router) as client:
         raw = client.messages.with_raw_response.create(
@@ -358,7 +362,7 @@ def test_feedback(fake: FakeProvider, telemetry_router: Router) -> None:
     )
 
 
-def test_overhead_header_and_windows(fake: FakeProvider, telemetry_router: Router) -> None:
+def test_overhead_header_and_windows(fake: ProviderProcess, telemetry_router: Router) -> None:
     with claude(telemetry_router) as client:
         raw = client.messages.with_raw_response.create(
             model="refund-agent", max_tokens=5, messages=HI
@@ -372,7 +376,7 @@ def test_overhead_header_and_windows(fake: FakeProvider, telemetry_router: Route
 
 
 def test_counted_client_system_prompts_and_sessionless(
-    fake: FakeProvider, telemetry_router: Router
+    fake: ProviderProcess, telemetry_router: Router
 ) -> None:
     router = telemetry_router
     httpx.post(
@@ -396,7 +400,7 @@ PROMETHEUS = shutil.which("prometheus")
     reason="needs Debian's prometheus package (.ci/run installs it)",
 )
 def test_real_prometheus_scrapes_the_router(
-    fake: FakeProvider, telemetry_router: Router, tmp_path: Path
+    fake: ProviderProcess, telemetry_router: Router, tmp_path: Path
 ) -> None:
     assert PROMETHEUS, "prometheus is not installed: apt-get install prometheus"
     ask_claude(telemetry_router, stream=False)

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from testing.servers import FakeProvider, Router, free_port
+from testing.servers import ProviderProcess, Router, free_port
 from tests.test_metrics import scrape, value
 from tests.test_rollout import CANARY_MODEL, drive_until_trip, half_canary
 from tests.traffic import burst, served_by
@@ -73,7 +73,7 @@ def _wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
 
 
 async def test_the_webhook_receives_the_trip(
-    fake: FakeProvider, start_router: Callable[..., Router], receiver: Receiver
+    fake: ProviderProcess, start_router: Callable[..., Router], receiver: Receiver
 ) -> None:
     fake.behave(CANARY_MODEL, error_rate=1.0)
     config = half_canary(fake.url)
@@ -91,7 +91,7 @@ async def test_the_webhook_receives_the_trip(
 
 
 async def test_a_hanging_webhook_slows_no_request_and_loses_no_rollback(
-    fake: FakeProvider, start_router: Callable[..., Router], hanging_receiver: Receiver
+    fake: ProviderProcess, start_router: Callable[..., Router], hanging_receiver: Receiver
 ) -> None:
     fake.behave(CANARY_MODEL, error_rate=1.0)
     config = half_canary(fake.url)
@@ -105,7 +105,7 @@ async def test_a_hanging_webhook_slows_no_request_and_loses_no_rollback(
 
 
 async def test_a_dead_webhook_is_retried_then_counted_as_failed(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     fake.behave(CANARY_MODEL, error_rate=1.0)
     config = half_canary(fake.url)

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 
 REFUND_V14 = "claude-sonnet-4-6-20260215"
 REFUND_V15 = "claude-opus-4-7-20260108"
@@ -67,7 +67,7 @@ def session_on(route: str, version: str, router: Router, dialect: str) -> str:
     raise AssertionError(f"no session key found for {route} {version}")
 
 
-def test_anthropic_json_gets_pinned_bundle(router: Router, fake: FakeProvider) -> None:
+def test_anthropic_json_gets_pinned_bundle(router: Router, fake: ProviderProcess) -> None:
     client = anthropic_client(router)
     raw = client.messages.with_raw_response.create(
         model="refund-agent",
@@ -93,7 +93,7 @@ def test_anthropic_json_gets_pinned_bundle(router: Router, fake: FakeProvider) -
     assert sent["max_tokens"] == 64  # the client's value beats the bundle default
 
 
-def test_anthropic_prompt_caching_marks_system_block(router: Router, fake: FakeProvider) -> None:
+def test_anthropic_prompt_caching_marks_system_block(router: Router, fake: ProviderProcess) -> None:
     client = anthropic_client(router)
     raw = client.messages.with_raw_response.create(
         model="refund-agent",
@@ -108,7 +108,7 @@ def test_anthropic_prompt_caching_marks_system_block(router: Router, fake: FakeP
     assert "Partial refunds need a reason" in sent["system"][0]["text"]
 
 
-def test_openai_json_gets_pinned_bundle(router: Router, fake: FakeProvider) -> None:
+def test_openai_json_gets_pinned_bundle(router: Router, fake: ProviderProcess) -> None:
     client = openai_client(router)
     raw = client.chat.completions.with_raw_response.create(
         model="support-agent",
@@ -135,7 +135,7 @@ def test_openai_json_gets_pinned_bundle(router: Router, fake: FakeProvider) -> N
     assert sent["max_completion_tokens"] == 800  # a default the client did not set
 
 
-def test_anthropic_stream_relays_events_as_they_come(router: Router, fake: FakeProvider) -> None:
+def test_anthropic_stream_relays_events_as_they_come(router: Router, fake: ProviderProcess) -> None:
     fake.behave(REFUND_V14, stream_chunks=4, stream_interval_ms=250)
     client = anthropic_client(router)
     key = session_on("refund-agent", "v1.4", router, "anthropic")
@@ -160,7 +160,7 @@ def test_anthropic_stream_relays_events_as_they_come(router: Router, fake: FakeP
 
 
 def test_openai_stream_asks_for_usage_and_relays_only_what_the_client_asked_for(
-    router: Router, fake: FakeProvider
+    router: Router, fake: ProviderProcess
 ) -> None:
     client = openai_client(router)
     chunks = list(
@@ -179,7 +179,7 @@ def test_openai_stream_asks_for_usage_and_relays_only_what_the_client_asked_for(
     assert sent["model"] == SUPPORT
 
 
-def test_session_stays_on_its_version(router: Router, fake: FakeProvider) -> None:
+def test_session_stays_on_its_version(router: Router, fake: ProviderProcess) -> None:
     versions = set()
     for _ in range(20):
         response = httpx.post(
@@ -195,7 +195,7 @@ def test_session_stays_on_its_version(router: Router, fake: FakeProvider) -> Non
     assert len(versions) == 1
 
 
-def test_body_field_session_key(router: Router, fake: FakeProvider) -> None:
+def test_body_field_session_key(router: Router, fake: ProviderProcess) -> None:
     """support-agent keys sessions on the OpenAI `user` field: both versions get users."""
     seen: dict[str, list[int]] = {}
     for n in range(200):
@@ -221,7 +221,7 @@ def test_body_field_session_key(router: Router, fake: FakeProvider) -> None:
         assert again.headers["X-Bundle-Version"] == "v2.1"
 
 
-def test_version_override_where_allowed(router: Router, fake: FakeProvider) -> None:
+def test_version_override_where_allowed(router: Router, fake: ProviderProcess) -> None:
     """Every session goes to the pinned v2.1, though the weights give it only 10%."""
     client = openai_client(router)
     for n in range(20):
@@ -234,7 +234,7 @@ def test_version_override_where_allowed(router: Router, fake: FakeProvider) -> N
         assert raw.headers["X-Bundle-Version"] == "v2.1"
 
 
-def test_request_id_is_kept(router: Router, fake: FakeProvider) -> None:
+def test_request_id_is_kept(router: Router, fake: ProviderProcess) -> None:
     response = httpx.post(
         f"{router.url}/v1/messages",
         json={
@@ -252,7 +252,7 @@ def test_models_lists_routes(router: Router) -> None:
     assert sorted(m.id for m in client.models.list()) == ["refund-agent", "support-agent"]
 
 
-def test_client_key_and_stray_headers_stay_behind(router: Router, fake: FakeProvider) -> None:
+def test_client_key_and_stray_headers_stay_behind(router: Router, fake: ProviderProcess) -> None:
     httpx.post(
         f"{router.url}/v1/messages",
         json={
@@ -277,7 +277,9 @@ def test_client_key_and_stray_headers_stay_behind(router: Router, fake: FakeProv
     assert headers["host"] == fake.url.removeprefix("http://")
 
 
-def test_provider_key_from_env_replaces_client_key(fake: FakeProvider, start_router: Any) -> None:
+def test_provider_key_from_env_replaces_client_key(
+    fake: ProviderProcess, start_router: Any
+) -> None:
     router = start_router(router_config(fake.url), env={"ANTHROPIC_API_KEY": "sk-router-key"})
     anthropic_client(router).messages.create(
         model="refund-agent", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
@@ -288,7 +290,7 @@ def test_provider_key_from_env_replaces_client_key(fake: FakeProvider, start_rou
     assert "sk-router-key" not in router.process.output()
 
 
-def test_client_key_passes_only_when_configured(fake: FakeProvider, start_router: Any) -> None:
+def test_client_key_passes_only_when_configured(fake: ProviderProcess, start_router: Any) -> None:
     config = router_config(fake.url)
     config["providers"]["openai"]["pass_client_key"] = True
     router = start_router(config)
@@ -299,7 +301,9 @@ def test_client_key_passes_only_when_configured(fake: FakeProvider, start_router
 
 
 @pytest.mark.parametrize("policy", ["replace", "append", "reject"])
-def test_client_system_policy_anthropic(policy: str, fake: FakeProvider, start_router: Any) -> None:
+def test_client_system_policy_anthropic(
+    policy: str, fake: ProviderProcess, start_router: Any
+) -> None:
     config = router_config(fake.url)
     config["routes"]["refund-agent"]["client_system"] = policy
     router = start_router(config)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 from tests.test_admin import cli, ok
 from tests.test_rollout import CANARY_MODEL
 from tests.traffic import burst, served_by
@@ -47,7 +47,7 @@ def actions(router: Router) -> list[str]:
 
 
 async def test_a_healthy_ramp_walks_every_step_to_promotion(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     router = start_router(ramp_config(fake.url))
     out = ok(router, "rollout", "start", "refund-agent")
@@ -70,7 +70,7 @@ async def test_a_healthy_ramp_walks_every_step_to_promotion(
 
 
 async def test_a_ramp_that_trips_at_25_percent_rolls_back(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     router = start_router(ramp_config(fake.url))
     ok(router, "rollout", "start", "refund-agent")
@@ -85,7 +85,7 @@ async def test_a_ramp_that_trips_at_25_percent_rolls_back(
 
 
 async def test_with_auto_rollback_off_a_breach_halts_and_alerts(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     router = start_router(ramp_config(fake.url, auto_rollback=False))
     ok(router, "rollout", "start", "refund-agent")
@@ -106,7 +106,7 @@ async def test_with_auto_rollback_off_a_breach_halts_and_alerts(
 
 
 async def test_a_restart_mid_ramp_resumes_the_same_step(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     router = start_router(ramp_config(fake.url, bake=["1s", "1h", "1h", "1h"]))
     ok(router, "rollout", "start", "refund-agent")
@@ -123,7 +123,7 @@ async def test_a_restart_mid_ramp_resumes_the_same_step(
 
 
 async def test_pause_resume_and_abort(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     router = start_router(ramp_config(fake.url, steps=[5, 25, 100]))
     ok(router, "rollout", "start", "refund-agent")
@@ -155,7 +155,7 @@ async def test_pause_resume_and_abort(
 
 
 async def test_too_little_traffic_extends_the_bake_and_says_so(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     router = start_router(ramp_config(fake.url, min_samples=10_000))
     ok(router, "rollout", "start", "refund-agent")

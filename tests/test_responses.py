@@ -11,14 +11,14 @@ import openai
 import pytest
 
 from router.routing import BASIS_POINTS, bucket_of
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 from tests.test_metrics import scrape, value
 
 SUPPORT = "gpt-5.4-2026-03-05"
 
 
 @pytest.fixture
-def responses_router(fake: FakeProvider, start_router: Callable[..., Router]) -> Router:
+def responses_router(fake: ProviderProcess, start_router: Callable[..., Router]) -> Router:
     config = router_config(fake.url)
     config["routes"]["support-agent"]["guardrails"] = "off"  # tool-call tests stay on v2.1
     return start_router(config)
@@ -50,7 +50,7 @@ def opening_on_active(route: str = "support-agent", candidate_points: int = 1000
 
 
 def test_a_responses_request_gets_the_bundle(
-    client: openai.OpenAI, fake: FakeProvider, responses_router: Router
+    client: openai.OpenAI, fake: ProviderProcess, responses_router: Router
 ) -> None:
     raw = client.responses.with_raw_response.create(
         model="support-agent",
@@ -79,7 +79,7 @@ def test_a_responses_request_gets_the_bundle(
 
 
 def test_a_streamed_response_is_relayed_and_counted(
-    client: openai.OpenAI, fake: FakeProvider, responses_router: Router
+    client: openai.OpenAI, fake: ProviderProcess, responses_router: Router
 ) -> None:
     fake.behave(SUPPORT, tool_call_rate=1.0)
     user = user_on_active()

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from router.state import AuditLog, verify
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 from tests.test_admin import cli
 from tests.test_metrics import scrape, value
 from tests.traffic import burst, served_by
@@ -63,7 +63,7 @@ REGRESSIONS: dict[str, dict[str, dict[str, Any]]] = {
 
 @pytest.mark.parametrize("rule", list(REGRESSIONS))
 async def test_a_regression_trips_its_rule_and_drains_the_canary(
-    rule: str, fake: FakeProvider, start_router: Callable[..., Router]
+    rule: str, fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     for model, behaviour in REGRESSIONS[rule].items():
         fake.behave(model, **behaviour)
@@ -99,7 +99,7 @@ async def test_a_regression_trips_its_rule_and_drains_the_canary(
 
 
 async def test_a_healthy_canary_under_sustained_traffic_does_not_trip(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     """The same behaviour on both versions (Opus costs about 6x per answer, under the
     example's limit of 8x): sustained traffic with tool calls, refusals and errors at
@@ -124,7 +124,7 @@ async def test_a_healthy_canary_under_sustained_traffic_does_not_trip(
 
 
 async def test_a_rolled_back_canary_stays_at_zero_after_a_restart(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     fake.behave(CANARY_MODEL, error_rate=1.0)
     router = start_router(half_canary(fake.url))
@@ -140,7 +140,7 @@ async def test_a_rolled_back_canary_stays_at_zero_after_a_restart(
 
 
 def test_an_unguarded_canary_is_said_so(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     config = half_canary(fake.url)
     config["routes"]["refund-agent"]["guardrails"] = "off"
@@ -151,7 +151,7 @@ def test_an_unguarded_canary_is_said_so(
 
 
 async def test_kill_9_around_a_trip_never_loses_it(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     """20 crashes at random moments while a bad canary is being tripped. After each restart:
     the audit chain verifies, and a trip that reached the log holds from the first request;
@@ -190,7 +190,7 @@ async def _with_kill_after(traffic: Any, router: Router, seconds: float) -> None
 
 
 async def test_a_change_that_reached_the_audit_log_but_not_the_state_file_is_replayed(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     """A crash between the audit append and the state write: at start, the newer audit
     record wins over the older state file."""
@@ -220,7 +220,7 @@ async def test_a_change_that_reached_the_audit_log_but_not_the_state_file_is_rep
 
 
 def test_a_broken_audit_chain_stops_the_start_with_the_way_out(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     router = start_router(half_canary(fake.url))
     router.stop()
@@ -240,7 +240,7 @@ async def reload_with(router: Router, config: dict[str, Any]) -> None:
 
 
 async def test_a_reload_that_gives_the_canary_fresh_counters_keeps_it_guarded(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     """A new price gives the canary's version fresh counters; the guardrails must judge
     those, not the old ones that no request updates any more."""
@@ -254,7 +254,7 @@ async def test_a_reload_that_gives_the_canary_fresh_counters_keeps_it_guarded(
 
 
 async def test_a_route_removed_and_reloaded_back_keeps_its_trip(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     """A reload that drops a route keeps its live state; one that brings it back serves that
     state, not the config's: the tripped canary stays at 0 %, as after a restart."""

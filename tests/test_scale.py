@@ -17,7 +17,7 @@ from benchmarks.scale import PRICES, config, route_name, write_bundles, write_ve
 from router.admin_client import call
 from router.assemble import build_routes, build_upstreams
 from router.catalog import load_catalog
-from testing.servers import REPO, FakeProvider, Router
+from testing.servers import REPO, ProviderProcess, Router
 
 ROUTES = 300
 FIRST = 250  # routes before the reload
@@ -64,7 +64,7 @@ def models(router: Router) -> set[str]:
 
 
 def test_a_few_hundred_routes_start_reload_and_scrape(
-    fake: FakeProvider, start_router: Callable[..., Router], tmp_path: Path
+    fake: ProviderProcess, start_router: Callable[..., Router], tmp_path: Path
 ) -> None:
     bundles = tmp_path / "bundles"
     write_bundles(bundles, ROUTES, 2)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import httpx
 
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 from tests.test_admin import cli
 from tests.test_malformed import exchange, head
 
@@ -22,7 +22,7 @@ BODY = {"model": "refund-agent", "max_tokens": 5, "messages": [{"role": "user", 
 
 
 def test_keys_appear_nowhere_they_should_not(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     config = router_config(fake.url, access_log="all")  # a line for every request below
     config["notify"] = {"webhook_url_env": "TEST_HOOK", "attempts": 1, "timeout": "1s"}

@@ -21,7 +21,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.admin_client import call
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))
 WARM_UP = 0.25  # of the run: pools fill and the allocator settles before the baseline
@@ -105,7 +105,7 @@ def middle(samples: list[Sample], field: str) -> float:
 
 
 async def test_soak_with_weight_flips_answers_everything_and_leaks_nothing(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     assert SOAK_SECONDS >= 20, "SOAK_SECONDS under 20 leaves too few samples to judge growth"
     config = router_config(fake.url)

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-from testing.servers import FakeProvider, Router, router_config
+from testing.servers import ProviderProcess, Router, router_config
 
 RUNS = 120  # two-call agent runs, each with its own opening and no session header
 
@@ -48,7 +48,7 @@ async def agent_run(session: aiohttp.ClientSession, url: str, n: int) -> tuple[s
 
 
 async def test_two_call_agent_runs_never_switch_versions_without_a_session_key(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     config = router_config(fake.url)
     config["routes"]["refund-agent"]["weights"] = {"v1.4": 50, "v1.5": 50}
@@ -68,7 +68,7 @@ async def test_two_call_agent_runs_never_switch_versions_without_a_session_key(
 
 
 def test_the_fallbacks_can_be_turned_off(
-    fake: FakeProvider, start_router: Callable[..., Router]
+    fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:
     """`fallback: []` is the old behaviour: a request with no key gets a random bucket."""
     config = router_config(fake.url)

@@ -13,13 +13,13 @@ from router.telemetry import (
     LATENCY_BOUNDS,
     Histogram,
     Outcome,
-    Price,
+    TokenPrice,
     Usage,
     VersionStats,
     quantile,
 )
 
-PRICE = Price(input=15e-6, output=75e-6, cache_read=1.5e-6, cache_write=18.75e-6)
+PRICE = TokenPrice(input=15e-6, output=75e-6, cache_read=1.5e-6, cache_write=18.75e-6)
 
 
 class FakeClock:
