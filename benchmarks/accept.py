@@ -22,8 +22,8 @@ from aiohttp import web
 
 from benchmarks.harness import LOAD_CORE, ROUTER_CORE, cpu_seconds, pin
 from router.config import Limits
-from router.connection import ConnectionStats, ProxyRunner
-from router.listener import ListenerSite
+from router.proxy.connection import ConnectionStats, ProxyRunner
+from router.proxy.listener import ListenerSite
 from router.server import run, wait_for_signal
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

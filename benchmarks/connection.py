@@ -20,7 +20,7 @@ import uvloop
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from router.connection import ClientConnection
+from router.proxy.connection import ClientConnection
 
 REQUEST = (
     b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

@@ -36,8 +36,8 @@ import aiohttp
 import numpy as np
 
 from router.config import Guardrails
-from router.guardrails import Guard
-from router.telemetry import GUARD_LATENCY_BOUNDS, Totals
+from router.control.guardrails import Guard
+from router.proxy.telemetry import GUARD_LATENCY_BOUNDS, Totals
 
 RPS = 200
 CANARY_SHARE = 0.05

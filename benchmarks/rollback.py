@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from router.admin_client import call
+from router.admin.client import call
 from testing.servers import ProviderProcess, Router, router_config
 
 BIN = Path(sys.executable).parent / "bundle-router"

@@ -133,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         return _admin(args)
     import logging
 
+    from router.control.durable import DurabilityError, StateError
     from router.errors import ConfigError
-    from router.state import DurabilityError, StateError
 
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "audit":
             return _audit(args)
         if args.command == "demo":
-            from router.demo import run_demo
+            from router.dev.demo import run_demo
 
             return run_demo(args.bake, regression=not args.no_regression)
     except ConfigError as exc:
@@ -206,7 +206,7 @@ def _validate(config: Path) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     from router.config import load_config
-    from router.state import AUDIT_FILE, archive, read_records, verify
+    from router.control.durable import AUDIT_FILE, archive, read_records, verify
 
     config = load_config(args.config)
     state_dir = config.state_dir
@@ -287,7 +287,7 @@ def _print_record(record: dict[str, Any], as_json: bool) -> None:
 
 
 def _admin(args: argparse.Namespace) -> int:
-    from router.admin_client import AdminError, call, render_status, socket_path
+    from router.admin.client import AdminError, call, render_status, socket_path
 
     try:
         path = socket_path(args.config, args.socket)
@@ -307,7 +307,7 @@ def _admin(args: argparse.Namespace) -> int:
 
 
 def _admin_body(args: argparse.Namespace) -> dict[str, object]:
-    from router.admin_client import AdminError
+    from router.admin.client import AdminError
 
     body: dict[str, object] = {"reason": getattr(args, "reason", "")}
     if getattr(args, "route", None):

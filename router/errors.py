@@ -166,7 +166,7 @@ class Conflict(RouterError):
 
 class Refused(Conflict):
     """A change that does not apply to a route's deploy state as it is (a move of
-    `router.stack`); the message says what to do instead."""
+    `router.control.moves`); the message says what to do instead."""
 
     code = "refused"
 

@@ -18,25 +18,26 @@ from pathlib import Path
 
 from aiohttp import web
 
-from router import access_log, heap
-from router.access_log import AccessLog
-from router.admin import Admin, AdminSocket, prepare_socket, unreachable
-from router.assemble import build_routes, build_settings, build_upstreams
+from router import heap
+from router.admin.api import Admin, AdminSocket, prepare_socket, unreachable
+from router.admin.metrics import ConnectionCollector, MetricsEndpoints
+from router.build import build_routes, build_settings, build_upstreams
 from router.catalog import Catalog, load_catalog
 from router.config import Limits, RouterConfig, split_address
-from router.connection import ConnectionStats, ProxyRunner
-from router.control import ControlPlane
-from router.fake_provider import FakeProvider, load_profile
-from router.feedback import RecentRequests
-from router.forward import Upstream
-from router.listener import ListenerSite
-from router.live import LiveRoute
-from router.metrics import ConnectionCollector, MetricsEndpoints
-from router.notify import Notifier
-from router.proxy import Proxy
-from router.reload import Reloader
-from router.restore import Restored, restore
-from router.store import LocalStore, Store
+from router.control.notify import Notifier
+from router.control.plane import ControlPlane
+from router.control.reload import Reloader
+from router.control.restore import Restored, restore
+from router.control.store import LocalStore, Store
+from router.dev.fake_provider import FakeProvider, load_profile
+from router.proxy import access_log
+from router.proxy.access_log import AccessLog
+from router.proxy.connection import ConnectionStats, ProxyRunner
+from router.proxy.feedback import RecentRequests
+from router.proxy.forward import Upstream
+from router.proxy.handler import Proxy
+from router.proxy.listener import ListenerSite
+from router.proxy.live import LiveRoute
 
 log = logging.getLogger("router")
 DRAIN_TIMEOUT = 30.0

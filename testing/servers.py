@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import yaml
 
-from router.state import read_records
+from router.control.durable import read_records
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_BUNDLES = REPO / "config" / "bundles"

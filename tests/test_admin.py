@@ -18,7 +18,7 @@ import httpx
 import orjson
 import pytest
 
-from router.admin_client import call
+from router.admin.client import call
 from testing.bundles import new_version, own_bundles, with_bundles
 from testing.servers import REPO, ProviderProcess, Router, router_config
 from tests.test_metrics import scrape, value

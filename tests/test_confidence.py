@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from router.confidence import lower_bound, outside, surely_above, surely_below, upper_bound
+from router.control.confidence import lower_bound, outside, surely_above, surely_below, upper_bound
 
 
 @pytest.mark.parametrize(("k", "n"), [(0, 10), (1, 10), (5, 10), (10, 10), (3, 1000), (500, 1000)])

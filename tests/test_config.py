@@ -15,8 +15,8 @@ import yaml
 
 from router.catalog import load_catalog
 from router.config import load_config, parse_duration
+from router.dev.fake_provider import load_profile
 from router.errors import ConfigError
-from router.fake_provider import load_profile
 from testing.bundles import alias_bomb
 from testing.servers import REPO, ProviderProcess, Router, router_config
 from tests.test_metrics import OPUS, scrape, value

@@ -13,9 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router.bundles import Bundle, load_bundle
-from router.dialects import ANTHROPIC, OPENAI
-from router.dialects.base import Policy
 from router.errors import BadRequest
+from router.proxy.dialects import ANTHROPIC, OPENAI
+from router.proxy.dialects.base import Policy
 from testing.servers import EXAMPLE_BUNDLES
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import httpx
 
-from router.state import verify
+from router.control.durable import verify
 from testing.servers import ProviderProcess, Router, router_config
 
 BODY = {

@@ -17,7 +17,7 @@ import httpx
 import orjson
 import pytest
 
-from router.state import AuditLog, DurabilityError, read_records, verify
+from router.control.durable import AuditLog, DurabilityError, read_records, verify
 from testing.bundles import new_version, own_bundles, with_bundles
 from testing.servers import ProviderProcess, Router
 from tests.disk import PAGE, TinyDisk, tiny_disk
@@ -356,7 +356,7 @@ def test_a_state_file_that_breaks_the_rules_stops_the_start_clearly(
 
 
 async def test_background_loops_are_restarted_and_counted() -> None:
-    from router import tasks
+    from router import background
 
     runs: list[int] = []
 
@@ -365,12 +365,12 @@ async def test_background_loops_are_restarted_and_counted() -> None:
         if len(runs) < 3:
             raise RuntimeError("boom")
 
-    before = tasks.failures["flaky-test"]
-    background = tasks.Background()
-    task = background.keep_running(flaky, "flaky-test")
+    before = background.failures["flaky-test"]
+    owner = background.Background()
+    task = owner.keep_running(flaky, "flaky-test")
     await asyncio.wait_for(task, timeout=10)
-    assert len(runs) == 3 and tasks.failures["flaky-test"] - before == 2
-    await background.stop()
+    assert len(runs) == 3 and background.failures["flaky-test"] - before == 2
+    await owner.stop()
 
 
 async def test_a_rollout_on_a_full_disk_pauses_never_and_aborts_at_once(

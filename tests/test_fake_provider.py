@@ -25,11 +25,11 @@ from openai.types.responses import FunctionToolParam, ResponseIncludable, ToolCh
 from openai.types.shared_params import ResponseFormatJSONSchema
 from pydantic import BaseModel, Field
 
-from router.fake_provider import Behaviour, example_instance
-from router.fake_provider.chat import Chat
-from router.fake_provider.messages import Messages
-from router.fake_provider.plan import Invalid, Planner
-from router.fake_provider.responses import Responses
+from router.dev.fake_provider import Behaviour, example_instance
+from router.dev.fake_provider.chat import Chat
+from router.dev.fake_provider.messages import Messages
+from router.dev.fake_provider.plan import Invalid, Planner
+from router.dev.fake_provider.responses import Responses
 from testing.servers import ProviderProcess
 
 GPT = "gpt-5.4-2026-03-05"

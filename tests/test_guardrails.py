@@ -9,8 +9,15 @@ from typing import Any
 import pytest
 
 from router.config import Guardrails, Route
-from router.guardrails import Guard, Watch
-from router.telemetry import GUARD_LATENCY_BOUNDS, Outcome, TokenPrice, Totals, Usage, VersionStats
+from router.control.guardrails import Guard, Watch
+from router.proxy.telemetry import (
+    GUARD_LATENCY_BOUNDS,
+    Outcome,
+    TokenPrice,
+    Totals,
+    Usage,
+    VersionStats,
+)
 
 
 def totals(requests: int, latency_ms: float = 100.0, slow: int = 0, **counts: Any) -> Totals:

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from router.routing import BASIS_POINTS, bucket_of
+from router.proxy.routing import BASIS_POINTS, bucket_of
 from testing.servers import ProviderProcess, Router, router_config
 from tests.test_metrics import scrape, value
 

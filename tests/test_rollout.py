@@ -15,7 +15,7 @@ import orjson
 import pytest
 import yaml
 
-from router.state import AuditLog, verify
+from router.control.durable import AuditLog, verify
 from testing.servers import ProviderProcess, Router, router_config
 from tests.test_admin import cli
 from tests.test_metrics import scrape, value

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.routing import BASIS_POINTS, WeightTable, bucket_of
+from router.proxy.routing import BASIS_POINTS, WeightTable, bucket_of
 
 KEYS = [f"session-{n}" for n in range(10_000)]
 

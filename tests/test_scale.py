@@ -14,8 +14,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.scale import PRICES, config, route_name, write_bundles, write_version
-from router.admin_client import call
-from router.assemble import build_routes, build_upstreams
+from router.admin.client import call
+from router.build import build_routes, build_upstreams
 from router.catalog import load_catalog
 from testing.servers import REPO, ProviderProcess, Router
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from router.admin_client import call
+from router.admin.client import call
 from testing.servers import ProviderProcess, Router, router_config
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "120"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from router.sse import EventSplitter
+from router.proxy.sse import EventSplitter
 
 STREAM = (
     b'event: message_start\ndata: {"type":"message_start"}\n\n'

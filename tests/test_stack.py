@@ -6,8 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from router.errors import BadRequest, Refused
-from router.stack import (
+from router.control.moves import (
     HALTED,
     PAUSED,
     ROLLED_BACK,
@@ -24,6 +23,7 @@ from router.stack import (
     trip_candidate,
     with_drill,
 )
+from router.errors import BadRequest, Refused
 
 NOW = "2026-11-26T12:00:00.000Z"
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import yaml
 
-from router.state import (
+from router.control.durable import (
     AuditLog,
     StateError,
     StateFile,

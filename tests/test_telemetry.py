@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.telemetry import (
+from router.proxy.telemetry import (
     LATENCY_BOUNDS,
     Histogram,
     Outcome,

@@ -1,0 +1,93 @@
+"""Routes as they are being served: each version ready to serve, and the route's weights.
+
+A `LiveRoute`'s weight table is replaced by one assignment, never changed in place: a
+request sees the old table or the new one. The data path reads these objects; the control
+plane (rollouts, reload, admin, metrics) swaps their tables and adds versions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from router.bundles import Bundle
+from router.catalog import RouteSpec
+from router.patterns import compile_pattern
+from router.proxy.dialects import DIALECTS, FAMILIES, Dialect, Injection
+from router.proxy.dialects.base import Policy
+from router.proxy.forward import Upstream
+from router.proxy.routing import WeightTable
+from router.proxy.telemetry import RouteCounters, VersionStats
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One bundle version, ready to serve: what to inject, where to send it, what to count."""
+
+    bundle: Bundle
+    injections: Mapping[str, Injection]  # per endpoint dialect the route serves
+    upstream: Upstream
+    headers: Mapping[str, str]  # X-Bundle-Version and X-Bundle-Digest
+    stats: VersionStats
+
+
+class LiveRoute:
+    """A route being served. `table` is swapped whole; counters are plain ints."""
+
+    def __init__(
+        self,
+        spec: RouteSpec,
+        upstreams: Mapping[str, Upstream],
+        stats: Mapping[str, VersionStats],
+        counters: RouteCounters | None = None,
+    ) -> None:
+        config = spec.config
+        self.name = spec.name
+        self.dialect: Dialect = DIALECTS[spec.dialect]
+        self.dialects = FAMILIES[spec.dialect]  # the endpoints this route serves
+        self.targets: dict[str, Target] = {}
+        for bundle in spec.bundles.values():
+            self.add_target(bundle, upstreams[bundle.provider], stats[bundle.version])
+        self.table = WeightTable.build(config.basis_points(), config.active, config.candidate)
+        self.session_header = config.session_key.header
+        self.session_field = (
+            tuple(config.session_key.body_field.split("."))
+            if config.session_key.body_field
+            else None
+        )
+        self.session_source = "header" if self.session_header else "field"  # for the log
+        self.reject_sessionless = config.session_key.missing == "reject"
+        # `missing: reject` asks every client for a key of its own: no fallback stands in.
+        fallback = () if self.reject_sessionless else config.session_key.fallback
+        self.chain_sessions = "previous_response" in fallback
+        self.fingerprint_sessions = "fingerprint" in fallback
+        self.policy = Policy(spec.name, config.client_system, config.client_tools)
+        self.allow_override = config.allow_version_override
+        self.refusal_patterns = [compile_pattern(p) for p in config.refusal_patterns]  # RE2
+        self.counters = counters or RouteCounters()
+
+    def add_target(self, bundle: Bundle, upstream: Upstream, stats: VersionStats) -> None:
+        """Make a version servable (one dict assignment; weights decide if it gets traffic)."""
+        self.targets[bundle.version] = Target(
+            bundle,
+            {dialect.name: dialect.prepare(bundle) for dialect in self.dialects},
+            upstream,
+            {"X-Bundle-Version": bundle.version, "X-Bundle-Digest": bundle.short_digest},
+            stats,
+        )
+
+    def session_key(self, request: web.Request, body: dict[str, Any]) -> str | None:
+        if self.session_header:
+            return request.headers.get(self.session_header) or None
+        value: Any = body
+        for part in self.session_field or ():
+            value = value.get(part) if isinstance(value, dict) else None
+        return str(value) if isinstance(value, str | int) and value != "" else None
+
+    def describe_session_source(self) -> str:
+        if self.session_header:
+            return f"the {self.session_header} header"
+        return f"the body field {'.'.join(self.session_field or ())}"
