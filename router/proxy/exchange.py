@@ -115,6 +115,10 @@ class Exchange:
 
     def finish(self) -> None:
         """Record the exchange, once, wherever it ended."""
+        if self.status is None and self.outcome is Outcome.OK:
+            # Neither answered nor left: an exception the handler did not expect, which the
+            # connection answers with a 500 internal_error (and logs with its traceback).
+            self.status, self.outcome, self.error = 500, Outcome.ROUTER_ERROR, "internal_error"
         target = self.target
         if self.counted and target is not None:
             stats = target.stats

@@ -254,7 +254,7 @@ class Proxy:
             counters.overloaded += 1
             raise Overloaded(
                 f"route {route.name} already has {counters.in_flight} requests in flight, its "
-                "limit (limits.max_concurrent_per_route); retry shortly",
+                f"limit (limits.max_concurrent_per_route); retry after {self.retry_after} s",
                 retry_after=self.retry_after,
             )
         counters.in_flight += 1
