@@ -31,7 +31,7 @@ from aiohttp import web
 
 from router.admin.client import AdminError, call, show_money, show_percent, show_seconds
 
-EXAMPLE_BUNDLES = Path(__file__).resolve().parent.parent / "config" / "bundles"
+EXAMPLE_BUNDLES = Path(__file__).resolve().parents[2] / "config" / "bundles"  # the checkout's
 CANARY_MODEL = "claude-opus-4-7-20260108"
 CONTROL_MODEL = "claude-sonnet-4-6-20260215"
 REGRESSION = {"error_rate": 0.3, "error_kind": "500", "latency_ms": 400}
