@@ -13,7 +13,7 @@ from testing.servers import (
     free_port,
     router_config,
 )
-from tests.traffic import leave_mid_stream
+from tests.e2e.traffic import leave_mid_stream
 
 __all__ = [
     "EXAMPLE_BUNDLES",

@@ -17,9 +17,9 @@ import yaml
 
 from router.control.durable import AuditLog, verify
 from testing.servers import ProviderProcess, Router, router_config
-from tests.test_admin import cli
-from tests.test_metrics import scrape, value
-from tests.traffic import burst, served_by
+from tests.e2e.admin.test_api import cli
+from tests.e2e.admin.test_metrics import scrape, value
+from tests.e2e.traffic import burst, served_by
 
 CONTROL_MODEL = "claude-sonnet-4-6-20260215"  # refund-agent v1.4, the active version
 CANARY_MODEL = "claude-opus-4-7-20260108"  # refund-agent v1.5, the candidate

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from testing.servers import ProviderProcess, Router, router_config
-from tests.test_metrics import scrape, value
+from tests.e2e.admin.test_metrics import scrape, value
 
 ANSWER_SCHEMA: dict[str, object] = {
     "type": "object",

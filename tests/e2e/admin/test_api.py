@@ -21,8 +21,8 @@ import pytest
 from router.admin.client import call
 from testing.bundles import new_version, own_bundles, with_bundles
 from testing.servers import REPO, ProviderProcess, Router, router_config
-from tests.test_metrics import scrape, value
-from tests.traffic import burst, served_by
+from tests.e2e.admin.test_metrics import scrape, value
+from tests.e2e.traffic import burst, served_by
 
 
 def cli(router: Router, *args: str) -> subprocess.CompletedProcess[str]:

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import httpx
 
 from testing.servers import ProviderProcess, Router, router_config
-from tests.test_admin import cli
-from tests.test_malformed import exchange, head
+from tests.e2e.admin.test_api import cli
+from tests.e2e.proxy.test_malformed import exchange, head
 
 ROUTER_KEY = "sk-ant-CANARY-router-key-0001"
 CLIENT_KEY = "sk-ant-CANARY-client-key-0002"

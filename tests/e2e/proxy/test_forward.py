@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from testing.servers import ProviderProcess, free_port, router_config
-from tests.traffic import leave_mid_stream
+from tests.e2e.traffic import leave_mid_stream
 
 HI = [{"role": "user", "content": "hi"}]
 REFUND_V14 = "claude-sonnet-4-6-20260215"

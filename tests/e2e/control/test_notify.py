@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from testing.servers import ProviderProcess, Router, free_port
-from tests.test_metrics import scrape, value
-from tests.test_rollout import CANARY_MODEL, drive_until_trip, half_canary
-from tests.traffic import burst, served_by
+from tests.e2e.admin.test_metrics import scrape, value
+from tests.e2e.control.test_core import CANARY_MODEL, drive_until_trip, half_canary
+from tests.e2e.traffic import burst, served_by
 
 
 class Receiver:

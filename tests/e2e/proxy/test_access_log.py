@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from testing.servers import ProviderProcess, Router, router_config
-from tests.traffic import leave_mid_stream
+from tests.e2e.traffic import leave_mid_stream
 
 HI = [{"role": "user", "content": "hi"}]
 REFUND = {"model": "refund-agent", "max_tokens": 5, "messages": HI}

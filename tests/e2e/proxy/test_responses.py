@@ -12,7 +12,7 @@ import pytest
 
 from router.proxy.routing import BASIS_POINTS, bucket_of
 from testing.servers import ProviderProcess, Router, router_config
-from tests.test_metrics import scrape, value
+from tests.e2e.admin.test_metrics import scrape, value
 
 SUPPORT = "gpt-5.4-2026-03-05"
 

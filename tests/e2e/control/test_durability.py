@@ -20,11 +20,11 @@ import pytest
 from router.control.durable import AuditLog, DurabilityError, read_records, verify
 from testing.bundles import new_version, own_bundles, with_bundles
 from testing.servers import ProviderProcess, Router
-from tests.disk import PAGE, TinyDisk, tiny_disk
-from tests.test_admin import cli
-from tests.test_metrics import scrape, value
-from tests.test_rollout import CANARY_MODEL, drive_until_trip, half_canary
-from tests.traffic import burst, served_by
+from tests.e2e.disk import PAGE, TinyDisk, tiny_disk
+from tests.e2e.admin.test_api import cli
+from tests.e2e.admin.test_metrics import scrape, value
+from tests.e2e.control.test_core import CANARY_MODEL, drive_until_trip, half_canary
+from tests.e2e.traffic import burst, served_by
 
 DURABLE_WITHIN = 15.0  # seconds to wait for the retry loop once the disk has room again
 

@@ -22,7 +22,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
 from testing.servers import REPO, ProviderProcess, Router, free_port, router_config
-from tests.traffic import leave_mid_stream
+from tests.e2e.traffic import leave_mid_stream
 
 HI: list[MessageParam] = [{"role": "user", "content": "hi"}]
 HI_CHAT: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from testing.servers import ProviderProcess, Router, router_config
-from tests.test_metrics import scrape, value
+from tests.e2e.admin.test_metrics import scrape, value
 
 BODY = {"model": "refund-agent", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 

@@ -19,7 +19,7 @@ from router.dev.fake_provider import load_profile
 from router.errors import ConfigError
 from testing.bundles import alias_bomb
 from testing.servers import REPO, ProviderProcess, Router, router_config
-from tests.test_metrics import OPUS, scrape, value
+from tests.e2e.admin.test_metrics import OPUS, scrape, value
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from testing.servers import ProviderProcess, Router, router_config
-from tests.test_admin import cli, ok
-from tests.test_rollout import CANARY_MODEL
-from tests.traffic import burst, served_by
+from tests.e2e.admin.test_api import cli, ok
+from tests.e2e.control.test_core import CANARY_MODEL
+from tests.e2e.traffic import burst, served_by
 
 RAMP_SECONDS = 60.0  # every drive loop here is bounded by this and by RAMP_REQUESTS
 RAMP_REQUESTS = 40_000

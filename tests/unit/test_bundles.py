@@ -18,8 +18,8 @@ from router.errors import ConfigError, Problem
 from router.schemas import schema_regexes
 from testing.bundles import alias_bomb, new_version, own_bundles, set_pattern, with_bundles
 from testing.servers import EXAMPLE_BUNDLES, ProviderProcess, Router, router_config
-from tests.test_admin import cli
-from tests.test_metrics import scrape, value
+from tests.e2e.admin.test_api import cli
+from tests.e2e.admin.test_metrics import scrape, value
 
 
 @pytest.fixture
