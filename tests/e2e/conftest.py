@@ -1,3 +1,6 @@
+"""The process fixtures of the end-to-end tier: the shared fake provider, the example router in
+front of it, and routers a test configures itself. The unit tier cannot reach them."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator

@@ -1,29 +1,18 @@
 """`--help` of the program and of every subcommand, through the real entry point.
 
 The subcommands are read from the CLI's own parser, so a command added later is covered
-without touching this file.
+without touching this file (tests/unit/test_cli_help.py reads them).
 """
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 
 import pytest
 
-from router.cli import _parser
 from testing.servers import REPO
-
-
-def _commands() -> list[str]:
-    for action in _parser()._actions:  # argparse keeps subcommands on a private action
-        if isinstance(action, argparse._SubParsersAction):
-            return sorted(action.choices)
-    raise AssertionError("the CLI parser has no subcommands")
-
-
-COMMANDS = _commands()
+from tests.unit.test_cli_help import COMMANDS
 
 
 def help_of(*args: str) -> subprocess.CompletedProcess[str]:
@@ -35,10 +24,6 @@ def help_of(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=30,
         check=False,
     )
-
-
-def test_the_parser_has_the_documented_commands() -> None:
-    assert {"serve", "fake-provider", "validate", "demo", "audit", "promote"} <= set(COMMANDS)
 
 
 def test_program_help_lists_every_command() -> None:

@@ -1,23 +1,19 @@
 """A large configuration: a router with a few hundred routes starts, reloads and scrapes
-correctly, and an old configuration leaves nothing behind for the garbage collector.
-No timings here: `python -m benchmarks.scale` measures them."""
+correctly (that an old configuration leaves nothing behind for the garbage collector is in
+tests/unit/test_build.py). No timings here: `python -m benchmarks.scale` measures them."""
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.scale import PRICES, config, route_name, write_bundles, write_version
 from router.admin.client import call
-from router.build import build_routes, build_upstreams
-from router.catalog import load_catalog
-from testing.servers import REPO, ProviderProcess, Router
+from testing.servers import ProviderProcess, Router
 
 ROUTES = 300
 FIRST = 250  # routes before the reload
@@ -29,7 +25,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 def scrape(router: Router) -> Samples:
     """/metrics parsed, without the histograms' bucket lines (nine lines in ten; the parser
-    takes seconds for them, and tests/test_metrics.py reads buckets on a small config)."""
+    takes seconds for them, and tests/e2e/admin/test_metrics.py reads buckets on a small config)."""
     text = httpx.get(f"{router.metrics_url}/metrics", timeout=30).text
     text = "\n".join(line for line in text.splitlines() if "_bucket{" not in line)
     return {
@@ -102,24 +98,3 @@ def test_a_few_hundred_routes_start_reload_and_scrape(
     assert metrics[("router_weight_ratio", rv(0, "v3"))] == 0.0
     # The counters of unchanged versions survived the reload.
     assert served(metrics, 0) == served(metrics, ROUTES - 1) == 1
-
-
-@pytest.fixture
-def collector_saves_garbage() -> Iterator[None]:
-    gc.collect()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    yield
-    gc.set_debug(0)
-    gc.garbage.clear()
-
-
-def test_an_old_config_goes_by_reference_counting(collector_saves_garbage: None) -> None:
-    """router.heap freezes the config's objects out of the collector; that is only safe if a
-    replaced config needs no collector to be freed, i.e. holds no reference cycle."""
-    catalog = load_catalog(REPO / "config" / "router.yaml")
-    routes = build_routes(catalog, build_upstreams(catalog.config))
-    gc.collect()
-    del catalog, routes
-    gc.collect()
-    ours = [obj for obj in gc.garbage if type(obj).__module__.startswith("router.")]
-    assert ours == [], ours[:10]

@@ -15,13 +15,9 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from router.config import load_config
-from router.errors import ConfigError
 from testing.servers import REPO, ProviderProcess, Router, router_config
 
 NOBODY = 65534
@@ -191,36 +187,3 @@ def test_an_unknown_socket_group_is_refused(
     with pytest.raises(RuntimeError) as failed:
         start_router(config)
     assert "admin_socket_group: there is no group named 'no-such-group'" in str(failed.value)
-
-
-def write_config(tmp_path: Path, **overrides: Any) -> Path:
-    path = tmp_path / "router.yaml"
-    path.write_text(yaml.safe_dump(router_config("http://127.0.0.1:9", **overrides)))
-    return path
-
-
-@pytest.mark.parametrize(
-    ("written", "says"),
-    [
-        (0o660, "write the mode as a quoted octal string"),  # YAML's unquoted 0660
-        ("0860", "is not an octal mode"),
-        ("01777", "is not an octal mode from 0600 to 0777"),
-        ("0460", "the router's own user needs read and write"),
-    ],
-)
-def test_a_bad_socket_mode_names_the_key_and_the_fix(
-    tmp_path: Path, written: Any, says: str
-) -> None:
-    with pytest.raises(ConfigError) as failed:
-        load_config(write_config(tmp_path, admin_socket_mode=written))
-    (problem,) = failed.value.problems
-    assert problem.key == "admin_socket_mode"
-    assert says in f"{problem.message} {problem.fix}", problem
-
-
-def test_socket_modes_are_read_as_octal(tmp_path: Path) -> None:
-    for written in ("0660", "660", "0o660"):
-        assert load_config(write_config(tmp_path, admin_socket_mode=written)).admin_socket_mode == (
-            0o660
-        )
-    assert load_config(write_config(tmp_path)).admin_socket_mode == 0o600

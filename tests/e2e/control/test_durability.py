@@ -20,10 +20,10 @@ import pytest
 from router.control.durable import AuditLog, DurabilityError, read_records, verify
 from testing.bundles import new_version, own_bundles, with_bundles
 from testing.servers import ProviderProcess, Router
-from tests.e2e.disk import PAGE, TinyDisk, tiny_disk
 from tests.e2e.admin.test_api import cli
 from tests.e2e.admin.test_metrics import scrape, value
 from tests.e2e.control.test_core import CANARY_MODEL, drive_until_trip, half_canary
+from tests.e2e.disk import PAGE, TinyDisk, tiny_disk
 from tests.e2e.traffic import burst, served_by
 
 DURABLE_WITHIN = 15.0  # seconds to wait for the retry loop once the disk has room again
@@ -353,24 +353,6 @@ def test_a_state_file_that_breaks_the_rules_stops_the_start_clearly(
     output = _refused_start(router)
     assert "state.json" in output and problem in output, output
     assert "Restore it from a backup, or move it away" in output, output
-
-
-async def test_background_loops_are_restarted_and_counted() -> None:
-    from router import background
-
-    runs: list[int] = []
-
-    async def flaky() -> None:
-        runs.append(1)
-        if len(runs) < 3:
-            raise RuntimeError("boom")
-
-    before = background.failures["flaky-test"]
-    owner = background.Background()
-    task = owner.keep_running(flaky, "flaky-test")
-    await asyncio.wait_for(task, timeout=10)
-    assert len(runs) == 3 and background.failures["flaky-test"] - before == 2
-    await owner.stop()
 
 
 async def test_a_rollout_on_a_full_disk_pauses_never_and_aborts_at_once(

@@ -1,5 +1,5 @@
 """The access log: one JSON line per request, at the level the config sets (off, errors, all).
-Keys and bodies never reach it: tests/test_secrets.py runs with `access_log: all`."""
+Keys and bodies never reach it: tests/e2e/test_secrets.py runs with `access_log: all`."""
 
 from __future__ import annotations
 

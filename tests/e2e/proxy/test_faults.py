@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from testing.servers import ProviderProcess, Router, free_port, router_config
-from tests.e2e.faults import FaultProxy
 from tests.e2e.admin.test_metrics import scrape, value
+from tests.e2e.faults import FaultProxy
 
 BODY = {"model": "refund-agent", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 STREAM = {**BODY, "stream": True}
