@@ -8,7 +8,7 @@ after a reload, they are moved out of the collector's sight (`gc.freeze()`); a r
 its new objects every few slices of its work (`router.pacing`), so no collection walks more
 than a few thousand. Frozen objects are still freed when their last reference goes, by
 reference counting: that is how an old config goes after a reload, since nothing in it refers
-back to itself (tests/test_scale.py checks that). What a freeze catches in flight, a request
+back to itself (tests/unit/test_build.py checks that). What a freeze catches in flight, a request
 being answered, is freed the same way; only a reference cycle among such objects would stay,
 and answering requests makes next to none (5,000 requests and 50 streams left 9 objects for
 the collector).
