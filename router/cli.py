@@ -168,15 +168,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from router.server import run, serve
+    from router.server import Extra, run, serve
 
-    return run(lambda: serve(args.config, fake_provider=args.fake_provider))
+    also: list[Extra] = []
+    if args.fake_provider:  # HOST:PORT: the fake provider in the same process
+        from router.dev.fake_provider import FakeProvider, load_profile
+
+        also.append(("fake provider", FakeProvider(load_profile(None)).app(), args.fake_provider))
+    return run(lambda: serve(args.config, also=also))
 
 
 def _fake_provider(args: argparse.Namespace) -> int:
-    from router.server import run, serve_fake_provider
+    from router.dev.fake_provider import FakeProvider, load_profile
+    from router.server import run, serve_app
 
-    return run(lambda: serve_fake_provider(f"{args.host}:{args.port}", args.profile))
+    app = FakeProvider(load_profile(args.profile)).app()
+    return run(lambda: serve_app("fake provider", app, f"{args.host}:{args.port}"))
 
 
 def _validate(config: Path) -> int:

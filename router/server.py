@@ -13,7 +13,7 @@ import os
 import resource
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from aiohttp import web
@@ -29,7 +29,6 @@ from router.control.plane import ControlPlane
 from router.control.reload import Reloader
 from router.control.restore import Restored, restore
 from router.control.store import LocalStore, Store
-from router.dev.fake_provider import FakeProvider, load_profile
 from router.proxy import access_log
 from router.proxy.access_log import AccessLog
 from router.proxy.connection import ConnectionStats, ProxyRunner
@@ -40,6 +39,7 @@ from router.proxy.listener import ListenerSite
 from router.proxy.live import LiveRoute
 
 log = logging.getLogger("router")
+Extra = tuple[str, web.Application, str]  # name, app, HOST:PORT
 DRAIN_TIMEOUT = 30.0
 FD_RESERVE = 256  # files, the metrics listener's clients, the admin socket, state files
 
@@ -226,9 +226,9 @@ async def _start_unix(admin: Admin, bound: AdminSocket) -> web.AppRunner:
     return runner
 
 
-async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
-    """Run until SIGTERM/SIGINT. `fake_provider` (HOST:PORT) also runs the fake provider
-    in this process, for trying the router with no keys and no network."""
+async def serve(config_path: Path, *, also: Sequence[Extra] = ()) -> int:
+    """Run until SIGTERM/SIGINT. `also` are other apps to run in this process, such as the
+    fake provider for trying the router with no keys and no network (`serve --fake-provider`)."""
     heap.building()
     catalog = load_catalog(config_path)
     for warning in catalog.warnings:
@@ -238,9 +238,9 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     admin_socket = prepare_socket(catalog.config)
     raise_open_file_limit(catalog.config)
     runners: list[web.AppRunner] = []
-    if fake_provider:
-        runners.append(await _start(FakeProvider(load_profile(None)).app(), fake_provider))
-        log.info("fake provider on http://%s", fake_provider)
+    for name, app, address in also:
+        runners.append(await _start(app, address))
+        log.info("%s on http://%s", name, address)
     upstreams = build_upstreams(catalog.config)
     config = catalog.config
     routes = build_routes(catalog, upstreams)
@@ -279,9 +279,10 @@ async def serve(config_path: Path, *, fake_provider: str | None = None) -> int:
     return 0
 
 
-async def serve_fake_provider(address: str, profile: Path | None) -> int:
-    runner = await _start(FakeProvider(load_profile(profile)).app(), address)
-    print(f"fake provider on http://{address}", flush=True)
+async def serve_app(name: str, app: web.Application, address: str) -> int:
+    """Run one app alone until SIGTERM/SIGINT (`bundle-router fake-provider`)."""
+    runner = await _start(app, address)
+    print(f"{name} on http://{address}", flush=True)
     await wait_for_signal()
     await runner.cleanup()
     return 0
