@@ -21,9 +21,9 @@ from aiohttp import web
 from router import heap
 from router.admin.api import Admin, AdminSocket, prepare_socket, unreachable
 from router.admin.metrics import ConnectionCollector, MetricsEndpoints
-from router.build import build_routes, build_settings, build_upstreams
 from router.catalog import Catalog, load_catalog
 from router.config import Limits, RouterConfig, split_address
+from router.control.build import build_routes, build_settings, build_upstreams
 from router.control.notify import Notifier
 from router.control.plane import ControlPlane
 from router.control.reload import Reloader

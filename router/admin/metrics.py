@@ -28,6 +28,7 @@ from router.control.moves import ROLLED_BACK
 from router.control.plane import ControlPlane
 from router.control.store import Store
 from router.pacing import Pacer
+from router.proxy import access_log
 from router.proxy.connection import ConnectionStats
 from router.proxy.live import LiveRoute
 from router.proxy.telemetry import (
@@ -421,6 +422,11 @@ class ReliabilityCollector(Collector):
         for task in sorted({*LOOPS, *background.failures}):
             failed.add_metric([task], background.failures[task])
         yield failed
+        yield CounterMetricFamily(
+            "router_access_log_dropped",
+            "Access log lines dropped because stderr took them slower than they came.",
+            value=access_log.dropped(),
+        )
 
 
 class MetricsEndpoints:

@@ -21,9 +21,9 @@ from typing import Any
 
 from router import heap
 from router.background import Background
-from router.build import build_route, build_settings, build_upstreams, new_stats
 from router.bundles import load_route_bundles
 from router.catalog import Catalog, load_catalog_paced
+from router.control.build import build_route, build_settings, build_upstreams, new_stats
 from router.control.core import Change, starting_at
 from router.control.durable import DurabilityError, StateError
 from router.control.moves import RouteState, deploy

@@ -3,8 +3,8 @@
 A canary is watched from the moment it (re)starts: the evidence is what both versions
 counted since then (`router.control.guardrails.Watch`). Every `check_interval` the watch loop asks
 each watch for a verdict; a tripped rule drains the canary to 0 through the change function
-(`stack.trip_candidate`), or, when the route's rollout plan says `auto_rollback: off` and a
-ramp is in progress, halts the ramp and alerts (`stack.halt_on_breach`). A canary is judged
+(`moves.trip_candidate`), or, when the route's rollout plan says `auto_rollback: off` and a
+ramp is in progress, halts the ramp and alerts (`moves.halt_on_breach`). A canary is judged
 once: after a trip it is not watched until a person gives it weight again.
 """
 
@@ -23,7 +23,7 @@ from router.control.core import ChangeCore, Component, Settings
 from router.control.durable import utc_now
 from router.control.guardrails import Guard, Verdict, Watch
 from router.control.moves import RouteState, halt_on_breach, trip_candidate
-from router.errors import Refused
+from router.errors import NotFound, Refused
 from router.proxy.live import LiveRoute
 
 log = logging.getLogger("router.watcher")
@@ -153,7 +153,7 @@ class Watcher(Component):
                 details={"verdict": verdict.as_dict()},
                 decided=decided,
             )
-        except Refused:
+        except (Refused, NotFound):  # the canary changed, or a reload removed its route
             return None  # a person moved first; nothing to drain
         except Exception:
             if watched is not None:  # not drained: keep judging it

@@ -42,6 +42,7 @@ class Exchange:
         "outcome",
         "path",
         "reading",
+        "recorded",
         "request_id",
         "route",
         "session",
@@ -54,15 +55,22 @@ class Exchange:
     )
 
     def __init__(
-        self, request: web.Request, dialect: Dialect, request_id: str, access: AccessLog
+        self,
+        dialect: Dialect,
+        request_id: str,
+        access: AccessLog,
+        method: str | None,
+        path: str | None,
     ) -> None:
         self.started = perf_counter()
         self.wall = time.time()
         # Time spent waiting on others (the provider, a slow client draining a stream): the
         # rest of the elapsed time is the router's own overhead.
         self.waited = 0.0
-        self.method = request.method
-        self.path = request.path
+        # The endpoint it reached, for the access log: a method and path template the router
+        # serves, or None; never the client's own text (a scanner's 8 KB path, say).
+        self.method = method
+        self.path = path
         self.dialect = dialect
         self.access = access
         self.request_id = request_id
@@ -77,6 +85,7 @@ class Exchange:
         self.error: str | None = None  # the router's error code, when it answered one
         self.ttft: float | None = None
         self.reading: Reading | None = None
+        self.recorded = False  # whether the reading is in the version's telemetry yet
 
     def elapsed(self) -> float:
         return perf_counter() - self.started
@@ -91,8 +100,8 @@ class Exchange:
         self.headers["X-Request-Id"] = request_id
         self.headers.update(target.headers)
 
-    def fail(self, exc: RouterError) -> web.Response:
-        """The router's error as the answer, in the client's dialect."""
+    def failed(self, exc: RouterError) -> None:
+        """The request ends in the router's error `exc` (its status, code and outcome)."""
         self.status, self.error = exc.status, exc.code
         if isinstance(exc, UpstreamTimeout):
             self.outcome = Outcome.TIMEOUT
@@ -100,33 +109,45 @@ class Exchange:
             self.outcome = Outcome.CONNECT_ERROR
         else:
             self.outcome = Outcome.ROUTER_ERROR
+
+    def fail(self, exc: RouterError) -> web.Response:
+        """The router's error as the answer, in the client's dialect."""
+        self.failed(exc)
         answer = error_response(exc, self.dialect.name, self.headers)
         if isinstance(exc, RequestTimeout | PayloadTooLarge):
             answer.force_close()  # close rather than read and discard the unread body
         return answer
 
-    def left(self) -> None:
+    def crashed(self) -> None:
+        """An exception the handler did not expect: the connection answers it with a 500
+        internal_error and logs its traceback (an answer already started is cut off)."""
+        self.status = self.status or 500
+        self.outcome, self.error = Outcome.ROUTER_ERROR, "internal_error"
+
+    def left(self, *, before_the_answer: bool) -> None:
         """The client went away before its answer was done."""
         self.outcome = Outcome.CLIENT_DISCONNECT
-        if self.reading is None and self.status is None:
+        if before_the_answer and self.reading is None:
             # It left while the provider was thinking: the provider may bill it, and no one
             # will know what for.
             self.reading = Reading()
 
+    def record_reading(self) -> None:
+        """Usage, tool calls and refusals of the answer, into the version's telemetry."""
+        target, reading = self.target, self.reading
+        if self.recorded or not self.counted or target is None or reading is None:
+            return
+        self.recorded = True
+        target.stats.record_usage(reading.usage, reading.usage_complete)
+        self.judge(target, reading)
+
     def finish(self) -> None:
         """Record the exchange, once, wherever it ended."""
-        if self.status is None and self.outcome is Outcome.OK:
-            # Neither answered nor left: an exception the handler did not expect, which the
-            # connection answers with a 500 internal_error (and logs with its traceback).
-            self.status, self.outcome, self.error = 500, Outcome.ROUTER_ERROR, "internal_error"
         target = self.target
         if self.counted and target is not None:
-            stats = target.stats
-            reading = self.reading
-            if reading is not None:
-                stats.record_usage(reading.usage, reading.usage_complete)
-                self.judge(target, reading)
-            stats.record_request(self.outcome, self.elapsed(), self.overhead(), self.ttft)
+            self.record_reading()
+            elapsed = perf_counter() - self.started
+            target.stats.record_request(self.outcome, elapsed, elapsed - self.waited, self.ttft)
         self.access.record(self)
 
     def judge(self, target: Target, reading: Reading) -> None:

@@ -51,6 +51,16 @@ SDK_NAMES = {"openai": "OpenAI", "anthropic": "Anthropic"}
 # A client's X-Request-Id is kept when it is this short and plain; any other gets a fresh id
 # (an 8 KB id on every request would fill the feedback memory with 8 KB keys).
 CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+ENDPOINTS = (
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/responses"),
+    ("GET", "/v1/responses/{response_id}"),
+    ("POST", "/v1/messages"),
+    ("POST", "/v1/feedback"),
+    ("GET", "/v1/models"),
+)
+SERVED_PATHS = frozenset(path for _, path in ENDPOINTS)
+SERVED_METHODS = frozenset(method for method, _ in ENDPOINTS)
 
 
 class Proxy:
@@ -74,17 +84,8 @@ class Proxy:
         self.max_in_flight = max_in_flight
         self.body_timeout = body_timeout
         self.debug = log.isEnabledFor(logging.DEBUG)  # read once: the hot path skips the call
-        self.retry_after = retry_after
+        self.retry_after = max(1, round(retry_after))  # Retry-After takes whole seconds
         self.access = access or AccessLog("off")
-
-    ENDPOINTS = (
-        ("POST", "/v1/chat/completions"),
-        ("POST", "/v1/responses"),
-        ("GET", "/v1/responses/{response_id}"),
-        ("POST", "/v1/messages"),
-        ("POST", "/v1/feedback"),
-        ("GET", "/v1/models"),
-    )
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.chat_completions)
@@ -94,14 +95,14 @@ class Proxy:
         app.router.add_post("/v1/feedback", self.feedback)
         app.router.add_get("/v1/models", self.models)
         # Anything else gets a JSON error a client can act on, not aiohttp's plain text.
-        for _, path in self.ENDPOINTS:
+        for _, path in ENDPOINTS:
             app.router.add_route("*", path, self.wrong_method)
         app.router.add_route("*", "/{anything:.*}", self.unknown_endpoint)
 
     async def wrong_method(self, request: web.Request) -> web.Response:
         template = request.match_info.route.resource
         where = template.canonical if template is not None else request.path
-        allowed = next(method for method, path in self.ENDPOINTS if path == where)
+        allowed = next(method for method, path in ENDPOINTS if path == where)
         error = MethodNotAllowed(
             f"{request.path} takes {allowed}, not {request.method}",
             code="method_not_allowed",
@@ -111,7 +112,7 @@ class Proxy:
         return answer
 
     async def unknown_endpoint(self, request: web.Request) -> web.Response:
-        served = ", ".join(f"{method} {path}" for method, path in self.ENDPOINTS)
+        served = ", ".join(f"{method} {path}" for method, path in ENDPOINTS)
         error = NotFound(
             f"no endpoint {request.method} {request.path}; this proxy serves {served} "
             "(point the SDK's base_url at the router: http://HOST:PORT for Anthropic, "
@@ -163,7 +164,10 @@ class Proxy:
         except RouterError as exc:
             return x.fail(exc)
         except asyncio.CancelledError:
-            x.left()
+            x.left(before_the_answer=False)  # not counted: a read of a stored answer
+            raise
+        except Exception:
+            x.crashed()
             raise
         finally:
             x.finish()
@@ -176,13 +180,20 @@ class Proxy:
         ]
         x.status = 200
         x.finish()
-        return web.json_response({"object": "list", "data": data}, dumps=_dumps)
+        return web.json_response({"object": "list", "data": data}, dumps=_dumps, headers=x.headers)
 
     def exchange(self, request: web.Request, dialect: Dialect) -> Exchange:
         request_id = request.headers.get("X-Request-Id", "")
         if not CLIENT_REQUEST_ID.fullmatch(request_id):
             request_id = uuid.uuid4().hex
-        return Exchange(request, dialect, request_id, self.access)
+        # The access log names the endpoint by its template (/v1/responses/{response_id}),
+        # and only one this proxy serves: never the client's own path or method.
+        resource = request.match_info.route.resource
+        path = resource.canonical if resource is not None else None
+        if path not in SERVED_PATHS:
+            path = None
+        method = request.method if request.method in SERVED_METHODS else None
+        return Exchange(dialect, request_id, self.access, method, path)
 
     def refuse(self, request: web.Request, dialect: Dialect, error: RouterError) -> web.Response:
         """Answer a request that reached no route with `error`, and log it."""
@@ -237,7 +248,10 @@ class Proxy:
                 log.debug("request %s: %s %s", x.request_id, exc.status, exc.message)
             return x.fail(exc)
         except asyncio.CancelledError:
-            x.left()
+            x.left(before_the_answer=answer is None)
+            raise
+        except Exception:
+            x.crashed()
             raise
         finally:
             if answer is not None:
@@ -406,6 +420,7 @@ class Proxy:
             x.reading = reading = x.dialect.read_json(data, bool(x.route.refusal_patterns))
             if reading.response_id is not None:  # a later turn may chain from it
                 self.answered.put(reading.response_id, target.stats)
+            x.record_reading()  # before the overhead is read: checking tool calls is ours
         headers = x.headers
         headers["X-Router-Overhead-Ms"] = f"{x.overhead() * 1000:.3f}"
         return web.Response(status=status, body=data, headers={**relayed(answer), **headers})
@@ -495,8 +510,8 @@ class Proxy:
                         code="upstream_stream_truncated",
                     )
                 if failure is not None:
-                    x.fail(failure)  # the outcome and code; the 200 was already sent
-                    x.status = 200
+                    x.failed(failure)
+                    x.status = 200  # already sent; the error goes as the stream's last event
                     await _write_quietly(out, failure.sse_event(dialect.name))
                 with contextlib.suppress(ConnectionResetError):
                     await out.write_eof()
@@ -518,6 +533,7 @@ class Proxy:
             return x.fail(exc)
         else:
             x.status = answer.status
+            answer.headers.update(x.headers)
             return answer
         finally:
             x.finish()

@@ -55,6 +55,8 @@ def test_keys_appear_nowhere_they_should_not(
         fake.behave(error_rate=1.0, error_kind="reset")
         bodies.append(client.post("/v1/messages", json=BODY).text)  # a broken connection
         bodies.append(client.post(f"/v1/nope?key={QUERY_KEY}", json=BODY).text)
+        # A key in the path: the 404 names the path back to its own client; no log may.
+        assert client.post(f"/v1/{CLIENT_KEY}/messages", json=BODY).status_code == 404
         bodies.append(client.post("/v1/messages", content=f"{{{CLIENT_KEY}").text)  # bad JSON
         bodies.append(client.post("/v1/messages", json={**BODY, "model": "x"}).text)
         for malformed in (  # the parser's own errors would quote these bytes

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from router.build import build_routes, build_upstreams
 from router.catalog import load_catalog
+from router.control.build import build_routes, build_upstreams
 from testing.servers import REPO
 
 

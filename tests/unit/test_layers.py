@@ -2,8 +2,8 @@
 
     foundations (router/*.py) < proxy/ (data plane) < control/ < admin/ < dev/
 
-The composition at the top (`build.py`, `server.py`, `cli.py`, `__main__.py`) may import any
-layer."""
+The composition at the top (`server.py`, `cli.py`, `__main__.py`) may import any layer, and
+no layer may import it."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ from pathlib import Path
 
 ROUTER = Path(__file__).resolve().parents[2] / "router"
 ORDER = ["proxy", "control", "admin", "dev"]  # foundations sit below all of them
-COMPOSITION = {"build.py", "server.py", "cli.py", "__main__.py"}
+COMPOSITION = {"server", "cli", "__main__"}
+TOP = len(ORDER) + 1  # the composition's layer
 
 
 def layer_of(module: Path, root: Path) -> int | None:
     """0 for the foundations, 1.. for the subpackages in ORDER; None for the composition."""
     parts = module.relative_to(root).parts
     if len(parts) == 1:
-        return None if parts[0] in COMPOSITION else 0
+        return None if parts[0].removesuffix(".py") in COMPOSITION else 0
     return ORDER.index(parts[0]) + 1
 
 
@@ -35,7 +36,10 @@ def imported_layers(module: Path) -> dict[str, int]:
         for name in names:
             parts = name.split(".")
             if parts[0] == "router" and len(parts) > 1:
-                found[name] = ORDER.index(parts[1]) + 1 if parts[1] in ORDER else 0
+                if parts[1] in ORDER:
+                    found[name] = ORDER.index(parts[1]) + 1
+                else:
+                    found[name] = TOP if parts[1] in COMPOSITION else 0
     return found
 
 
@@ -63,7 +67,11 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     (fake / "proxy" / "handler.py").write_text("from router.control.core import ChangeCore\n")
     (fake / "errors.py").write_text("from router.proxy import handler\n")
     (fake / "server.py").write_text("from router.dev import demo\n")  # composition: allowed
+    (fake / "control").mkdir()
+    (fake / "control" / "reload.py").write_text("from router.server import serve\n")
     assert upward_imports(fake) == [
+        "router/control/reload.py imports router.server",
+        "router/control/reload.py imports router.server.serve",
         "router/errors.py imports router.proxy",
         "router/errors.py imports router.proxy.handler",
         "router/proxy/handler.py imports router.control.core",

@@ -68,10 +68,32 @@ def test_errors_level_logs_every_failure_and_nothing_that_went_well(
     assert truncated.status_code == 200 and "upstream_stream_truncated" in truncated.text
     fake.behave(stream_truncate_after=None, stream_interval_ms=200, stream_chunks=20)
     leave_mid_stream(router.url, b"X-Request-Id: leaver")
+    scanner = httpx.request(  # a path and a method of the client's own making
+        "PROPFIND", f"{router.url}/keys/sk-SCANNED-0001/v1?x=1", headers={"X-Request-Id": "scan"}
+    )
+    assert scanner.status_code == 404
+    wrong = httpx.get(f"{router.url}/v1/messages", headers={"X-Request-Id": "wrong-method"})
+    assert wrong.status_code == 405
     router.stop()  # the writer thread writes what is queued before the process ends
 
     lines = access_lines(router)
-    assert set(lines) == {"bad-json", "no-route", "provider-500", "reset", "truncated", "leaver"}
+    assert set(lines) == {
+        "bad-json",
+        "no-route",
+        "provider-500",
+        "reset",
+        "truncated",
+        "leaver",
+        "scan",
+        "wrong-method",
+    }
+    # Only endpoints the proxy serves are named, and only by their template.
+    assert (lines["scan"]["method"], lines["scan"]["path"]) == (None, None)
+    assert "sk-SCANNED-0001" not in router.process.output()
+    assert (lines["wrong-method"]["method"], lines["wrong-method"]["path"]) == (
+        "GET",
+        "/v1/messages",
+    )
     assert lines["bad-json"] | {"time": None, "duration_ms": None, "overhead_ms": None} == {
         "time": None,
         "request_id": "bad-json",
