@@ -441,6 +441,62 @@ def test_several_tool_calls_in_one_turn(
     assert len(anthropic_calls(claude, stream, tool_choice=one)) == 1
 
 
+def test_a_tool_loop_ends_when_tool_results_are_answered(
+    fake: FakeProvider, gpt: openai.OpenAI, claude: anthropic.Anthropic
+) -> None:
+    """With `answer_tool_results`, a conversation ending with tool results is answered in
+    text, as a real model ends its tool loop; without it, `tool_call_rate` alone decides."""
+    for model in (GPT, CLAUDE):
+        fake.behave(model, tool_call_rate=1.0, answer_tool_results=True)
+    call = gpt.chat.completions.create(model=GPT, messages=HI, tools=OPENAI_TOOLS)  # type: ignore[arg-type]
+    asked = call.choices[0].message
+    assert asked.tool_calls
+    results = [
+        *HI,
+        asked.model_dump(exclude_none=True),
+        *({"role": "tool", "tool_call_id": c.id, "content": "ok"} for c in asked.tool_calls),
+    ]
+    answered = gpt.chat.completions.create(model=GPT, messages=results, tools=OPENAI_TOOLS)  # type: ignore[arg-type]
+    assert answered.choices[0].message.content and not answered.choices[0].message.tool_calls
+    first = claude.messages.create(model=CLAUDE, max_tokens=99, messages=HI, tools=ANTHROPIC_TOOLS)  # type: ignore[arg-type]
+    uses = [b for b in first.content if b.type == "tool_use"]
+    assert uses
+    history: Any = [
+        *HI,
+        {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": b.id, "content": "ok"} for b in uses
+            ],
+        },
+    ]
+    second = claude.messages.create(
+        model=CLAUDE,
+        max_tokens=99,
+        messages=history,
+        tools=ANTHROPIC_TOOLS,  # type: ignore[arg-type]
+    )
+    assert [b.type for b in second.content] == ["text"]
+    started = gpt.responses.create(model=GPT, input="hi", tools=RESPONSES_TOOLS)  # type: ignore[arg-type]
+    outputs = [
+        {"type": "function_call_output", "call_id": item.call_id, "output": "ok"}
+        for item in started.output
+        if item.type == "function_call"
+    ]
+    assert outputs
+    ended = gpt.responses.create(
+        model=GPT,
+        previous_response_id=started.id,
+        input=outputs,
+        tools=RESPONSES_TOOLS,  # type: ignore[arg-type]
+    )
+    assert [item.type for item in ended.output] == ["message"]
+    fake.behave(GPT, answer_tool_results=False)
+    again = gpt.chat.completions.create(model=GPT, messages=results, tools=OPENAI_TOOLS)  # type: ignore[arg-type]
+    assert again.choices[0].message.tool_calls
+
+
 def test_openai_parallel_calls_stream_with_their_indexes(fake: FakeProvider) -> None:
     fake.behave(GPT, tool_call_rate=1.0, tool_calls_per_turn=2)
     events = sse(
