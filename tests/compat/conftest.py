@@ -119,15 +119,35 @@ class Compat:
         tools = self.sent()[0].get("tools") or []
         return [t.get("name") or t["function"]["name"] for t in tools]
 
-    def served(self, route: str) -> Counter[str]:
-        """Requests per version of `route`, from the router's /metrics."""
+    def samples(self, name: str) -> list[tuple[dict[str, str], int]]:
+        """(labels, value) of each sample of one metric on the router's /metrics."""
         text = httpx.get(f"{self.router.metrics_url}/metrics", timeout=10).text
+        return [
+            (sample.labels, int(sample.value))
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name
+        ]
+
+    def served(self, route: str) -> Counter[str]:
+        """Requests per version of `route`."""
         counts: Counter[str] = Counter()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == "router_requests_total" and sample.labels["route"] == route:
-                    counts[sample.labels["version"]] += int(sample.value)
+        for labels, value in self.samples("router_requests_total"):
+            if labels["route"] == route:
+                counts[labels["version"]] += value
         return counts
+
+    def failures(self) -> Counter[str]:
+        """What the guardrails would hold against a version: requests that did not end ok,
+        and tool calls the router found wrong."""
+        counts: Counter[str] = Counter()
+        for labels, value in self.samples("router_requests_total"):
+            if labels["outcome"] != "ok":
+                counts[labels["outcome"]] += value
+        for labels, value in self.samples("router_tool_calls_total"):
+            if labels["result"] not in ("valid", "client_tool"):
+                counts[labels["result"]] += value
+        return +counts
 
     def sticky_runs(self, route: str, run: Callable[[str], None]) -> list[Counter[str]]:
         """`RUNS` agent runs one after another, each with its own opening message and no
@@ -180,9 +200,12 @@ def compat_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compat]:
 
 @pytest.fixture
 def compat(compat_stack: Compat) -> Iterator[Compat]:
-    """The suite's stack; the provider's behaviour is reset after each test."""
+    """The suite's stack; the provider's behaviour is reset after each test. A framework's
+    ordinary flow must leave nothing a guardrail would count against the version."""
+    before = compat_stack.failures()
     yield compat_stack
     compat_stack.fake.reset()
+    assert compat_stack.failures() == before
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
