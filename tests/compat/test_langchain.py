@@ -82,6 +82,11 @@ def test_structured_output(compat: Compat, dialect: str) -> None:
     a forced tool for ChatAnthropic (which returned None when the router dropped it)."""
     answer = chat_model(compat, dialect).with_structured_output(Answer).invoke("How long?")
     assert isinstance(answer, Answer)
+    sent = compat.sent()[0]
+    if dialect == "openai":
+        assert sent["response_format"]["type"] == "json_schema"
+    else:
+        assert sent["tool_choice"] == {"type": "tool", "name": "Answer"}
 
 
 @DIALECTS

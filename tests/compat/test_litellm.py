@@ -115,6 +115,11 @@ def test_structured_output(compat: Compat, form: str) -> None:
         **target(compat, form),
     )
     Answer.model_validate_json(response.choices[0].message.content)
+    sent = compat.sent()[0]
+    if form == "openai":
+        assert sent["response_format"]["type"] == "json_schema"
+    else:
+        assert sent["tool_choice"] == {"type": "tool", "name": "json_tool_call"}
 
 
 @FORMS

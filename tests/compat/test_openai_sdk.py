@@ -75,13 +75,14 @@ def test_tool_round_trip(compat: Compat, client: openai.OpenAI) -> None:
     assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"]
 
 
-def test_structured_output_with_a_json_schema(client: openai.OpenAI) -> None:
+def test_structured_output_with_a_json_schema(compat: Compat, client: openai.OpenAI) -> None:
     completion = client.chat.completions.parse(
         model=ROUTE,
         messages=[{"role": "user", "content": "How long does shipping take?"}],
         response_format=Answer,
     )
     assert isinstance(completion.choices[0].message.parsed, Answer)
+    assert compat.sent()[0]["response_format"]["type"] == "json_schema"
 
 
 def test_responses_plain_stream_and_chain(client: openai.OpenAI) -> None:
