@@ -1,5 +1,5 @@
-"""LangChain's ChatOpenAI and ChatAnthropic, and a LangGraph tool-calling agent on each, with
-only base_url and a key."""
+"""LangChain's ChatOpenAI (on Chat Completions, and on the Responses API) and ChatAnthropic, and
+a LangGraph tool-calling agent on each, with only base_url and a key."""
 
 from __future__ import annotations
 
@@ -18,17 +18,23 @@ from langgraph.prebuilt import ToolNode, tools_condition
 from tests.compat import conftest
 from tests.compat.conftest import Answer, Compat, assert_one_version_per_run
 
-ROUTES = {"openai": "support-agent", "anthropic": "refund-agent"}
+ROUTES = {"openai": "support-agent", "responses": "support-agent", "anthropic": "refund-agent"}
 TOOLS: dict[str, list[BaseTool]] = {
     "openai": [tool(conftest.search_help_center)],
+    "responses": [tool(conftest.search_help_center)],
     "anthropic": [tool(conftest.lookup_order), tool(conftest.issue_refund)],
 }
 
 
 def chat_model(compat: Compat, dialect: str) -> BaseChatModel:
-    if dialect == "openai":
-        return ChatOpenAI(model="support-agent", base_url=compat.openai_url, api_key="sk-x")  # type: ignore[arg-type]
-    return ChatAnthropic(model="refund-agent", base_url=compat.anthropic_url, api_key="sk-x")  # type: ignore[call-arg, arg-type]
+    if dialect == "anthropic":
+        return ChatAnthropic(model="refund-agent", base_url=compat.anthropic_url, api_key="sk-x")  # type: ignore[call-arg, arg-type]
+    return ChatOpenAI(
+        model="support-agent",
+        base_url=compat.openai_url,
+        api_key="sk-x",  # type: ignore[arg-type]
+        use_responses_api=dialect == "responses",
+    )
 
 
 def agent_graph(model: BaseChatModel, tools: list[BaseTool]) -> CompiledStateGraph[Any]:
@@ -47,13 +53,21 @@ def agent_graph(model: BaseChatModel, tools: list[BaseTool]) -> CompiledStateGra
     return graph.compile()
 
 
-DIALECTS = pytest.mark.parametrize("dialect", ["openai", "anthropic"])
+DIALECTS = pytest.mark.parametrize("dialect", ["openai", "responses", "anthropic"])
 
 
 @DIALECTS
 def test_plain(compat: Compat, dialect: str) -> None:
     answer = chat_model(compat, dialect).invoke("Where is my order?")
-    assert isinstance(answer.content, str) and answer.content
+    assert answer.text
+    assert (
+        compat.fake.last()["path"]
+        == {
+            "openai": "/v1/chat/completions",
+            "responses": "/v1/responses",
+            "anthropic": "/v1/messages",
+        }[dialect]
+    )
 
 
 @DIALECTS
@@ -78,13 +92,15 @@ def test_tool_round_trip(compat: Compat, dialect: str) -> None:
 
 @DIALECTS
 def test_structured_output(compat: Compat, dialect: str) -> None:
-    """with_structured_output on its defaults: a json_schema response_format for ChatOpenAI,
-    a forced tool for ChatAnthropic (which returned None when the router dropped it)."""
+    """with_structured_output on its defaults: a json_schema for ChatOpenAI, a forced tool for
+    ChatAnthropic (which returned None when the router dropped it)."""
     answer = chat_model(compat, dialect).with_structured_output(Answer).invoke("How long?")
     assert isinstance(answer, Answer)
     sent = compat.sent()[0]
     if dialect == "openai":
         assert sent["response_format"]["type"] == "json_schema"
+    elif dialect == "responses":
+        assert sent["text"]["format"]["type"] == "json_schema"
     else:
         assert sent["tool_choice"] == {"type": "tool", "name": "Answer"}
 
