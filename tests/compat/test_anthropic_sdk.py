@@ -8,7 +8,7 @@ from typing import Any
 import anthropic
 import pytest
 
-from tests.compat.conftest import (
+from tests.compat.harness import (
     Answer,
     Compat,
     assert_one_version_per_run,

@@ -11,7 +11,7 @@ import openai
 import pytest
 from pydantic import BaseModel, field_validator
 
-from tests.compat.conftest import Answer, Compat, assert_one_version_per_run
+from tests.compat.harness import Answer, Compat, assert_one_version_per_run
 
 
 @pytest.fixture

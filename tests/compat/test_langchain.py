@@ -15,14 +15,14 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
-from tests.compat import conftest
-from tests.compat.conftest import Answer, Compat, assert_one_version_per_run
+from tests.compat import harness
+from tests.compat.harness import Answer, Compat, assert_one_version_per_run
 
 ROUTES = {"openai": "support-agent", "responses": "support-agent", "anthropic": "refund-agent"}
 TOOLS: dict[str, list[BaseTool]] = {
-    "openai": [tool(conftest.search_help_center)],
-    "responses": [tool(conftest.search_help_center)],
-    "anthropic": [tool(conftest.lookup_order), tool(conftest.issue_refund)],
+    "openai": [tool(harness.search_help_center)],
+    "responses": [tool(harness.search_help_center)],
+    "anthropic": [tool(harness.lookup_order), tool(harness.issue_refund)],
 }
 
 

@@ -12,13 +12,13 @@ from typing import Any
 import litellm
 import pytest
 
-from tests.compat import conftest
-from tests.compat.conftest import Answer, Compat, assert_one_version_per_run
+from tests.compat import harness
+from tests.compat.harness import Answer, Compat, assert_one_version_per_run
 
 FUNCTIONS: dict[str, Callable[..., str]] = {
-    "search_help_center": conftest.search_help_center,
-    "lookup_order": conftest.lookup_order,
-    "issue_refund": conftest.issue_refund,
+    "search_help_center": harness.search_help_center,
+    "lookup_order": harness.lookup_order,
+    "issue_refund": harness.issue_refund,
 }
 TOOLS: Any = [
     {

@@ -15,11 +15,11 @@ from agents import (
 )
 from openai import AsyncOpenAI
 
-from tests.compat import conftest
-from tests.compat.conftest import Answer, Compat, assert_one_version_per_run
+from tests.compat import harness
+from tests.compat.harness import Answer, Compat, assert_one_version_per_run
 
 ROUTE = "support-agent"
-search_help_center = function_tool(conftest.search_help_center)
+search_help_center = function_tool(harness.search_help_center)
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from typing import Any
 import openai
 import pytest
 
-from tests.compat.conftest import Answer, Compat, assert_one_version_per_run, search_help_center
+from tests.compat.harness import Answer, Compat, assert_one_version_per_run, search_help_center
 
 ROUTE = "support-agent"
 TOOLS: Any = [

@@ -12,7 +12,7 @@ from pydantic_ai.messages import ToolCallPart, ToolReturnPart
 from pydantic_ai.models.openai import OpenAIChatModel, OpenAIResponsesModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
-from tests.compat.conftest import Answer, Compat, assert_one_version_per_run, search_help_center
+from tests.compat.harness import Answer, Compat, assert_one_version_per_run, search_help_center
 
 ROUTE = "support-agent"
 MODELS = [OpenAIChatModel, OpenAIResponsesModel]
