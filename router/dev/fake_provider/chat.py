@@ -55,6 +55,7 @@ class Chat:
             parallel=body.get("parallel_tool_calls") is not False,
             choices=choices(body.get("n")),
             input_size=len(orjson.dumps(messages if messages is not None else [])),
+            after_tool_results=_last_role(messages) == "tool",
         )
         fmt = body.get("response_format")
         if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
@@ -230,6 +231,11 @@ def tool_choice(choice: Any, tools: list[Tool]) -> tuple[ToolMode, str | None, l
         param="tool_choice",
         code="invalid_value",
     )
+
+
+def _last_role(messages: Any) -> Any:
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    return last.get("role") if isinstance(last, dict) else None
 
 
 def choices(n: Any) -> int:

@@ -85,6 +85,7 @@ class Messages:
             named=named,
             parallel=parallel,
             input_size=len(orjson.dumps(messages if messages is not None else [])),
+            after_tool_results=ends_with_tool_results(messages),
         )
         thinking = body.get("thinking")
         kind = thinking.get("type") if isinstance(thinking, dict) else None
@@ -198,6 +199,13 @@ class Messages:
         )
         events.append(sse("message_stop", {"type": "message_stop"}))
         return events
+
+
+def ends_with_tool_results(messages: Any) -> bool:
+    """The last message is the user's turn that carries `tool_result` blocks."""
+    last = messages[-1] if isinstance(messages, list) and messages else None
+    content = last.get("content") if isinstance(last, dict) else None
+    return any(isinstance(b, dict) and b.get("type") == "tool_result" for b in as_list(content))
 
 
 def tool_choice(choice: Any, tools: list[Tool]) -> tuple[ToolMode, str | None, bool]:

@@ -47,6 +47,7 @@ class Ask:
     logprobs: int | None = None  # None: not asked; else the alternatives per token
     input_size: int = 0  # bytes of the conversation, for the token estimate
     context_tokens: int = 0  # tokens of the stored conversation this request continues
+    after_tool_results: bool = False  # the conversation ends with tool results
 
 
 class Invalid(Exception):
@@ -123,7 +124,12 @@ class Planner:
             answer.calls = [self.call(tool, how) for tool in self.pick(ask, how)]
         elif self.random.random() < how.refusal_rate:
             answer.refusal, answer.text = True, REFUSAL
-        elif ask.tools and ask.mode == "auto" and self.random.random() < how.tool_call_rate:
+        elif (
+            ask.tools
+            and ask.mode == "auto"
+            and not (how.answer_tool_results and ask.after_tool_results)
+            and self.random.random() < how.tool_call_rate
+        ):
             answer.calls = [self.call(tool, how) for tool in self.pick(ask, how)]
         elif ask.json_schema is not None:
             answer.text = orjson.dumps(example_instance(ask.json_schema)).decode()

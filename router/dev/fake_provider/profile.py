@@ -24,6 +24,9 @@ class Behaviour(BaseModel):
     refusal_rate: float = Field(default=0.0, ge=0, le=1)
     tool_call_rate: float = Field(default=0.0, ge=0, le=1)  # with tool_choice auto
     tool_calls_per_turn: int = Field(default=1, ge=1, le=64)  # unless parallel calls are off
+    # A conversation that ends with tool results gets a text answer, never another call the
+    # model chose: how a real model ends an agent's tool loop.
+    answer_tool_results: bool = False
     tool_pick: ToolPick = "cycle"  # which offered tools are called
     invalid_tool_call_rate: float = Field(default=0.0, ge=0, le=1)  # of the tool calls
     invalid_tool_call_kind: BadToolCall = "schema"  # how an invalid tool call is broken

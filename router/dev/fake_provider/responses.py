@@ -94,6 +94,10 @@ class Responses:
             named=named,
             parallel=body.get("parallel_tool_calls") is not False,
             input_size=len(orjson.dumps(items)) + len(orjson.dumps(instructions)),
+            after_tool_results=bool(items)
+            and isinstance(items, list)
+            and isinstance(items[-1], dict)
+            and items[-1].get("type") == "function_call_output",
         )
         previous = self.previous(body.get("previous_response_id"))
         calls_known: set[str] = set()

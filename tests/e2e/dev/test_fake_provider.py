@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import httpx
@@ -183,6 +183,62 @@ def test_several_tool_calls_in_one_turn(
     assert len(openai_calls(gpt, stream, parallel_tool_calls=False)) == 1
     one = {"type": "auto", "disable_parallel_tool_use": True}
     assert len(anthropic_calls(claude, stream, tool_choice=one)) == 1
+
+
+def test_a_tool_loop_ends_when_tool_results_are_answered(
+    fake: ProviderProcess, gpt: openai.OpenAI, claude: anthropic.Anthropic
+) -> None:
+    """With `answer_tool_results`, a conversation ending with tool results is answered in
+    text, as a real model ends its tool loop; without it, `tool_call_rate` alone decides."""
+    for model in (GPT, CLAUDE):
+        fake.behave(model, tool_call_rate=1.0, answer_tool_results=True)
+    call = gpt.chat.completions.create(model=GPT, messages=HI_CHAT, tools=OPENAI_TOOLS)
+    asked = call.choices[0].message
+    assert asked.tool_calls
+    results: Any = [
+        *HI_CHAT,
+        asked.model_dump(exclude_none=True),
+        *({"role": "tool", "tool_call_id": c.id, "content": "ok"} for c in asked.tool_calls),
+    ]
+    answered = gpt.chat.completions.create(model=GPT, messages=results, tools=OPENAI_TOOLS)
+    assert answered.choices[0].message.content and not answered.choices[0].message.tool_calls
+    first = claude.messages.create(model=CLAUDE, max_tokens=99, messages=HI, tools=ANTHROPIC_TOOLS)
+    uses = [b for b in first.content if b.type == "tool_use"]
+    assert uses
+    history: Any = [
+        *HI,
+        {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": b.id, "content": "ok"} for b in uses
+            ],
+        },
+    ]
+    second = claude.messages.create(
+        model=CLAUDE,
+        max_tokens=99,
+        messages=history,
+        tools=ANTHROPIC_TOOLS,
+    )
+    assert [b.type for b in second.content] == ["text"]
+    started = gpt.responses.create(model=GPT, input="hi", tools=RESPONSES_TOOLS)
+    outputs = [
+        {"type": "function_call_output", "call_id": item.call_id, "output": "ok"}
+        for item in started.output
+        if item.type == "function_call"
+    ]
+    assert outputs
+    ended = gpt.responses.create(
+        model=GPT,
+        previous_response_id=started.id,
+        input=cast(Any, outputs),
+        tools=RESPONSES_TOOLS,
+    )
+    assert [item.type for item in ended.output] == ["message"]
+    fake.behave(GPT, answer_tool_results=False)
+    again = gpt.chat.completions.create(model=GPT, messages=results, tools=OPENAI_TOOLS)
+    assert again.choices[0].message.tool_calls
 
 
 def test_openai_parallel_calls_stream_with_their_indexes(fake: ProviderProcess) -> None:
