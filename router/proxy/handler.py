@@ -414,7 +414,7 @@ class Proxy:
             data = await answer.read()
         finally:
             x.waited += perf_counter() - started
-        status = x.status = answer.status
+        status = answer.status
         x.outcome = Outcome.of_status(status)
         if x.outcome is Outcome.OK and target.stats.enabled:
             x.reading = reading = x.dialect.read_json(data, bool(x.route.refusal_patterns))
@@ -423,6 +423,7 @@ class Proxy:
             x.record_reading()  # before the overhead is read: checking tool calls is ours
         headers = x.headers
         headers["X-Router-Overhead-Ms"] = f"{x.overhead() * 1000:.3f}"
+        x.status = status  # set last: a crash before here is answered with a 500
         return web.Response(status=status, body=data, headers={**relayed(answer), **headers})
 
     async def relay_stream(
