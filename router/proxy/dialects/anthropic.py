@@ -19,9 +19,13 @@ from router.proxy.dialects.base import (
     Rewritten,
     ToolCall,
     apply_params,
+    count,
     first_user_message,
+    obj,
+    objs,
     parse_object,
     split_params,
+    string,
 )
 from router.proxy.dialects.tools import ToolSpelling, merge_tools
 from router.proxy.sse import event_fields
@@ -85,14 +89,14 @@ class AnthropicDialect:
         if isinstance(usage, dict):
             reading.usage = update_usage(Usage(), usage)
         reading.refusal = body.get("stop_reason") == "refusal"
-        for block in body.get("content") or ():
+        for block in objs(body.get("content")):
             kind = block.get("type")
             if kind == "tool_use":
                 reading.tool_calls.append(
-                    ToolCall(block.get("name", ""), block.get("input", {}), raw=False)
+                    ToolCall(string(block.get("name")), block.get("input", {}), raw=False)
                 )
             elif kind == "text" and collect_text:
-                reading.text.append(block.get("text", ""))
+                reading.text.append(string(block.get("text")))
         return reading
 
     def stream_reader(self, collect_text: bool) -> AnthropicStreamReader:
@@ -149,13 +153,13 @@ def update_usage(usage: Usage, report: dict[str, Any]) -> Usage:
     """Apply a usage report. Anthropic's counts are cumulative: `message_start` has the input
     side, `message_delta` the final output (and, lately, the input side again)."""
     if "input_tokens" in report:
-        usage.input = report["input_tokens"] or 0
+        usage.input = count(report["input_tokens"])
     if "output_tokens" in report:
-        usage.output = report["output_tokens"] or 0
+        usage.output = count(report["output_tokens"])
     if "cache_read_input_tokens" in report:
-        usage.cache_read = report["cache_read_input_tokens"] or 0
+        usage.cache_read = count(report["cache_read_input_tokens"])
     if "cache_creation_input_tokens" in report:
-        usage.cache_write = report["cache_creation_input_tokens"] or 0
+        usage.cache_write = count(report["cache_creation_input_tokens"])
     return usage
 
 
@@ -188,25 +192,25 @@ class AnthropicStreamReader:
         kind = payload.get("type")
         if kind == "content_block_delta":
             reading.started = True
-            delta = payload.get("delta") or {}
+            delta = obj(payload.get("delta"))
             if delta.get("type") == "input_json_delta":
-                tool = self._tools.get(payload.get("index", 0))
+                tool = self._tools.get(count(payload.get("index")))
                 if tool is not None:
-                    tool[1].append(delta.get("partial_json", ""))
+                    tool[1].append(string(delta.get("partial_json")))
             elif delta.get("type") == "text_delta" and self.collect_text:
-                reading.text.append(delta.get("text", ""))
+                reading.text.append(string(delta.get("text")))
         elif kind == "content_block_start":
-            block = payload.get("content_block") or {}
+            block = obj(payload.get("content_block"))
             if block.get("type") == "tool_use":
                 reading.started = True
-                self._tools[payload.get("index", 0)] = (block.get("name", ""), [])
+                self._tools[count(payload.get("index"))] = (string(block.get("name")), [])
         elif kind == "message_start":
-            usage = (payload.get("message") or {}).get("usage")
+            usage = obj(payload.get("message")).get("usage")
             if isinstance(usage, dict):
                 update_usage(self._usage, usage)
                 self._usage_started = True
         elif kind == "message_delta":
-            if (payload.get("delta") or {}).get("stop_reason") == "refusal":
+            if obj(payload.get("delta")).get("stop_reason") == "refusal":
                 reading.refusal = True
             usage = payload.get("usage")
             if isinstance(usage, dict):

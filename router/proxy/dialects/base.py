@@ -108,6 +108,31 @@ def parse_object(data: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+# A provider's answer read for the telemetry may come in a shape its API never documents
+# (null where an object belongs, a number for a name). The readers take every value through
+# these, so such an answer is read as empty and relayed as it came, never raised on.
+
+
+def obj(value: Any) -> dict[str, Any]:
+    """`value` when it is an object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def objs(value: Any) -> list[dict[str, Any]]:
+    """The objects in `value` when it is a list; nothing else."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def string(value: Any) -> str:
+    """`value` when it is a string, else empty."""
+    return value if isinstance(value, str) else ""
+
+
+def count(value: Any) -> int:
+    """A token count or an index: a non-negative int, else 0."""
+    return value if type(value) is int and value >= 0 else 0
+
+
 def has(data: bytes, key: bytes, value_start: bytes) -> bool:
     """Does compact or spaced JSON text contain `"key":<value_start>`? A cheap filter that
     lets the stream readers skip parsing events that cannot matter."""

@@ -20,10 +20,14 @@ from router.proxy.dialects.base import (
     Rewritten,
     ToolCall,
     apply_params,
+    count,
     first_user_message,
     has,
+    obj,
+    objs,
     parse_object,
     split_params,
+    string,
 )
 from router.proxy.dialects.tools import ToolSpelling, merge_tools
 from router.proxy.sse import event_fields
@@ -132,14 +136,16 @@ class OpenAIDialect:
         if body is None:
             return reading
         reading.usage = read_usage(body.get("usage"))
-        for choice in body.get("choices") or ():
-            message = choice.get("message") or {}
+        for choice in objs(body.get("choices")):
+            message = obj(choice.get("message"))
             if message.get("refusal") or choice.get("finish_reason") == "content_filter":
                 reading.refusal = True
-            for call in message.get("tool_calls") or ():
-                function = call.get("function") or {}
+            for call in objs(message.get("tool_calls")):
+                function = obj(call.get("function"))
                 reading.tool_calls.append(
-                    ToolCall(function.get("name", ""), function.get("arguments", ""), raw=True)
+                    ToolCall(
+                        string(function.get("name")), string(function.get("arguments")), raw=True
+                    )
                 )
             if collect_text and isinstance(message.get("content"), str):
                 reading.text.append(message["content"])
@@ -170,10 +176,10 @@ def read_usage(usage: Any) -> Usage | None:
     """OpenAI counts cached prompt tokens inside prompt_tokens; split them out."""
     if not isinstance(usage, dict):
         return None
-    prompt = usage.get("prompt_tokens") or 0
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    prompt = count(usage.get("prompt_tokens"))
+    cached = min(count(obj(usage.get("prompt_tokens_details")).get("cached_tokens")), prompt)
     return Usage(
-        input=prompt - cached, output=usage.get("completion_tokens") or 0, cache_read=cached
+        input=prompt - cached, output=count(usage.get("completion_tokens")), cache_read=cached
     )
 
 
@@ -213,24 +219,22 @@ class OpenAIStreamReader:
         usage = read_usage(chunk.get("usage"))
         if usage is not None:
             reading.usage = usage
-        for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            content = delta.get("content")
-            calls = delta.get("tool_calls")
+        for choice in objs(chunk.get("choices")):
+            delta = obj(choice.get("delta"))
+            content = string(delta.get("content"))
+            calls = objs(delta.get("tool_calls"))
             if content or calls or delta.get("refusal"):
                 reading.started = True
             if delta.get("refusal") or choice.get("finish_reason") == "content_filter":
                 reading.refusal = True
             if content and self.collect_text:
                 reading.text.append(content)
-            for call in calls or ():
-                key = (choice.get("index", 0), call.get("index", 0))
+            for call in calls:
+                key = (count(choice.get("index")), count(call.get("index")))
                 name, arguments = self._calls.setdefault(key, ([], []))
-                function = call.get("function") or {}
-                if function.get("name"):
-                    name.append(function["name"])
-                if function.get("arguments"):
-                    arguments.append(function["arguments"])
+                function = obj(call.get("function"))
+                name.append(string(function.get("name")))
+                arguments.append(string(function.get("arguments")))
 
     def finish(self) -> Reading:
         for name, arguments in self._calls.values():

@@ -33,8 +33,10 @@ from router.proxy.dialects.base import (
     Rewritten,
     ToolCall,
     first_user_message,
+    objs,
     parse_object,
     split_params,
+    string,
 )
 from router.proxy.dialects.openai import OPENAI, read_usage
 from router.proxy.dialects.tools import ToolSpelling, merge_tools
@@ -190,21 +192,16 @@ def read_response(response: dict[str, Any], reading: Reading, collect_text: bool
     if isinstance(response.get("id"), str):
         reading.response_id = response["id"]
     reading.usage = read_usage_of(response.get("usage"))
-    for item in response.get("output") or ():
-        if not isinstance(item, dict):
-            continue
+    for item in objs(response.get("output")):
         if item.get("type") == "function_call":
-            reading.tool_calls.append(
-                ToolCall(item.get("name", ""), item.get("arguments", ""), raw=True)
-            )
+            name, arguments = item.get("name"), item.get("arguments")
+            reading.tool_calls.append(ToolCall(string(name), string(arguments), raw=True))
         elif item.get("type") == "message":
-            for part in item.get("content") or ():
-                if not isinstance(part, dict):
-                    continue
+            for part in objs(item.get("content")):
                 if part.get("type") == "refusal":
                     reading.refusal = True
                 elif part.get("type") == "output_text" and collect_text:
-                    reading.text.append(part.get("text", ""))
+                    reading.text.append(string(part.get("text")))
 
 
 class ResponsesStreamReader:
