@@ -401,6 +401,9 @@ class Limits(Strict):
     body_timeout: Duration = 60.0  # and its body within this of the head; else 408
 
 
+AccessLevel = Literal["off", "errors", "all"]  # the access log's (router/proxy/access_log.py)
+
+
 class RouterConfig(Strict):
     environment: Literal["prod", "dev"] = "prod"
     listen: Address = "127.0.0.1:8080"
@@ -421,7 +424,7 @@ class RouterConfig(Strict):
     telemetry: Telemetry = Telemetry()
     # One JSON line per request on stderr: off, errors (status >= 400, or an outcome other
     # than ok, such as a stream cut short) or all. Never bodies, prompts or keys.
-    access_log: Literal["off", "errors", "all"] = "errors"
+    access_log: AccessLevel = "errors"
     source: Path = Field(default=Path("router.yaml"), exclude=True)
 
     @model_validator(mode="after")

@@ -8,7 +8,6 @@ access log line. The object plays the part of uvicorn's `RequestResponseCycle`.
 
 from __future__ import annotations
 
-import time
 from time import perf_counter
 
 from aiohttp import web
@@ -51,7 +50,6 @@ class Exchange:
         "target",
         "ttft",
         "waited",
-        "wall",
     )
 
     def __init__(
@@ -63,7 +61,6 @@ class Exchange:
         path: str | None,
     ) -> None:
         self.started = perf_counter()
-        self.wall = time.time()
         # Time spent waiting on others (the provider, a slow client draining a stream): the
         # rest of the elapsed time is the router's own overhead.
         self.waited = 0.0

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from time import perf_counter
 from typing import Any
 
@@ -134,37 +134,47 @@ class Proxy:
         """GET /v1/responses/{id}: from the version, and so the provider, that made it.
         Logged, but not counted in the version's telemetry: it is a read, not an answer."""
         x = self.exchange(request, RESPONSES)
-        try:
-            response_id = request.match_info["response_id"]
-            served = self.answered.lookup(response_id)
-            route = self.routes.get(served.stats.route) if served else None
-            target = route.targets.get(served.stats.version) if route and served else None
-            if route is None or target is None:
-                raise NotFound(
-                    f"no response {response_id!r} was answered through this router in the last "
-                    f"{self.answered.ttl:g} s; stored responses are fetched from the version that "
-                    "made them, so fetch it from the provider directly",
-                    code="unknown_response",
-                )
-            x.route, x.target = route, target
-            x.headers.update(target.headers)
-            upstream = target.upstream
-            path = f"{RESPONSES.upstream_path}/{response_id}"
-            if request.query_string:  # include[], and the like
-                path = f"{path}?{request.query_string}"
-            sent = perf_counter()
-            try:
-                answer = await upstream.fetch(path, upstream.headers_for(request.headers))
-            finally:
-                x.waited += perf_counter() - sent
-            x.status, x.outcome = answer.status, Outcome.of_status(answer.status)
-            return web.Response(
-                status=answer.status, body=answer.body, headers={**answer.headers, **x.headers}
+        return await self.logged(x, self.fetch_stored(x, request))
+
+    async def fetch_stored(self, x: Exchange, request: web.Request) -> web.Response:
+        response_id = request.match_info["response_id"]
+        served = self.answered.lookup(response_id)
+        route = self.routes.get(served.stats.route) if served else None
+        target = route.targets.get(served.stats.version) if route and served else None
+        if route is None or target is None:
+            raise NotFound(
+                f"no response {response_id!r} was answered through this router in the last "
+                f"{self.answered.ttl:g} s; stored responses are fetched from the version that "
+                "made them, so fetch it from the provider directly",
+                code="unknown_response",
             )
+        x.route, x.target = route, target
+        x.headers.update(target.headers)
+        upstream = target.upstream
+        path = f"{RESPONSES.upstream_path}/{response_id}"
+        if request.query_string:  # include[], and the like
+            path = f"{path}?{request.query_string}"
+        sent = perf_counter()
+        try:
+            answer = await upstream.fetch(path, upstream.headers_for(request.headers))
+        finally:
+            x.waited += perf_counter() - sent
+        x.outcome = Outcome.of_status(answer.status)
+        return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+
+    async def logged(self, x: Exchange, work: Awaitable[web.StreamResponse]) -> web.StreamResponse:
+        """The answer `work` makes for an exchange that is logged but not counted in a
+        version's telemetry (feedback, a stored response): the router's errors answered in
+        the client's dialect, and the exchange recorded once however it ends."""
+        try:
+            answer = await work
+            x.status = answer.status
+            answer.headers.update(x.headers)
+            return answer
         except RouterError as exc:
             return x.fail(exc)
         except asyncio.CancelledError:
-            x.left(before_the_answer=False)  # not counted: a read of a stored answer
+            x.left(before_the_answer=False)  # nothing was asked of a provider on its behalf
             raise
         except Exception:
             x.crashed()
@@ -525,19 +535,10 @@ class Proxy:
                 self.answered.put(reading.response_id, target.stats)
         return out
 
-    async def feedback(self, request: web.Request) -> web.Response:
+    async def feedback(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/feedback {"request_id": ..., "passed": bool, "score": number?}."""
         x = self.exchange(request, DIALECTS["openai"])
-        try:
-            answer = await self.record_feedback(request)
-        except RouterError as exc:
-            return x.fail(exc)
-        else:
-            x.status = answer.status
-            answer.headers.update(x.headers)
-            return answer
-        finally:
-            x.finish()
+        return await self.logged(x, self.record_feedback(request))
 
     async def record_feedback(self, request: web.Request) -> web.Response:
         body = await self.read_body(request)
