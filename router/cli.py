@@ -40,6 +40,22 @@ def _parser() -> argparse.ArgumentParser:
         "so the example config works with no keys and no network",
     )
 
+    control = commands.add_parser(
+        "control",
+        help="lead a fleet of sidecars on Redis: the fleet's state, audit log and changes "
+        "(config needs a fleet: block)",
+    )
+    control.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+
+    publish = commands.add_parser(
+        "publish",
+        help="upload a bundle version to the fleet's Redis, so every sidecar can fetch it "
+        "(deploy refuses a version that is not published)",
+    )
+    publish.add_argument("route")
+    publish.add_argument("version")
+    publish.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+
     fake = commands.add_parser("fake-provider", help="run the scripted local provider")
     fake.add_argument("--host", default="127.0.0.1")
     fake.add_argument("--port", type=int, default=9000)
@@ -98,7 +114,10 @@ def _admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
         command.add_argument("--json", action="store_true", help="print the answer as JSON")
         return command
 
-    add("status", "every route at a glance: versions, weights, windows, guardrails")
+    status = add("status", "every route at a glance: versions, weights, windows, guardrails")
+    status.add_argument(
+        "--fleet", action="store_true", help="every sidecar of the fleet: labels, epoch, lag"
+    )
     weights = add("weights", "set a route's weights: weights ROUTE v1.4=90 v1.5=10")
     weights.add_argument("route")
     weights.add_argument("weights", nargs="+", metavar="VERSION=PERCENT")
@@ -144,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "control":
+            from router.server import run, serve
+
+            return run(lambda: serve(args.config, controller=True))
+        if args.command == "publish":
+            from router.fleet.publish import publish_command
+
+            return publish_command(args.config, args.route, args.version)
         if args.command == "fake-provider":
             return _fake_provider(args)
         if args.command == "validate":
@@ -294,13 +321,15 @@ def _print_record(record: dict[str, Any], as_json: bool) -> None:
 
 
 def _admin(args: argparse.Namespace) -> int:
-    from router.admin.client import AdminError, call, render_status, socket_path
+    from router.admin.client import AdminError, call, render_fleet, render_status, socket_path
 
     try:
         path = socket_path(args.config, args.socket)
         if args.command == "status":
-            answer = call(path, "GET", "/status", actor=args.actor)
-            print(json.dumps(answer, indent=2) if args.json else render_status(answer), end="")
+            fleet = args.fleet
+            answer = call(path, "GET", "/fleet" if fleet else "/status", actor=args.actor)
+            shown = render_fleet(answer) if fleet else render_status(answer)
+            print(json.dumps(answer, indent=2) if args.json else shown, end="")
             if args.json:
                 print()
             return 0
@@ -369,6 +398,13 @@ def _summary(command: str, answer: dict[str, Any]) -> str:
         else f"WARNING: {answer.get('warning')}; the router writes it as soon as it can "
         "(bundle-router status shows when)"
     )
+    fleet = answer.get("fleet")
+    if fleet:
+        recorded += (
+            f"; fleet epoch {fleet['epoch']}"
+            if fleet["published"]
+            else f"; NOT PUBLISHED to the fleet yet ({fleet['note']}); it will be"
+        )
     return (
         f"{command} on {answer['route']}: active {after.get('active')}, candidate "
         f"{candidate or 'none'}, weights {weights}{what}\n"

@@ -401,6 +401,38 @@ class Limits(Strict):
     body_timeout: Duration = 60.0  # and its body within this of the head; else 408
 
 
+def parse_label(value: Any) -> str:
+    """A label: a literal ('us-east') or '$NAME' for an environment variable, read at start."""
+    text = str(value).strip()
+    if not text or (text.startswith("$") and not re.fullmatch(r"\$[A-Za-z_][A-Za-z0-9_]*", text)):
+        raise fail(f"{value!r} is not a label", "write a value such as us-east, or $ENV_VAR")
+    return text
+
+
+Label = Annotated[str, BeforeValidator(parse_label)]
+
+
+class Fleet(Strict):
+    """Fleet mode (docs/fleet.md): this process follows, or as `bundle-router control`
+    leads, a fleet whose state lives in Redis. The Redis URL may hold a password, so it is
+    read from the environment variable `redis_url_env`, never from this file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    redis_url_env: str = "BUNDLE_ROUTER_REDIS_URL"
+    region: Label = "default"
+    pool: Label = "default"
+    instance: Label = "$HOSTNAME"
+    heartbeat: Duration = 1.0  # sidecar heartbeats; missing after 3 of them
+    lease: Duration = 3.0  # the controller's leader lease; a standby takes over after it
+    first_sync: Duration = 5.0  # a sidecar with no last-known-good waits this long for Redis
+
+    @model_validator(mode="after")
+    def _lease_over_heartbeat(self) -> Fleet:
+        if self.lease < 0.3:
+            raise fail(f"lease {self.lease:g}s is too short", "use at least 300ms, e.g. 3s")
+        return self
+
+
 AccessLevel = Literal["off", "errors", "all"]  # the access log's (router/proxy/access_log.py)
 
 
@@ -425,6 +457,7 @@ class RouterConfig(Strict):
     # One JSON line per request on stderr: off, errors (status >= 400, or an outcome other
     # than ok, such as a stream cut short) or all. Never bodies, prompts or keys.
     access_log: AccessLevel = "errors"
+    fleet: Fleet | None = None  # fleet mode on Redis; without it, one router on its own
     source: Path = Field(default=Path("router.yaml"), exclude=True)
 
     @model_validator(mode="after")

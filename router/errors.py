@@ -178,6 +178,13 @@ class StateNotDurable(RouterError):
     code = "state_not_durable"
 
 
+class Unavailable(RouterError):
+    """Something the router needs for this answer does not answer (Redis, in fleet mode)."""
+
+    status = 503
+    code = "unavailable"
+
+
 class UpstreamUnavailable(RouterError):
     """The provider could not be reached, or broke the connection."""
 

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from router import heap
 from router.admin.api import Admin, AdminSocket, prepare_socket, unreachable
-from router.admin.metrics import ConnectionCollector, MetricsEndpoints
+from router.admin.metrics import ConnectionCollector, FleetCollector, MetricsEndpoints
 from router.catalog import Catalog, load_catalog
 from router.config import Limits, RouterConfig, split_address
 from router.control.build import build_routes, build_settings, build_upstreams
@@ -29,6 +29,8 @@ from router.control.plane import ControlPlane
 from router.control.reload import Reloader
 from router.control.restore import Restored, restore
 from router.control.store import LocalStore, Store
+from router.errors import ConfigError, Problem
+from router.fleet.build import FleetPart, Role, make_fleet, with_fetched_bundles
 from router.proxy import access_log
 from router.proxy.access_log import AccessLog
 from router.proxy.connection import ConnectionStats, ProxyRunner
@@ -52,14 +54,22 @@ class Health:
     is only in memory, so it is for alerts (`router_state_degraded`), not for probes that
     restart or drain it."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, fleet: FleetPart | None = None) -> None:
         self.ready = False
         self.store = store
+        self.fleet = fleet
 
     def _durability(self) -> dict[str, object]:
+        # In a fleet, a sidecar that lost Redis serves its last-known-good and stays ready:
+        # taking it out of rotation would turn a Redis outage into an agent outage.
+        fleet = {"fleet": self.fleet.describe()} if self.fleet is not None else {}
         if not self.store.degraded:
-            return {"durability": "ok"}
-        return {"durability": "degraded", "durability_detail": self.store.durability()}
+            return {"durability": "ok", **fleet}
+        return {
+            "durability": "degraded",
+            "durability_detail": self.store.durability(),
+            **fleet,
+        }
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", **self._durability()})
@@ -106,12 +116,15 @@ def build_metrics_app(
     routes: dict[str, LiveRoute],
     control: ControlPlane,
     connections: list[ConnectionStats] | None = None,
+    fleet: FleetPart | None = None,
 ) -> web.Application:
     app = web.Application()
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     endpoints = MetricsEndpoints(routes, control)
     endpoints.registry.register(ConnectionCollector(connections or []))
+    if fleet is not None:
+        endpoints.registry.register(FleetCollector(fleet))
     endpoints.add_routes(app)
     return app
 
@@ -130,7 +143,11 @@ def build_notifier(config: RouterConfig) -> Notifier:
 
 
 def build_control(
-    catalog: Catalog, routes: dict[str, LiveRoute], notifier: Notifier
+    catalog: Catalog,
+    routes: dict[str, LiveRoute],
+    notifier: Notifier,
+    *,
+    follows_fleet: bool = False,
 ) -> tuple[ControlPlane, Restored]:
     """The control plane on live state restored from `state_dir` (raises StateError when
     that state cannot be trusted), configured, not yet started."""
@@ -142,7 +159,7 @@ def build_control(
     for name, spec in catalog.routes.items():
         if settings.guards[name] is None and spec.config.candidate:
             log.warning("route %s: the canary is unguarded (guardrails: off)", name)
-    control = ControlPlane(routes, store, notifier)
+    control = ControlPlane(routes, store, notifier, follows_fleet=follows_fleet)
     control.configure(settings)
     return control, restored
 
@@ -226,11 +243,29 @@ async def _start_unix(admin: Admin, bound: AdminSocket) -> web.AppRunner:
     return runner
 
 
-async def serve(config_path: Path, *, also: Sequence[Extra] = ()) -> int:
+async def serve(config_path: Path, *, also: Sequence[Extra] = (), controller: bool = False) -> int:
     """Run until SIGTERM/SIGINT. `also` are other apps to run in this process, such as the
-    fake provider for trying the router with no keys and no network (`serve --fake-provider`)."""
+    fake provider for trying the router with no keys and no network (`serve --fake-provider`).
+    With a `fleet:` block this is a sidecar of the fleet, or with `controller` its controller
+    (`bundle-router control`)."""
     heap.building()
     catalog = load_catalog(config_path)
+    fleet_role: Role | None = None
+    if catalog.config.fleet is not None:
+        fleet_role = "controller" if controller else "sidecar"
+    elif controller:
+        raise ConfigError(
+            [
+                Problem(
+                    str(config_path),
+                    "fleet",
+                    "bundle-router control leads a fleet, and this config has no fleet: block",
+                    "add fleet: {name: NAME} (docs/fleet.md), or run bundle-router serve",
+                )
+            ]
+        )
+    if fleet_role == "sidecar":
+        catalog = with_fetched_bundles(catalog)
     for warning in catalog.warnings:
         log.warning("%s", warning)
     # First: another router on this socket is refused before anything else is touched, and
@@ -245,18 +280,23 @@ async def serve(config_path: Path, *, also: Sequence[Extra] = ()) -> int:
     config = catalog.config
     routes = build_routes(catalog, upstreams)
     notifier = build_notifier(config)
-    control, restored = build_control(catalog, routes, notifier)
-    health = Health(control.store)
+    control, restored = build_control(
+        catalog, routes, notifier, follows_fleet=fleet_role == "sidecar"
+    )
+    fleet = make_fleet(fleet_role, catalog, routes, upstreams, control) if fleet_role else None
+    health = Health(control.store, fleet)
     await notifier.start()
     await control.start(restored)
+    if fleet is not None:
+        await fleet.start()  # a sidecar with no last-known-good syncs first
     reloader = Reloader(config_path, catalog, routes, upstreams, control)
     proxy_app = build_proxy_app(catalog, routes, upstreams)
     # Two listeners, two connection budgets: a proxy at its cap still answers /healthz.
     proxy_conns, metrics_conns = ConnectionStats("proxy"), ConnectionStats("metrics")
     runners.append(await _start(proxy_app, config.listen, config.limits, proxy_conns, capped=True))
-    metrics_app = build_metrics_app(health, routes, control, [proxy_conns, metrics_conns])
+    metrics_app = build_metrics_app(health, routes, control, [proxy_conns, metrics_conns], fleet)
     runners.append(await _start(metrics_app, config.metrics_listen, config.limits, metrics_conns))
-    admin = Admin(config, routes, control, reloader)
+    admin = Admin(config, routes, control, reloader, fleet)
     runners.append(await _start_unix(admin, admin_socket))
     heap.built()
     health.ready = True
@@ -273,6 +313,8 @@ async def serve(config_path: Path, *, also: Sequence[Extra] = ()) -> int:
     for runner in reversed(runners):
         await runner.cleanup()
     await reloader.close()
+    if fleet is not None:
+        await fleet.close()
     await control.close()
     await notifier.close()
     log.info("stopped")

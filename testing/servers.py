@@ -126,6 +126,7 @@ class Router:
         config: dict[str, Any],
         env: dict[str, str] | None = None,
         log_level: str = "INFO",
+        command: str = "serve",
     ):
         tmp.mkdir(parents=True, exist_ok=True)
         self.tmp = tmp
@@ -137,6 +138,7 @@ class Router:
         self.metrics_url = f"http://{config['metrics_listen']}"
         self.env = env or {}
         self.log_level = log_level
+        self.command = command  # serve, or control for a fleet's controller
         self.starts = 0
         self.start()
 
@@ -145,7 +147,7 @@ class Router:
         self.starts += 1
         log = "router.log" if self.starts == 1 else f"router-{self.starts}.log"
         self.process = Process(
-            ["--log-level", self.log_level, "serve", "--config", str(self.config_path)],
+            ["--log-level", self.log_level, self.command, "--config", str(self.config_path)],
             f"{self.metrics_url}/readyz",
             self.tmp / log,
             self.env,

@@ -10,6 +10,7 @@ through `ChangeCore.change`.
     GET  /routes                       live deploy state
     GET  /windows                      sliding windows
     GET  /audit?route=R&n=N&after=SEQ  the audit trail
+    GET  /fleet                        fleet mode: every sidecar, its epoch and lag
     POST /weights   {route, weights: {version: percent}, reason}
     POST /deploy    {route, version, reason}
     POST /promote   {route, reason}
@@ -38,6 +39,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from router.config import RouterConfig, split_address
 from router.control.durable import DurabilityError, StateError, utc_now
@@ -52,8 +54,12 @@ from router.errors import (
     Problem,
     RouterError,
     StateNotDurable,
+    Unavailable,
     error_response,
 )
+from router.fleet.build import FleetPart
+from router.fleet.controller import Controller
+from router.fleet.status import fleet_view
 from router.proxy.live import LiveRoute
 
 log = logging.getLogger("router.admin")
@@ -277,8 +283,10 @@ class Admin:
         routes: Mapping[str, LiveRoute],
         control: ControlPlane,
         reloader: Reloader,
+        fleet: FleetPart | None = None,
     ) -> None:
         self.config = config
+        self.fleet = fleet
         self.routes = routes
         self.control = control
         self.core = control.core
@@ -291,6 +299,7 @@ class Admin:
         app.router.add_get("/routes", self.route_states)
         app.router.add_get("/windows", self.windows)
         app.router.add_get("/audit", self.audit)
+        app.router.add_get("/fleet", self.fleet_status)
         app.router.add_post("/weights", self.weights)
         app.router.add_post("/deploy", self.deploy)
         app.router.add_post("/promote", self.promote)
@@ -443,8 +452,30 @@ class Admin:
                 "routes": routes,
                 "environment": self.config.environment,
                 "durability": self.control.store.durability(),
+                **({"fleet": self.fleet.describe()} if self.fleet is not None else {}),
             }
         )
+
+    async def fleet_status(self, request: web.Request) -> web.Response:
+        if self.fleet is None:
+            raise NotFound(
+                "this router is not in a fleet (no fleet: block in its config)", code="no_fleet"
+            )
+        try:
+            view = await fleet_view(self.fleet.redis, self.fleet.keys, self.fleet.fleet.heartbeat)
+        except RedisError as exc:
+            raise Unavailable(
+                f"Redis is not reachable ({type(exc).__name__}), so the fleet cannot be "
+                "listed; this process's own view is in bundle-router status",
+                code="redis_unreachable",
+            ) from None
+        return _json({**view, "this": self.fleet.describe()})
+
+    async def _changed(self, answer: dict[str, Any]) -> web.Response:
+        """A change's answer; on the controller, once the fleet's snapshot is published."""
+        if isinstance(self.fleet, Controller):
+            answer = {**answer, "fleet": await self.fleet.published()}
+        return _json(answer)
 
     # -- changing -------------------------------------------------------------------------
 
@@ -479,7 +510,7 @@ class Admin:
             action="weights",
             reason=self._reason(body, "weights set by hand"),
         )
-        return _json(record)
+        return await self._changed(record)
 
     async def deploy(self, request: web.Request) -> web.Response:
         body = await self._body(request)
@@ -489,7 +520,7 @@ class Admin:
         record = await self.reloader.deploy(
             name, version, actor=request["actor"], reason=self._reason(body, f"deploy {version}")
         )
-        return _json(record)
+        return await self._changed(record)
 
     async def promote(self, request: web.Request) -> web.Response:
         body = await self._body(request)
@@ -502,7 +533,7 @@ class Admin:
             action="promote",
             reason=self._reason(body, "promoted by hand"),
         )
-        return _json(record)
+        return await self._changed(record)
 
     async def rollback(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -526,7 +557,7 @@ class Admin:
             decided=started,
         )
         timing = self.core.last_change(name)
-        return _json({**record, "what": done["what"], "timing": timing})
+        return await self._changed({**record, "what": done["what"], "timing": timing})
 
     async def drill(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -583,7 +614,7 @@ class Admin:
         record = await self.control.rollouts.command(
             name, action, actor=request["actor"], reason=self._reason(body, f"rollout {action}")
         )
-        return _json(record)
+        return await self._changed(record)
 
     async def reload(self, request: web.Request) -> web.Response:
         body = await self._body(request)

@@ -132,9 +132,54 @@ def _ramp_line(ramp: dict[str, Any]) -> str:
     return line
 
 
+def _fleet_line(fleet: dict[str, Any]) -> str:
+    """This process's place in its fleet, for the top of `status`."""
+    if fleet["role"] == "controller":
+        lead = "LEADING" if fleet["leading"] else f"standing by (leader: {fleet['leader']})"
+        where = f"controller {fleet['id']}, {lead}"
+    else:
+        where = f"sidecar {fleet['instance']} ({fleet['region']}/{fleet['pool']})"
+        if fleet.get("refused"):
+            where += f"; REFUSED epoch {fleet['refused']['epoch']}: {fleet['refused']['reason']}"
+        if fleet.get("lag_seconds"):
+            where += f"; {fleet['lag_seconds']:.1f}s behind"
+    redis = "connected" if fleet["connected"] else "REDIS NOT REACHABLE"
+    missing = "; Redis holds no fleet state" if fleet.get("state_missing_in_redis") else ""
+    return f"fleet {fleet['fleet']}: {where}; epoch {fleet['epoch']}; {redis}{missing}"
+
+
+def render_fleet(view: dict[str, Any]) -> str:
+    """`status --fleet`: one line per sidecar, the ones that need a look marked."""
+    summary = ", ".join(f"{n} {k}" for k, n in view["summary"].items() if n)
+    lines = [
+        f"fleet {view['fleet']}: epoch {view['epoch']}, leader {view['leader'] or 'NONE'}; "
+        f"{len(view['sidecars'])} sidecar(s): {summary or 'none yet'}",
+        f"  {'instance':<22}{'region':<12}{'pool':<12}{'epoch':>7}{'lag':>8}{'beat':>8}  "
+        "state     weights",
+    ]
+    for car in view["sidecars"]:
+        weights = "; ".join(
+            f"{name} " + " ".join(f"{v}={p / 100:g}%" for v, p in r["weights"].items() if p)
+            for name, r in car["routes"].items()
+        )
+        mark = car["mark"] if car["mark"] == "ok" else car["mark"].upper()
+        lines.append(
+            f"  {car['instance']:<22}{car['region'] or '-':<12}{car['pool'] or '-':<12}"
+            f"{car['epoch']:>7}{show_seconds(car['lag_seconds']):>8}"
+            f"{show_seconds(car['heartbeat_age_seconds']):>8}  {mark:<9} {weights}"
+        )
+        if car.get("refused"):
+            lines.append(
+                f"      refused epoch {car['refused']['epoch']}: {car['refused']['reason']}"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def render_status(status: dict[str, Any]) -> str:
     """Every route as a block a person reads at a glance."""
     lines = []
+    if status.get("fleet"):
+        lines += [_fleet_line(status["fleet"]), ""]
     durability = status.get("durability") or {}
     if durability.get("degraded"):
         lines.append(f"DURABILITY DEGRADED since {durability['since']}: {durability['error']}")

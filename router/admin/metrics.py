@@ -27,6 +27,7 @@ from router import __version__, background
 from router.control.moves import ROLLED_BACK
 from router.control.plane import ControlPlane
 from router.control.store import Store
+from router.fleet.build import FleetPart
 from router.pacing import Pacer
 from router.proxy import access_log
 from router.proxy.connection import ConnectionStats
@@ -427,6 +428,43 @@ class ReliabilityCollector(Collector):
             "Access log lines dropped because stderr took them slower than they came.",
             value=access_log.dropped(),
         )
+
+
+class FleetCollector(Collector):
+    """Fleet mode: the epoch this process applied (a sidecar) or published (the controller),
+    how far behind the fleet it is, and whether it reaches Redis."""
+
+    def __init__(self, fleet: FleetPart) -> None:
+        self.fleet = fleet
+
+    def collect(self) -> Iterator[Metric]:
+        seen = self.fleet.describe()
+        yield GaugeMetricFamily(
+            "router_fleet_epoch",
+            "The fleet epoch this process serves (sidecar) or last published (controller).",
+            value=float(seen["epoch"]),
+        )
+        yield GaugeMetricFamily(
+            "router_fleet_lag_seconds",
+            "Seconds behind the fleet: since a newer epoch was seen and not applied, or since "
+            "Redis last answered. 0 when current.",
+            value=float(seen.get("lag_seconds") or 0.0),
+        )
+        yield GaugeMetricFamily(
+            "router_fleet_connected", "1 while Redis answers.", value=float(seen["connected"])
+        )
+        if seen["role"] == "controller":
+            yield GaugeMetricFamily(
+                "router_fleet_leader",
+                "1 while this controller holds the lease and publishes the fleet's changes.",
+                value=float(seen["leading"]),
+            )
+        else:
+            yield GaugeMetricFamily(
+                "router_fleet_refused",
+                "1 while this sidecar refuses the fleet's newest snapshot (see status).",
+                value=float(seen["refused"] is not None),
+            )
 
 
 class MetricsEndpoints:

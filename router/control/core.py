@@ -16,7 +16,8 @@ asyncio lock; the data path never takes it, it only reads `LiveRoute.table`.
 
 The parts built on the core (`router.control.plane` lists them) call `change` like any other
 caller, and hear of every change through `on_change`. `Settings` and `Component` are their
-contract.
+contract. Fleet mode (`router.fleet`) sets `gate`, asked before every change, and hears of
+every audit record through `on_record`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -46,6 +47,13 @@ Move = Callable[[RouteState], RouteState]
 # Told of every change once it is in force, under the change lock: (route, before, after);
 # `after` is None when the route left the config. It must not block or raise.
 Listener = Callable[[str, RouteState | None, RouteState | None], None]
+# Told of every audit record of a route change once it is in force (durable or kept in
+# memory), under the change lock. Fleet mode uses it to publish trips. Must not block or raise.
+Recorder = Callable[[Mapping[str, Any]], None]
+# Asked before every change (action, route, details); raises `Refused` to refuse it. Fleet
+# mode sets one: a sidecar takes only trips and the fleet's state, a standby controller
+# nothing, and a deploy needs a published bundle.
+Gate = Callable[[str, str, Mapping[str, Any]], Awaitable[None]]
 DURABILITY_RETRY_SECONDS = 1.0
 # Changes that take risk away. If the disk cannot take their audit record, they stay in
 # force in memory and are written as soon as it can: a rollback is never undone by a full
@@ -112,11 +120,16 @@ class ChangeCore:
         self._kept: dict[str, Any] = {}  # routes in the store but not in the config
         self._last_change: dict[str, dict[str, Any]] = {}  # route -> how its last change went
         self._listeners: list[Listener] = []
+        self._recorders: list[Recorder] = []
+        self.gate: Gate | None = None
         self.lock = asyncio.Lock()
         self.background = Background()
 
     def on_change(self, listener: Listener) -> None:
         self._listeners.append(listener)
+
+    def on_record(self, recorder: Recorder) -> None:
+        self._recorders.append(recorder)
 
     def kept(self, name: str) -> Mapping[str, Any] | None:
         """The saved state of a route that is not in the config (kept, not served)."""
@@ -154,6 +167,10 @@ class ChangeCore:
     def _changed(self, name: str, before: RouteState | None, after: RouteState | None) -> None:
         for listener in self._listeners:
             listener(name, before, after)
+
+    def _recorded(self, record: Mapping[str, Any]) -> None:
+        for recorder in self._recorders:
+            recorder(record)
 
     def _snapshot(self) -> dict[str, Any]:
         """Every route's state for the store; routes gone from the config are kept."""
@@ -214,6 +231,9 @@ class ChangeCore:
             if install is not None:
                 install()
             return []
+        if self.gate is not None:
+            for change in changes:
+                await self.gate(change.action, change.route, change.details or {})
         async with self.lock:
             befores = {c.route: self._states.get(c.route) for c in changes}
             afters = {}
@@ -242,6 +262,7 @@ class ChangeCore:
                 self._kept.pop(name, None)  # served again: live state, not kept
                 self._remember(name, record, time.perf_counter(), time.time(), time.perf_counter())
                 self._changed(name, befores[name], after)
+                self._recorded(record)
             await self.store.recorded(len(records), len(self._states), self._snapshot)
         for change, record in zip(changes, records, strict=False):
             self.notifier.send(
@@ -286,6 +307,8 @@ class ChangeCore:
         details: Mapping[str, Any],
         decided: float,
     ) -> dict[str, Any]:
+        if self.gate is not None:
+            await self.gate(action, name, details)
         async with self.lock:
             before = self._states.get(name)
             if before is None:
@@ -328,6 +351,7 @@ class ChangeCore:
                 await self.store.recorded(1, len(self._states), self._snapshot)
             self._remember(name, record, decided, swapped_at, swapped)
             self._changed(name, before, after)
+            self._recorded(record)
         self.notifier.send(change_message(name, before, after, record))
         return record
 

@@ -31,7 +31,17 @@ from router.proxy.live import LiveRoute
 
 
 class ControlPlane:
-    def __init__(self, routes: Mapping[str, LiveRoute], store: Store, notifier: Notifier) -> None:
+    """`follows_fleet`: a sidecar in fleet mode runs only the watcher (its own guardrails);
+    the controller of the fleet runs the warm window, drills and rollouts for everyone."""
+
+    def __init__(
+        self,
+        routes: Mapping[str, LiveRoute],
+        store: Store,
+        notifier: Notifier,
+        *,
+        follows_fleet: bool = False,
+    ) -> None:
         self.store = store
         self.notifier = notifier
         self.core = ChangeCore(routes, store, notifier)
@@ -45,6 +55,7 @@ class ControlPlane:
             self.drills,
             self.rollouts,
         )
+        self.running = (self.watcher,) if follows_fleet else self.components
         self.core.on_change(self.watcher.changed)
 
     def configure(self, settings: Settings) -> None:
@@ -55,11 +66,11 @@ class ControlPlane:
     async def start(self, restored: Restored) -> None:
         """Serve the restored live state, then start every component's background work."""
         await self.core.start(restored)
-        for component in self.components:
+        for component in self.running:
             component.start()
 
     async def close(self) -> None:
-        for component in reversed(self.components):
+        for component in reversed(self.running):
             await component.close()
         await self.core.close()
 

@@ -1,6 +1,7 @@
 """Where changes become durable. `Store` is what the change core (`ChangeCore`) needs of it;
-`LocalStore` keeps changes in `state_dir`, in the audit log and the state file. (A fleet
-store, on the controller's log and Redis, implements the same interface.)
+`LocalStore` keeps changes in `state_dir`, in the audit log and the state file. In fleet mode
+every process keeps its own `LocalStore` too: the controller's is the fleet's truth, which
+`router.fleet` publishes; a sidecar's is its last-known-good.
 
 `ChangeCore` decides what a change is; the store makes it durable, in this order:
 

@@ -1,6 +1,6 @@
 """The folders are the layers (docs/architecture.md): a lower layer never imports a higher one.
 
-    foundations (router/*.py) < proxy/ (data plane) < control/ < admin/ < dev/
+    foundations (router/*.py) < proxy/ (data plane) < control/ < fleet/ < admin/ < dev/
 
 The composition at the top (`server.py`, `cli.py`, `__main__.py`) may import any layer, and
 no layer may import it."""
@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROUTER = Path(__file__).resolve().parents[2] / "router"
-ORDER = ["proxy", "control", "admin", "dev"]  # foundations sit below all of them
+ORDER = ["proxy", "control", "fleet", "admin", "dev"]  # foundations sit below all of them
 COMPOSITION = {"server", "cli", "__main__"}
 TOP = len(ORDER) + 1  # the composition's layer
 

@@ -1,0 +1,338 @@
+"""The controller of a fleet (`bundle-router control`): its durable state and audit log are
+the truth (`router.control`, as for one router), and every change reaches the fleet from here.
+
+    lease     one controller leads (router.fleet.leader); a standby refuses changes with
+              the leader's name, and takes over when the lease runs out
+    publish   after every change, every route's state as one snapshot at a new epoch, with
+              the leader's fencing token; the admin call waits for it (`published`)
+    trips     a sidecar's trip, written to Redis without the lease, is taken in: recorded in
+              the audit log with the sidecar as the actor, announced, and published
+    takeover  a new leader first adopts what the previous one published, if newer than its
+              own log (an `adopt` record says so), then publishes
+    re-seed   when Redis comes back empty, the leader publishes its state again, above the
+              highest epoch any sidecar reports (a heartbeat or two after Redis returns)
+    deploy    refused for a version that is not published with the digest it has here
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from router.background import Background
+from router.catalog import Catalog
+from router.control.core import Change, starting_at
+from router.control.durable import DurabilityError
+from router.control.moves import RouteState, trip_candidate
+from router.control.plane import ControlPlane
+from router.errors import NotFound, Refused
+from router.fleet.depot import publish, published_digest
+from router.fleet.keys import Keys
+from router.fleet.leader import Lease
+from router.fleet.lkg import Marker
+from router.fleet.scripts import Scripts, StaleFence
+from router.fleet.snapshot import INGESTED_KEPT, encode, pending_trips
+
+log = logging.getLogger("router.fleet")
+BLOCK_SECONDS = 0.5
+PUBLISH_WAIT = 2.0  # an admin change waits this long for its snapshot to be published
+
+
+class Controller:
+    def __init__(
+        self,
+        catalog: Catalog,
+        control: ControlPlane,
+        redis: Redis,
+        blocking: Redis,
+        keys: Keys,
+        marker: Marker,
+        owner: str,
+    ) -> None:
+        fleet = catalog.config.fleet
+        assert fleet is not None
+        self.catalog = catalog
+        self.fleet = fleet
+        self.control = control
+        self.core = control.core
+        self.redis = redis
+        self.blocking = blocking
+        self.keys = keys
+        self.scripts = Scripts(redis, keys)
+        self.marker = marker
+        self.lease = Lease(self.scripts, owner, fleet.lease)
+        self.ingested: list[str] = []
+        self.changes = 0  # changes made here so far
+        self.published_changes = 0  # of which published
+        self.connected = False
+        self.leader: str | None = None  # who leads, as last read
+        self.missing_since: float | None = None  # Redis was seen without the fleet's state
+        self.background = Background()
+        self._dirty = asyncio.Event()
+        self._published = asyncio.Event()
+        self.core.gate = self.gate
+        self.core.on_change(self.changed)
+
+    @property
+    def epoch(self) -> int:
+        return self.marker.epoch
+
+    # -- the change core's hooks ----------------------------------------------------------
+
+    async def gate(self, action: str, route: str, details: Mapping[str, Any]) -> None:
+        if action in ("init", "adopt"):
+            return
+        if not self.lease.leading:
+            raise Refused(
+                f"this controller ({self.lease.owner}) is standing by; the leader of fleet "
+                f"{self.fleet.name} is {self.leader or 'not known (is Redis reachable?)'}. "
+                "Make the change on the leader's admin socket",
+                code="not_leader",
+            )
+        if action == "deploy":
+            await self._require_published(route, str(details["version"]), str(details["digest"]))
+
+    async def _require_published(self, route: str, version: str, digest: str) -> None:
+        try:
+            known = await published_digest(self.redis, self.keys, route, version)
+        except RedisError as exc:
+            raise Refused(
+                f"cannot check that {route} {version} is published: Redis is not reachable "
+                f"({type(exc).__name__}). Deploy again once it is",
+                code="redis_unreachable",
+            ) from None
+        if known != digest:
+            what = "is not published" if known is None else f"is published as {known[:12]}"
+            raise Refused(
+                f"{route} {version} {what}; sidecars cannot serve it until it is. Run: "
+                f"bundle-router publish {route} {version} --config CONFIG",
+                code="not_published",
+            )
+
+    def changed(self, name: str, before: object, after: object) -> None:
+        self.changes += 1
+        self._dirty.set()
+
+    async def published(self) -> dict[str, Any]:
+        """After an admin change: wait (up to PUBLISH_WAIT) until it is published."""
+        target = self.changes
+        deadline = time.monotonic() + PUBLISH_WAIT
+        while self.published_changes < target and time.monotonic() < deadline:
+            self._published.clear()
+            try:
+                await asyncio.wait_for(self._published.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                break
+        done = self.published_changes >= target
+        return {
+            "epoch": self.epoch,
+            "published": done,
+            **({} if done else {"note": "not published yet: Redis unreachable, or not leading"}),
+        }
+
+    # -- start and stop -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            await self._publish_bundles()
+            await self._tick()
+        except RedisError as exc:
+            log.error("fleet %s: Redis not reachable at start (%s); retrying", self.fleet.name, exc)
+        self.background.keep_running(self._lease_loop, "fleet-lease")
+        self.background.keep_running(self._publish_loop, "fleet-publish")
+        self.background.keep_running(self._follow, "fleet-follow")
+
+    async def close(self) -> None:
+        await self.background.stop()
+        if self.lease.token is not None:
+            with contextlib.suppress(RedisError):
+                await self.scripts.resign(self.lease.owner)
+        await self.redis.aclose()
+        await self.blocking.aclose()
+
+    async def _publish_bundles(self) -> None:
+        """Every bundle the live state uses, published (sidecars fetch what they miss)."""
+        for name, state in self.core.states.items():
+            spec = self.catalog.routes.get(name)
+            if spec is None:
+                continue
+            used = {state.active, *(w.version for w in state.warm)}
+            if state.candidate:
+                used.add(state.candidate)
+            for version in sorted(used):
+                bundle = spec.bundles.get(version)
+                if bundle is None:
+                    continue
+                try:
+                    if await publish(self.redis, self.keys, bundle):
+                        log.info("fleet: published %s %s", name, version)
+                except Refused as exc:
+                    log.error("fleet: %s", exc)
+
+    # -- the lease ------------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.fleet.lease / 3)
+            try:
+                await self._tick()
+            except RedisError as exc:
+                if self.connected:
+                    log.warning("fleet %s: lost Redis (%s)", self.fleet.name, type(exc).__name__)
+                self.connected = False
+
+    async def _tick(self) -> None:
+        became = await self.lease.tick()
+        self.connected = True
+        raw = await self.redis.get(self.keys.leader)
+        self.leader = raw.decode() if raw else None
+        if became:
+            await self._take_over()
+
+    async def _take_over(self) -> None:
+        """Adopt what the previous leader published if it is newer, then publish."""
+        read = await self.scripts.read()
+        body = read.body or {}
+        if read.epoch is not None and read.epoch > self.epoch:
+            changes = []
+            for name, data in (body.get("routes") or {}).items():
+                if name not in self.core.states:
+                    continue
+                state = RouteState.from_dict(data)
+                if state.as_dict() != self.core.states[name].as_dict():
+                    changes.append(
+                        Change(
+                            name,
+                            starting_at(state),
+                            "adopt",
+                            f"took the lead at epoch {read.epoch}: the state "
+                            f"{body.get('leader', 'the previous leader')} published",
+                        )
+                    )
+            await self.core.commit(changes, actor=f"controller {self.lease.owner}")
+            await asyncio.to_thread(self.marker.save, epoch=read.epoch)
+            log.warning(
+                "fleet %s: adopted epoch %d (%d route(s) differed from this log)",
+                self.fleet.name,
+                read.epoch,
+                len(changes),
+            )
+        if read.body is not None:
+            self.ingested = list(body.get("ingested") or [])
+        await self._publish_bundles()
+        self._dirty.set()
+
+    # -- publishing -----------------------------------------------------------------------
+
+    async def _publish_loop(self) -> None:
+        failures = 0
+        while True:
+            await self._dirty.wait()
+            token = self.lease.token
+            if token is None or not self.lease.leading:
+                self._dirty.clear()  # a takeover sets it again
+                continue
+            self._dirty.clear()
+            target = self.changes
+            body = encode(self.core.states, self.ingested, self.lease.owner)
+            try:
+                epoch = await self.scripts.publish(token, self.epoch, body)
+            except StaleFence as exc:
+                log.error("fleet %s: Redis refused a write: %s", self.fleet.name, exc)
+                self.lease.lose(str(exc))
+                continue
+            except RedisError as exc:
+                if failures == 0:
+                    log.warning("fleet: publish failed (%s); retrying", type(exc).__name__)
+                failures += 1
+                self._dirty.set()
+                await asyncio.sleep(min(1.0, 0.1 * failures))
+                continue
+            failures = 0
+            self.missing_since = None
+            try:
+                await asyncio.to_thread(self.marker.save, epoch=epoch)
+            except DurabilityError as exc:
+                log.error(
+                    "fleet: published epoch %d, but could not note it on disk: %s", epoch, exc
+                )
+                self.marker.epoch = epoch
+            self.published_changes = max(self.published_changes, target)
+            self._published.set()
+            log.info("fleet %s: published epoch %d", self.fleet.name, epoch)
+
+    # -- following the fleet: trips, and an empty Redis ------------------------------------
+
+    async def _follow(self) -> None:
+        last_id: bytes | str = "$"
+        while True:
+            try:
+                entries = await self.blocking.xread(
+                    {self.keys.events: last_id}, block=int(BLOCK_SECONDS * 1000), count=1000
+                )
+                if entries:
+                    last_id = entries[0][1][-1][0]
+                if self.lease.leading:
+                    await self._check()
+            except RedisError:
+                last_id = "$"
+                await asyncio.sleep(0.5)
+
+    async def _check(self) -> None:
+        read = await self.scripts.read()
+        if read.epoch is None:
+            now = time.monotonic()
+            if self.missing_since is None:
+                self.missing_since = now
+                log.error(
+                    "fleet %s: Redis holds no fleet state (restarted empty?); re-seeding it "
+                    "from this controller's log once sidecars report their epochs",
+                    self.fleet.name,
+                )
+            elif now - self.missing_since > 2 * self.fleet.heartbeat:
+                await self._publish_bundles()
+                self._dirty.set()
+            return
+        for _, trip in pending_trips(read):
+            if trip.get("uid") not in self.ingested:
+                await self._ingest(trip)
+
+    async def _ingest(self, trip: Mapping[str, Any]) -> None:
+        """A sidecar's trip: drain the canary here too (audited, announced), then publish."""
+        name, version = str(trip.get("route")), trip.get("version")
+        where = f"{trip.get('instance')} ({trip.get('region')}/{trip.get('pool')})"
+        try:
+            await self.core.change(
+                name,
+                lambda state: trip_candidate(state, version, trip.get("trip") or {}),
+                actor=f"sidecar {where}",
+                action="trip",
+                reason=f"{trip.get('reason') or 'guardrail'}, on sidecar {where}",
+                details={"trip_uid": trip.get("uid"), "sidecar": dict(trip)},
+            )
+        except (Refused, NotFound):
+            log.info("fleet: trip of %s %s from %s: already drained", name, version, where)
+        self.ingested = [*self.ingested, str(trip.get("uid"))][-INGESTED_KEPT:]
+        self._dirty.set()
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "fleet": self.fleet.name,
+            "role": "controller",
+            "id": self.lease.owner,
+            "leading": self.lease.leading,
+            "leader": self.leader,
+            "fencing_token": self.lease.token,
+            "epoch": self.epoch,
+            "connected": self.connected,
+            "state_missing_in_redis": self.missing_since is not None,
+        }

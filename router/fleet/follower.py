@@ -1,0 +1,432 @@
+"""A sidecar in a fleet: follow the fleet's state, keep a last-known-good, report, trip.
+
+    start    serve the last-known-good (the local durable state); with none yet, wait up
+             to `first_sync` for Redis before reporting ready
+    follow   XREAD BLOCK on the event stream; on every event, and every few seconds anyway,
+             re-read the whole state (a stream entry is only a doorbell: what was missed
+             during a disconnect is in the state, not in the messages)
+    apply    a newer epoch only: check every version it names (fetch and verify published
+             bundles), then swap the routes through the change core (durable first, like any
+             change), then write the epoch and acknowledge it. A snapshot that fails the
+             check is refused: the old state keeps serving and the refusal is reported
+    trip     a local guardrail trip drains the canary here at once (the watcher, as without
+             a fleet), then is written to Redis for every other sidecar; while Redis is
+             unreachable it waits in the outbox on disk and still applies on top of
+             anything read meanwhile
+    report   a heartbeat every `heartbeat`: labels, applied epoch, lag, refusal, weights
+
+Changes from the admin socket are refused here with the command that works: the fleet's
+changes are made on the controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from router.background import Background
+from router.catalog import Catalog
+from router.control.build import new_stats
+from router.control.core import Change, starting_at
+from router.control.durable import DurabilityError, utc_now
+from router.control.moves import RouteState
+from router.control.plane import ControlPlane
+from router.errors import Refused
+from router.fleet.depot import Unavailable, fetch
+from router.fleet.keys import Keys
+from router.fleet.lkg import Marker
+from router.fleet.scripts import Scripts
+from router.fleet.snapshot import Effective, InvalidSnapshot, effective
+from router.proxy.forward import Upstream
+from router.proxy.live import LiveRoute
+
+log = logging.getLogger("router.fleet")
+BLOCK_SECONDS = 1.0  # one XREAD waits this long; a quiet fleet costs one read a second
+RESYNC_SECONDS = 5.0  # re-read the state this often even with no event (belt and braces)
+BACKOFF = (0.1, 0.25, 0.5, 1.0)  # after a Redis error, then every second
+# What a sidecar's own core may change: trips and halts decided here, the fleet's state,
+# and the first start's routes from the config.
+LOCAL_ACTIONS = frozenset({"trip", "ramp_halt", "fleet_sync", "init"})
+
+
+def labels(fleet_region: str, fleet_pool: str, fleet_instance: str) -> dict[str, str]:
+    """The sidecar's labels, with `$NAME` values read from the environment."""
+    found = {}
+    for name, value in (
+        ("region", fleet_region),
+        ("pool", fleet_pool),
+        ("instance", fleet_instance),
+    ):
+        if value.startswith("$"):
+            env = value[1:]
+            resolved = os.environ.get(env, "").strip()
+            if not resolved and env == "HOSTNAME":
+                resolved = os.uname().nodename
+            if not resolved:
+                raise ValueError(
+                    f"fleet.{name} is {value}, and the environment variable {env} is not set; "
+                    f"set it (in Kubernetes, from the downward API) or write the {name} itself"
+                )
+            value = resolved
+        found[name] = value
+    return found
+
+
+class Follower:
+    def __init__(
+        self,
+        catalog: Catalog,
+        routes: MutableMapping[str, LiveRoute],
+        upstreams: Mapping[str, Upstream],
+        control: ControlPlane,
+        redis: Redis,
+        blocking: Redis,
+        keys: Keys,
+        marker: Marker,
+        cache: Path,
+        identity: Mapping[str, str],
+    ) -> None:
+        fleet = catalog.config.fleet
+        assert fleet is not None
+        self.catalog = catalog
+        self.fleet = fleet
+        self.routes = routes
+        self.upstreams = upstreams
+        self.control = control
+        self.core = control.core
+        self.redis = redis
+        self.blocking = blocking
+        self.keys = keys
+        self.scripts = Scripts(redis, keys)
+        self.marker = marker
+        self.cache = cache
+        self.labels = dict(identity)
+        self.instance = self.labels["instance"]
+        self.connected = False
+        self.contact = 0.0  # monotonic time of the last successful read
+        self.behind_since: float | None = None  # saw a newer epoch it has not applied
+        self.latest_seen = marker.epoch
+        self.applied_at: str | None = None
+        self.refused: dict[str, Any] | None = None
+        self.missing_state = False
+        self.background = Background()
+        self._wake = asyncio.Event()  # the outbox has something to write
+        self._sync_lock = asyncio.Lock()
+        self._marker_lock = asyncio.Lock()
+        self.core.gate = self.gate
+        self.core.on_record(self.recorded)
+
+    @property
+    def applied(self) -> int:
+        return self.marker.epoch
+
+    # -- the change core's hooks ----------------------------------------------------------
+
+    async def gate(self, action: str, route: str, details: Mapping[str, Any]) -> None:
+        if action in LOCAL_ACTIONS:
+            return
+        raise Refused(
+            f"this sidecar ({self.instance}) follows fleet {self.fleet.name}: make the "
+            f"change on the controller (bundle-router {action} ... --socket "
+            "CONTROLLER_SOCKET), and every sidecar applies it",
+            code="fleet_follower",
+        )
+
+    def recorded(self, record: Mapping[str, Any]) -> None:
+        """A trip decided here goes to the outbox, for every other sidecar."""
+        if record.get("action") != "trip" or record.get("actor") != "guardrail":
+            return
+        before = record.get("before") or {}
+        trip = {
+            "uid": uuid.uuid4().hex,
+            "route": record["route"],
+            "version": before.get("candidate"),
+            "trip": (record.get("after") or {}).get("trip") or {},
+            "reason": record.get("reason"),
+            "at": record.get("at"),
+            **self.labels,
+        }
+        self.marker.outbox.append(trip)
+        self._wake.set()
+
+    # -- start and stop -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Sync once (waiting up to `first_sync` when there is no last-known-good), then
+        follow in the background."""
+        if self.applied == 0:
+            deadline = time.monotonic() + self.fleet.first_sync
+            while time.monotonic() < deadline:
+                try:
+                    await self.sync()
+                except RedisError as exc:
+                    log.warning("fleet: Redis not reachable yet (%s); retrying", type(exc).__name__)
+                    await asyncio.sleep(0.2)
+                    continue
+                if self.applied:
+                    break
+                await asyncio.sleep(0.2)
+            if not self.applied:
+                log.error(
+                    "fleet %s: no state from Redis within %gs and no last-known-good: serving "
+                    "the config's initial weights until the fleet's state arrives",
+                    self.fleet.name,
+                    self.fleet.first_sync,
+                )
+        else:
+            log.info("fleet %s: serving last-known-good epoch %d", self.fleet.name, self.applied)
+        self.background.keep_running(self._follow, "fleet-follow")
+        self.background.keep_running(self._heartbeat, "fleet-heartbeat")
+        self.background.keep_running(self._outbox, "fleet-outbox")
+        if self.marker.outbox:
+            self._wake.set()
+
+    async def close(self) -> None:
+        await self.background.stop()
+        await self.redis.aclose()
+        await self.blocking.aclose()
+
+    # -- following ------------------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        failures = 0
+        last_id: bytes | str | None = None
+        while True:
+            try:
+                if last_id is None:  # (re)connected: where the stream is now, then a full read
+                    newest = await self.redis.xrevrange(self.keys.events, count=1)
+                    last_id = newest[0][0] if newest else "0-0"
+                    await self.sync()
+                entries = await self.blocking.xread(
+                    {self.keys.events: last_id}, block=int(BLOCK_SECONDS * 1000), count=1000
+                )
+                if entries:
+                    last_id = entries[0][1][-1][0]
+                    await self.sync()
+                elif time.monotonic() - self.contact > RESYNC_SECONDS:
+                    await self.sync()
+                else:
+                    self._touch()
+                failures = 0
+            except RedisError as exc:
+                if self.connected or failures == 0:
+                    log.warning(
+                        "fleet %s: lost Redis (%s: %s); serving epoch %d, catching up on reconnect",
+                        self.fleet.name,
+                        type(exc).__name__,
+                        exc,
+                        self.applied,
+                    )
+                self.connected = False
+                last_id = None
+                await asyncio.sleep(BACKOFF[min(failures, len(BACKOFF) - 1)])
+                failures += 1
+
+    def _touch(self) -> None:
+        if not self.connected and self.contact:
+            log.warning("fleet %s: Redis reachable again", self.fleet.name)
+        self.connected, self.contact = True, time.monotonic()
+
+    async def sync(self) -> None:
+        """Read the fleet's state and apply it if it is newer. Raises Redis errors."""
+        async with self._sync_lock:
+            read = await self.scripts.read()
+            self._touch()
+            try:
+                wanted = effective(read, self.marker.outbox)
+            except InvalidSnapshot as exc:
+                return await self._refuse(read.latest, f"the snapshot breaks the rules: {exc}")
+            if wanted is None:
+                if not self.missing_state:
+                    log.error(
+                        "fleet %s: Redis holds no state (restarted empty?); serving "
+                        "last-known-good epoch %d until the controller re-seeds it",
+                        self.fleet.name,
+                        self.applied,
+                    )
+                self.missing_state = True
+                return None
+            self.missing_state = False
+            self.latest_seen = max(self.latest_seen, wanted.epoch)
+            if wanted.epoch <= self.applied:
+                return None
+            await self._apply(wanted)
+            return None
+
+    async def _apply(self, wanted: Effective) -> None:
+        served = {n: s for n, s in wanted.routes.items() if n in self.routes}
+        try:
+            for name, state in served.items():
+                await self._have_versions(name, state)
+        except Unavailable as exc:
+            return await self._refuse(wanted.epoch, str(exc))
+        changes = [
+            Change(name, starting_at(state), "fleet_sync", f"fleet epoch {wanted.epoch}")
+            for name, state in served.items()
+            if self.core.states.get(name) is None
+            or self.core.states[name].as_dict() != state.as_dict()
+        ]
+        try:
+            await self.core.commit(changes, actor=f"fleet {wanted.leader or 'trip'}")
+            await self._save(epoch=wanted.epoch)
+        except (DurabilityError, Refused) as exc:
+            return await self._refuse(wanted.epoch, f"could not apply it: {exc}")
+        self.applied_at, self.refused, self.behind_since = utc_now(), None, None
+        log.info(
+            "fleet %s: applied epoch %d (%d route(s) changed)",
+            self.fleet.name,
+            wanted.epoch,
+            len(changes),
+        )
+        await self.redis.hset(self.keys.acks, self.instance, str(wanted.epoch))  # type: ignore[misc]
+        return None
+
+    async def _have_versions(self, name: str, state: RouteState) -> None:
+        """Every version `state` may send traffic to, or keeps warm, is loaded here with
+        the digest the fleet names; fetched and verified if missing. Raises Unavailable."""
+        route = self.routes[name]
+        needed = {state.active, *(w.version for w in state.warm)}
+        needed |= {v for v, points in state.weights.items() if points}
+        if state.candidate:
+            needed.add(state.candidate)
+        for version in sorted(needed):
+            digest = state.digests.get(version)
+            if digest is None:
+                raise Unavailable(f"route {name}: the snapshot names {version} without a digest")
+            target = route.targets.get(version)
+            if target is not None:
+                if target.bundle.digest != digest:
+                    raise Unavailable(
+                        f"route {name} {version}: this sidecar has digest "
+                        f"{target.bundle.short_digest}, the fleet names {digest[:12]}"
+                    )
+                continue
+            bundle = await fetch(
+                self.redis,
+                self.keys,
+                self.cache,
+                name,
+                version,
+                digest,
+                self.catalog.config.environment,
+            )
+            upstream = self.upstreams.get(bundle.provider)
+            if upstream is None:
+                raise Unavailable(
+                    f"route {name} {version} uses provider {bundle.provider!r}, which this "
+                    "sidecar's config does not have"
+                )
+            route.add_target(bundle, upstream, new_stats(self.catalog.config, name, bundle))
+            log.info("fleet: fetched %s %s (digest %s)", name, version, bundle.short_digest)
+
+    async def _refuse(self, epoch: int, reason: str) -> None:
+        if self.refused is None or self.refused["epoch"] != epoch:
+            log.error(
+                "fleet %s: refused epoch %d, serving epoch %d: %s",
+                self.fleet.name,
+                epoch,
+                self.applied,
+                reason,
+            )
+        self.refused = {"epoch": epoch, "reason": reason, "at": utc_now()}
+        if self.behind_since is None:
+            self.behind_since = time.monotonic()
+        await self._beat()
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def lag(self) -> float:
+        """Seconds this sidecar has been behind the fleet: since it saw an epoch it has not
+        applied, or since it last heard from Redis. 0 when current."""
+        now = time.monotonic()
+        if not self.connected and self.contact:
+            return now - self.contact
+        if self.behind_since is not None:
+            return now - self.behind_since
+        return 0.0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "fleet": self.fleet.name,
+            "role": "sidecar",
+            **self.labels,
+            "epoch": self.applied,
+            "latest_seen": self.latest_seen,
+            "applied_at": self.applied_at,
+            "lag_seconds": round(self.lag(), 3),
+            "connected": self.connected,
+            "state_missing_in_redis": self.missing_state,
+            "refused": self.refused,
+            "trips_waiting": len(self.marker.outbox),
+        }
+
+    async def _beat(self) -> None:
+        beat = {
+            **self.describe(),
+            "pid": os.getpid(),
+            "at": utc_now(),
+            "routes": {
+                name: {"active": s.active, "candidate": s.candidate, "weights": dict(s.weights)}
+                for name, s in self.core.states.items()
+            },
+        }
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self.keys.sidecars, self.instance, orjson.dumps(beat).decode())
+            pipe.zadd(self.keys.seen, {self.instance: int(time.time() * 1000)})
+            pipe.hset(self.keys.acks, self.instance, str(self.applied))
+            await pipe.execute()
+
+    async def _heartbeat(self) -> None:
+        while True:
+            with contextlib.suppress(RedisError):  # the follow loop reports it, once
+                await self._beat()
+            await asyncio.sleep(self.fleet.heartbeat)
+
+    async def _outbox(self) -> None:
+        """Write this sidecar's trips to Redis, oldest first; keep them on disk until then."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._save()  # the new trip, durable first
+            except DurabilityError as exc:
+                log.error("fleet: could not keep the trip on disk (%s); it is in memory", exc)
+            while self.marker.outbox:
+                trip = self.marker.outbox[0]
+                try:
+                    epoch = await self.scripts.trip(self.latest_seen, trip)
+                except RedisError as exc:
+                    log.warning(
+                        "fleet: trip on %s %s not written to Redis yet (%s); retrying",
+                        trip["route"],
+                        trip["version"],
+                        type(exc).__name__,
+                    )
+                    await asyncio.sleep(0.5)
+                    continue
+                log.warning(
+                    "fleet: wrote the trip of %s %s for the fleet at epoch %d",
+                    trip["route"],
+                    trip["version"],
+                    epoch,
+                )
+                try:
+                    await self._save(outbox=self.marker.outbox[1:])
+                except DurabilityError:
+                    self.marker.outbox = self.marker.outbox[1:]
+
+    async def _save(self, **changes: Any) -> None:
+        """The marker file, one writer at a time. Raises DurabilityError."""
+        async with self._marker_lock:
+            await asyncio.to_thread(self.marker.save, **changes)

@@ -1,0 +1,189 @@
+"""The Lua scripts every fleet write goes through, each one atomic in Redis.
+
+    publish  the leader's new snapshot: refused unless its fencing token is the current one
+    trip     a sidecar's trip: no lease needed, since a trip only lowers a canary's weight
+    read     the state and the trips on top of it, in one consistent read
+    acquire  take the leader lease if it is free; returns a new, higher fencing token
+    renew    extend the lease, only while this controller still holds it
+    resign   give the lease up at a clean stop
+
+Epochs only go up. Every write takes the next one from `epoch`, but never at or below the
+highest epoch a sidecar has acknowledged, nor the caller's own floor: after Redis comes
+back empty, the fleet carries on above where it was instead of starting again at 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from router.fleet.keys import Keys
+
+EVENTS_KEPT = 1000  # doorbell entries kept (approximately): readers re-read state anyway
+TRIPS_KEPT = 200  # trips kept in Redis; a snapshot lists twice as many as taken in
+
+_NEXT_EPOCH = """
+local function next_epoch(epoch_key, acks_key, state_key, floor)
+  local e = redis.call('INCR', epoch_key)
+  local top = tonumber(floor) or 0
+  local current = tonumber(redis.call('HGET', state_key, 'epoch') or '0')
+  if current > top then top = current end
+  for _, v in ipairs(redis.call('HVALS', acks_key)) do
+    local n = tonumber(v)
+    if n and n > top then top = n end
+  end
+  if e <= top then
+    e = top + 1
+    redis.call('SET', epoch_key, e)
+  end
+  return e
+end
+"""
+
+# KEYS: state epoch events fence acks; ARGV: token floor body maxlen
+PUBLISH = (
+    _NEXT_EPOCH
+    + """
+local fence = tonumber(redis.call('GET', KEYS[4]) or '0')
+if fence ~= tonumber(ARGV[1]) then
+  return redis.error_reply('STALE fencing token ' .. ARGV[1] ..
+                           ' refused: the fleet is at ' .. fence)
+end
+local e = next_epoch(KEYS[2], KEYS[5], KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[1], 'epoch', e, 'body', ARGV[3], 'fence', ARGV[1])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'epoch', e, 'kind', 'snapshot')
+return e
+"""
+)
+
+# KEYS: state epoch events trips acks; ARGV: floor trip maxlen kept
+TRIP = (
+    _NEXT_EPOCH
+    + """
+local e = next_epoch(KEYS[2], KEYS[5], KEYS[1], ARGV[1])
+redis.call('RPUSH', KEYS[4], cjson.encode({epoch = e, trip = ARGV[2]}))
+redis.call('LTRIM', KEYS[4], -tonumber(ARGV[4]), -1)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'epoch', e, 'kind', 'trip')
+return e
+"""
+)
+
+# KEYS: state trips
+READ = """
+return {redis.call('HGET', KEYS[1], 'epoch'), redis.call('HGET', KEYS[1], 'body'),
+        redis.call('LRANGE', KEYS[2], 0, -1)}
+"""
+
+# KEYS: leader fence; ARGV: id ttl_ms floor
+ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local token = redis.call('INCR', KEYS[2])
+  if token <= tonumber(ARGV[3]) then
+    token = tonumber(ARGV[3]) + 1
+    redis.call('SET', KEYS[2], token)
+  end
+  return token
+end
+return false
+"""
+
+# KEYS: leader; ARGV: id ttl_ms
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# KEYS: leader; ARGV: id
+RESIGN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class StaleFence(Exception):
+    """Redis refused a write: another controller leads with a newer fencing token."""
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """The fleet's state as one read saw it: the snapshot (None when Redis has none) and
+    the trips on top of it, each with the epoch it was written at."""
+
+    epoch: int | None
+    body: dict[str, Any] | None
+    trips: list[tuple[int, dict[str, Any]]]
+
+    @property
+    def latest(self) -> int:
+        """The newest epoch in this read: the snapshot's, or a later trip's."""
+        return max([self.epoch or 0, *(epoch for epoch, _ in self.trips)])
+
+
+class Scripts:
+    """The scripts, registered once on a client (redis-py loads them by SHA, with EVAL as
+    the fallback after Redis restarts empty)."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.keys = keys
+        self._publish = redis.register_script(PUBLISH)
+        self._trip = redis.register_script(TRIP)
+        self._read = redis.register_script(READ)
+        self._acquire = redis.register_script(ACQUIRE)
+        self._renew = redis.register_script(RENEW)
+        self._resign = redis.register_script(RESIGN)
+
+    async def publish(self, token: int, floor: int, body: bytes) -> int:
+        """Write a new snapshot; returns its epoch. Raises StaleFence."""
+        k = self.keys
+        try:
+            epoch = await self._publish(
+                keys=[k.state, k.epoch, k.events, k.fence, k.acks],
+                args=[token, floor, body, EVENTS_KEPT],
+            )
+        except ResponseError as exc:
+            if str(exc).startswith("STALE"):
+                raise StaleFence(str(exc)) from None
+            raise
+        return int(epoch)
+
+    async def trip(self, floor: int, trip: dict[str, Any]) -> int:
+        """Write a sidecar's trip; returns its epoch."""
+        k = self.keys
+        epoch = await self._trip(
+            keys=[k.state, k.epoch, k.events, k.trips, k.acks],
+            args=[floor, orjson.dumps(trip), EVENTS_KEPT, TRIPS_KEPT],
+        )
+        return int(epoch)
+
+    async def read(self) -> Read:
+        k = self.keys
+        epoch, body, trips = await self._read(keys=[k.state, k.trips])
+        parsed = []
+        for raw in trips:
+            entry = orjson.loads(raw)
+            parsed.append((int(entry["epoch"]), orjson.loads(entry["trip"])))
+        return Read(
+            int(epoch) if epoch is not None else None,
+            orjson.loads(body) if body is not None else None,
+            parsed,
+        )
+
+    async def acquire(self, owner: str, ttl: float, floor: int) -> int | None:
+        """Take the lease if nobody holds it; returns the new fencing token, or None."""
+        k = self.keys
+        token = await self._acquire(keys=[k.leader, k.fence], args=[owner, int(ttl * 1000), floor])
+        return int(token) if token is not None else None
+
+    async def renew(self, owner: str, ttl: float) -> bool:
+        return bool(await self._renew(keys=[self.keys.leader], args=[owner, int(ttl * 1000)]))
+
+    async def resign(self, owner: str) -> None:
+        await self._resign(keys=[self.keys.leader], args=[owner])

@@ -1,0 +1,121 @@
+"""A fleet on this machine for the tests and the benchmarks: controllers and sidecars as real
+`bundle-router` processes, all on one fake provider and one Redis (testing.redis)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from router.admin.client import call
+from testing.servers import Router, router_config
+
+REDIS_ENV = "BUNDLE_ROUTER_REDIS_URL"
+
+
+def fleet_block(name: str, instance: str, region: str, pool: str, **more: Any) -> dict[str, Any]:
+    return {"name": name, "instance": instance, "region": region, "pool": pool, **more}
+
+
+class Member:
+    """One process of the fleet: a `Router` plus the admin calls the tests make."""
+
+    def __init__(self, router: Router, name: str) -> None:
+        self.router = router
+        self.name = name
+
+    @property
+    def socket(self) -> Path:
+        return self.router.tmp / "run" / "admin.sock"
+
+    def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        return call(self.socket, method, path, body, actor="test")
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.admin("GET", "/status")
+        return result
+
+    def epoch(self) -> int:
+        return int(self.status()["fleet"]["epoch"])
+
+    def served(self, route: str, n: int = 20, path: str = "/v1/messages") -> set[str]:
+        """The versions that answered `n` requests, each with a new session."""
+        seen = set()
+        with httpx.Client(base_url=self.router.url, timeout=10) as client:
+            for _ in range(n):
+                answer = client.post(
+                    path,
+                    json={
+                        "model": route,
+                        "max_tokens": 16,
+                        "messages": [{"role": "user", "content": "hello"}],
+                    },
+                    headers={"X-Session-Id": uuid.uuid4().hex},
+                )
+                answer.raise_for_status()
+                seen.add(answer.headers["X-Bundle-Version"])
+        return seen
+
+
+class Fleet:
+    """`controllers` controllers and one sidecar per entry of `sidecars` ((region, pool)
+    each), on `redis_url`. Extra keys of the fleet block go in `fleet`; top-level config
+    keys in `config`."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        provider_url: str,
+        redis_url: str,
+        sidecars: list[tuple[str, str]],
+        *,
+        controllers: int = 1,
+        name: str = "test",
+        fleet: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.tmp = tmp
+        self.name = name
+        self.env = {REDIS_ENV: redis_url}
+        self.provider_url = provider_url
+        self.extra_fleet = fleet or {}
+        self.extra_config = config or {}
+        self.controllers: list[Member] = []
+        self.sidecars: list[Member] = []
+        try:
+            for i in range(controllers):
+                self.controllers.append(
+                    self._start(f"control-{i}", "control", "control", "control")
+                )
+            for i, (region, pool) in enumerate(sidecars):
+                self.sidecars.append(self._start(f"sidecar-{i}", "serve", region, pool))
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, name: str, command: str, region: str, pool: str) -> Member:
+        block = fleet_block(self.name, name, region, pool, **self.extra_fleet)
+        config = router_config(self.provider_url, fleet=block, **self.extra_config)
+        return Member(Router(self.tmp / name, config, env=self.env, command=command), name)
+
+    @property
+    def controller(self) -> Member:
+        return self.controllers[0]
+
+    def stop(self) -> None:
+        for member in [*self.sidecars, *self.controllers]:
+            member.router.stop()
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 10.0) -> float:
+    """Poll `check` until it is true; the seconds it took. Fails naming `what`."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"{what}: not within {timeout}s")
