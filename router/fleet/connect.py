@@ -54,13 +54,15 @@ def redis_url(fleet: Fleet, source: str) -> str:
 
 
 def redacted(url: str) -> str:
-    """The URL with any password replaced by ***, for logs and status."""
+    """The URL with any password (in the address or the query) shown as ***."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = f"{parts.username}:" if parts.username else ":"
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}***@{host}").geturl()
+    if "password" in parts.query:
+        parts = parts._replace(query="***")
+    if parts.password is not None:
+        user = f"{parts.username}:" if parts.username else ":"
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{user}***@{host}")
+    return parts.geturl()
 
 
 def connect(url: str, *, read_timeout: float = SOCKET_TIMEOUT) -> Redis:
@@ -80,8 +82,8 @@ def connect(url: str, *, read_timeout: float = SOCKET_TIMEOUT) -> Redis:
     service, db = path[0], int(path[1]) if len(path) > 1 else 0
     hosts = []
     for item in parts.netloc.rpartition("@")[2].split(","):
-        host, _, port = item.rpartition(":")
-        hosts.append((host or item, int(port) if port else 26379))
+        host, colon, port = item.rpartition(":")
+        hosts.append((host, int(port)) if colon else (item, 26379))
     password = unquote(parts.password) if parts.password else None
     sentinel_password = parse_qs(parts.query).get("sentinel_password", [None])[0]
     sentinel = Sentinel(  # type: ignore[no-untyped-call]

@@ -1,0 +1,97 @@
+"""The Lua scripts on fakeredis (with its Lua runtime): epochs only go up, a stale fencing
+token is refused, trips need no lease, the lease is held by one owner at a time."""
+
+from __future__ import annotations
+
+import fakeredis
+import orjson
+import pytest
+
+from router.fleet.keys import Keys
+from router.fleet.scripts import TRIPS_KEPT, Scripts, StaleFence
+
+KEYS = Keys("unit")
+
+
+@pytest.fixture
+def redis() -> fakeredis.FakeAsyncRedis:
+    return fakeredis.FakeAsyncRedis()
+
+
+async def test_every_key_shares_the_fleets_hash_tag() -> None:
+    names = [KEYS.state, KEYS.epoch, KEYS.events, KEYS.trips, KEYS.leader, KEYS.fence]
+    names += [KEYS.acks, KEYS.sidecars, KEYS.seen, KEYS.published, KEYS.bundle("r", "v1", "d")]
+    assert all(name.startswith("br:{unit}:") for name in names)
+    assert len(set(names)) == len(names)
+
+
+async def test_the_lease_has_one_holder_and_each_new_holder_a_higher_token(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    scripts = Scripts(redis, KEYS)
+    first = await scripts.acquire("a", 5.0, floor=0)
+    assert first == 1
+    assert await scripts.acquire("b", 5.0, floor=0) is None
+    assert await scripts.renew("a", 5.0)
+    assert not await scripts.renew("b", 5.0)
+    await scripts.resign("b")  # not the holder: nothing happens
+    assert await redis.get(KEYS.leader) == b"a"
+    await scripts.resign("a")
+    second = await scripts.acquire("b", 5.0, floor=0)
+    assert second == 2
+    await scripts.resign("b")
+    assert await scripts.acquire("c", 5.0, floor=7) == 8  # never at or below a token seen
+
+
+async def test_a_publish_with_a_stale_token_is_refused_and_changes_nothing(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    scripts = Scripts(redis, KEYS)
+    old = await scripts.acquire("a", 5.0, floor=0)
+    assert old is not None
+    assert await scripts.publish(old, 0, b'{"routes": {}}') == 1
+    await redis.delete(KEYS.leader)  # the lease ran out while "a" was paused
+    new = await scripts.acquire("b", 5.0, floor=0)
+    assert new is not None and new > old
+    with pytest.raises(StaleFence, match="STALE fencing token 1 refused: the fleet is at 2"):
+        await scripts.publish(old, 0, b'{"routes": {"late": 1}}')
+    read = await scripts.read()
+    assert read.epoch == 1 and read.body == {"routes": {}}
+    assert await scripts.publish(new, 0, b'{"routes": {}}') == 2
+
+
+async def test_epochs_never_go_below_an_ack_or_the_callers_floor(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    """After Redis comes back empty the counter restarts at 0: the next epoch is still above
+    every epoch a sidecar acknowledged and the one the caller knows."""
+    scripts = Scripts(redis, KEYS)
+    token = await scripts.acquire("a", 5.0, floor=0)
+    assert token is not None
+    await redis.hset(KEYS.acks, mapping={"s1": "41", "s2": "40"})  # type: ignore[misc]
+    assert await scripts.publish(token, 0, b"{}") == 42
+    assert await scripts.publish(token, 50, b"{}") == 51
+    assert await scripts.trip(0, {"uid": "t"}) == 52
+
+
+async def test_a_trip_needs_no_lease_and_rings_the_doorbell(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    scripts = Scripts(redis, KEYS)
+    epoch = await scripts.trip(3, {"uid": "u1", "route": "r", "version": "v2"})
+    assert epoch == 4
+    read = await scripts.read()
+    assert read.epoch is None and read.body is None  # no snapshot yet: never "no config"
+    assert read.trips == [(4, {"uid": "u1", "route": "r", "version": "v2"})]
+    assert read.latest == 4
+    events = await redis.xrange(KEYS.events)
+    assert [fields[b"kind"] for _, fields in events] == [b"trip"]
+
+
+async def test_redis_keeps_only_the_last_trips(redis: fakeredis.FakeAsyncRedis) -> None:
+    scripts = Scripts(redis, KEYS)
+    for n in range(TRIPS_KEPT + 5):
+        await scripts.trip(0, {"uid": str(n)})
+    trips = await redis.lrange(KEYS.trips, 0, -1)  # type: ignore[misc]
+    assert len(trips) == TRIPS_KEPT
+    assert orjson.loads(orjson.loads(trips[0])["trip"])["uid"] == "5"
