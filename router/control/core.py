@@ -122,6 +122,9 @@ class ChangeCore:
         self._listeners: list[Listener] = []
         self._recorders: list[Recorder] = []
         self.gate: Gate | None = None
+        # Whether this process decides changes of its own now (the ramp, the warm window):
+        # a standby controller of a fleet does not, until it leads.
+        self.decides: Callable[[], bool] = lambda: True
         self.lock = asyncio.Lock()
         self.background = Background()
 
@@ -234,6 +237,8 @@ class ChangeCore:
         if self.gate is not None:
             for change in changes:
                 await self.gate(change.action, change.route, change.details or {})
+            if note is not None:
+                await self.gate(str(note.get("action")), "", note)
         async with self.lock:
             befores = {c.route: self._states.get(c.route) for c in changes}
             afters = {}

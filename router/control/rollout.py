@@ -102,6 +102,8 @@ class Rollouts(Component):
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(TICK)
+            if not self.core.decides():
+                continue
             for name, state in list(self.core.states.items()):
                 if state.ramp is not None and state.ramp.status == RUNNING:
                     try:

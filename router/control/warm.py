@@ -34,7 +34,8 @@ class WarmWindow(Component):
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(CHECK_SECONDS)
-            await self.archive()
+            if self.core.decides():
+                await self.archive()
 
     async def archive(self) -> None:
         """Warm versions past the window move to archived. One route's failure (a full

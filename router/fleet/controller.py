@@ -74,22 +74,29 @@ class Controller:
         self.connected = False
         self.leader: str | None = None  # who leads, as last read
         self.missing_since: float | None = None  # Redis was seen without the fleet's state
+        self.adopted_token: int | None = None  # the lease whose takeover is complete
         self.background = Background()
         self._dirty = asyncio.Event()
         self._published = asyncio.Event()
         self.core.gate = self.gate
+        self.core.decides = lambda: self.leading
         self.core.on_change(self.changed)
 
     @property
     def epoch(self) -> int:
         return self.marker.epoch
 
+    @property
+    def leading(self) -> bool:
+        """Holding the lease, with the takeover done: only then are changes taken."""
+        return self.lease.leading and self.adopted_token == self.lease.token
+
     # -- the change core's hooks ----------------------------------------------------------
 
     async def gate(self, action: str, route: str, details: Mapping[str, Any]) -> None:
         if action in ("init", "adopt"):
             return
-        if not self.lease.leading:
+        if not self.leading:
             raise Refused(
                 f"this controller ({self.lease.owner}) is standing by; the leader of fleet "
                 f"{self.fleet.name} is {self.leader or 'not known (is Redis reachable?)'}. "
@@ -227,7 +234,11 @@ class Controller:
         if read.body is not None:
             self.ingested = list(body.get("ingested") or [])
         await self._publish_bundles()
-        self._dirty.set()
+        self.adopted_token = self.lease.token
+        if read.epoch is None:  # an empty Redis: re-seeded once sidecars report (_check)
+            self.missing_since = self.missing_since or time.monotonic()
+        else:
+            self._dirty.set()
 
     # -- publishing -----------------------------------------------------------------------
 
@@ -236,9 +247,14 @@ class Controller:
         while True:
             await self._dirty.wait()
             token = self.lease.token
-            if token is None or not self.lease.leading:
+            if token is None or not self.leading:
                 self._dirty.clear()  # a takeover sets it again
                 continue
+            if self.missing_since is not None:  # Redis came back empty: let sidecars ack
+                wait = self.missing_since + self._reseed_after() - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
             self._dirty.clear()
             target = self.changes
             body = encode(self.core.states, self.ingested, self.lease.owner)
@@ -279,7 +295,7 @@ class Controller:
                 )
                 if entries:
                     last_id = entries[0][1][-1][0]
-                if self.lease.leading:
+                if self.leading:
                     await self._check()
             except RedisError:
                 last_id = "$"
@@ -296,7 +312,7 @@ class Controller:
                     "from this controller's log once sidecars report their epochs",
                     self.fleet.name,
                 )
-            elif now - self.missing_since > 2 * self.fleet.heartbeat:
+            elif now - self.missing_since > self._reseed_after():
                 await self._publish_bundles()
                 self._dirty.set()
             return
@@ -304,10 +320,16 @@ class Controller:
             if trip.get("uid") not in self.ingested:
                 await self._ingest(trip)
 
+    def _reseed_after(self) -> float:
+        """Two heartbeats: every live sidecar has written its epoch to `acks` again."""
+        return 2 * self.fleet.heartbeat
+
     async def _ingest(self, trip: Mapping[str, Any]) -> None:
         """A sidecar's trip: drain the canary here too (audited, announced), then publish."""
         name, version = str(trip.get("route")), trip.get("version")
         where = f"{trip.get('instance')} ({trip.get('region')}/{trip.get('pool')})"
+        # Taken in before the change, so the change's snapshot carries it: one publish.
+        self.ingested = [*self.ingested, str(trip.get("uid"))][-INGESTED_KEPT:]
         try:
             await self.core.change(
                 name,
@@ -319,8 +341,7 @@ class Controller:
             )
         except (Refused, NotFound):
             log.info("fleet: trip of %s %s from %s: already drained", name, version, where)
-        self.ingested = [*self.ingested, str(trip.get("uid"))][-INGESTED_KEPT:]
-        self._dirty.set()
+            self._dirty.set()  # publish the trip as taken in
 
     # -- reporting ------------------------------------------------------------------------
 
@@ -329,7 +350,7 @@ class Controller:
             "fleet": self.fleet.name,
             "role": "controller",
             "id": self.lease.owner,
-            "leading": self.lease.leading,
+            "leading": self.leading,
             "leader": self.leader,
             "fencing_token": self.lease.token,
             "epoch": self.epoch,

@@ -136,6 +136,14 @@ class Follower:
     async def gate(self, action: str, route: str, details: Mapping[str, Any]) -> None:
         if action in LOCAL_ACTIONS:
             return
+        if action == "reload":
+            raise Refused(
+                f"this sidecar ({self.instance}) follows fleet {self.fleet.name}, whose "
+                "routes and versions come from the controller: reload the controller "
+                "(bundle-router reload --socket CONTROLLER_SOCKET); to change this sidecar's "
+                "own settings (providers, limits), restart it with the new config",
+                code="fleet_follower",
+            )
         raise Refused(
             f"this sidecar ({self.instance}) follows fleet {self.fleet.name}: make the "
             f"change on the controller (bundle-router {action} ... --socket "
@@ -249,11 +257,13 @@ class Follower:
                 return await self._refuse(read.latest, f"the snapshot breaks the rules: {exc}")
             if wanted is None:
                 if not self.missing_state:
-                    log.error(
-                        "fleet %s: Redis holds no state (restarted empty?); serving "
-                        "last-known-good epoch %d until the controller re-seeds it",
+                    log.warning(
+                        "fleet %s: Redis holds no fleet state (a new fleet, or Redis "
+                        "restarted empty); serving %s until the controller publishes it",
                         self.fleet.name,
-                        self.applied,
+                        f"last-known-good epoch {self.applied}"
+                        if self.applied
+                        else "the config's initial weights",
                     )
                 self.missing_state = True
                 return None
@@ -271,14 +281,18 @@ class Follower:
                 await self._have_versions(name, state)
         except Unavailable as exc:
             return await self._refuse(wanted.epoch, str(exc))
+        why = f"fleet epoch {wanted.epoch}" + "".join(
+            f"; trip of {t.get('version')} on sidecar {t.get('instance')}: {t.get('reason')}"
+            for t in wanted.trips
+        )
         changes = [
-            Change(name, starting_at(state), "fleet_sync", f"fleet epoch {wanted.epoch}")
+            Change(name, starting_at(state), "fleet_sync", why)
             for name, state in served.items()
             if self.core.states.get(name) is None
             or self.core.states[name].as_dict() != state.as_dict()
         ]
         try:
-            await self.core.commit(changes, actor=f"fleet {wanted.leader or 'trip'}")
+            await self.core.commit(changes, actor=f"fleet (controller {wanted.leader})")
             await self._save(epoch=wanted.epoch)
         except (DurabilityError, Refused) as exc:
             return await self._refuse(wanted.epoch, f"could not apply it: {exc}")
@@ -289,7 +303,7 @@ class Follower:
             wanted.epoch,
             len(changes),
         )
-        await self.redis.hset(self.keys.acks, self.instance, str(wanted.epoch))  # type: ignore[misc]
+        await self._beat()  # the acknowledgement, with the weights now served
         return None
 
     async def _have_versions(self, name: str, state: RouteState) -> None:

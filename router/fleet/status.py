@@ -18,7 +18,7 @@ MISSING_AFTER = 3  # heartbeats
 
 async def fleet_view(redis: Redis, keys: Keys, heartbeat: float) -> dict[str, Any]:
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hget(keys.state, "epoch")
+        pipe.get(keys.epoch)  # the newest epoch handed out: a snapshot's or a trip's
         pipe.hgetall(keys.sidecars)
         pipe.zrange(keys.seen, 0, -1, withscores=True)
         pipe.hgetall(keys.acks)
