@@ -259,7 +259,7 @@ class Controller:
             target = self.changes
             body = encode(self.core.states, self.ingested, self.lease.owner)
             try:
-                epoch = await self.scripts.publish(token, self.epoch, body)
+                epoch = await self.scripts.publish(token, self.epoch, body, self.ingested)
             except StaleFence as exc:
                 log.error("fleet %s: Redis refused a write: %s", self.fleet.name, exc)
                 self.lease.lose(str(exc))

@@ -1,6 +1,7 @@
 """The Lua scripts every fleet write goes through, each one atomic in Redis.
 
-    publish  the leader's new snapshot: refused unless its fencing token is the current one
+    publish  the leader's new snapshot: refused unless its fencing token is the current one;
+             the trips it has taken in leave the trip list
     trip     a sidecar's trip: no lease needed, since a trip only lowers a canary's weight
     read     the state and the trips on top of it, in one consistent read
     acquire  take the leader lease if it is free; returns a new, higher fencing token
@@ -14,6 +15,7 @@ back empty, the fleet carries on above where it was instead of starting again at
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +46,9 @@ local function next_epoch(epoch_key, acks_key, state_key, floor)
 end
 """
 
-# KEYS: state epoch events fence acks; ARGV: token floor body maxlen
+# KEYS: state epoch events fence acks trips; ARGV: token floor body maxlen taken
+# `taken`: a JSON list of the trip ids the snapshot has taken in; they leave `trips`, so
+# sidecars read only the trips still pending.
 PUBLISH = (
     _NEXT_EPOCH
     + """
@@ -55,6 +59,20 @@ if fence ~= tonumber(ARGV[1]) then
 end
 local e = next_epoch(KEYS[2], KEYS[5], KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[1], 'epoch', e, 'body', ARGV[3], 'fence', ARGV[1])
+local taken = {}
+for _, uid in ipairs(cjson.decode(ARGV[5])) do taken[uid] = true end
+local pending = {}
+for _, raw in ipairs(redis.call('LRANGE', KEYS[6], 0, -1)) do
+  local ok, entry = pcall(cjson.decode, raw)
+  local uid = nil
+  if ok and type(entry) == 'table' and type(entry.trip) == 'string' then
+    local fine, trip = pcall(cjson.decode, entry.trip)
+    if fine and type(trip) == 'table' then uid = trip.uid end
+  end
+  if not (uid and taken[uid]) then table.insert(pending, raw) end
+end
+redis.call('DEL', KEYS[6])
+if #pending > 0 then redis.call('RPUSH', KEYS[6], unpack(pending)) end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'epoch', e, 'kind', 'snapshot')
 return e
 """
@@ -140,13 +158,14 @@ class Scripts:
         self._renew = redis.register_script(RENEW)
         self._resign = redis.register_script(RESIGN)
 
-    async def publish(self, token: int, floor: int, body: bytes) -> int:
-        """Write a new snapshot; returns its epoch. Raises StaleFence."""
+    async def publish(self, token: int, floor: int, body: bytes, taken: Sequence[str] = ()) -> int:
+        """Write a new snapshot that has taken in the trips `taken`; returns its epoch.
+        Raises StaleFence."""
         k = self.keys
         try:
             epoch = await self._publish(
-                keys=[k.state, k.epoch, k.events, k.fence, k.acks],
-                args=[token, floor, body, EVENTS_KEPT],
+                keys=[k.state, k.epoch, k.events, k.fence, k.acks, k.trips],
+                args=[token, floor, body, EVENTS_KEPT, orjson.dumps(list(taken))],
             )
         except ResponseError as exc:
             if str(exc).startswith("STALE"):
@@ -168,8 +187,12 @@ class Scripts:
         epoch, body, trips = await self._read(keys=[k.state, k.trips])
         parsed = []
         for raw in trips:
-            entry = orjson.loads(raw)
-            parsed.append((int(entry["epoch"]), orjson.loads(entry["trip"])))
+            try:
+                entry = orjson.loads(raw)
+                trip = orjson.loads(entry["trip"])
+                parsed.append((int(entry["epoch"]), trip if isinstance(trip, dict) else {}))
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # not written by a sidecar: no trip to apply
         return Read(
             int(epoch) if epoch is not None else None,
             orjson.loads(body) if body is not None else None,

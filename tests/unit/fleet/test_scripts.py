@@ -95,3 +95,20 @@ async def test_redis_keeps_only_the_last_trips(redis: fakeredis.FakeAsyncRedis) 
     trips = await redis.lrange(KEYS.trips, 0, -1)  # type: ignore[misc]
     assert len(trips) == TRIPS_KEPT
     assert orjson.loads(orjson.loads(trips[0])["trip"])["uid"] == "5"
+
+
+async def test_a_publish_takes_the_trips_it_has_taken_in_off_the_list(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    """Sidecars read every pending trip on every sync: the list holds only those."""
+    scripts = Scripts(redis, KEYS)
+    token = await scripts.acquire("a", 5.0, floor=0)
+    assert token is not None
+    for uid in ("t1", "t2", "t3"):
+        await scripts.trip(0, {"uid": uid})
+    await redis.rpush(KEYS.trips, b"not json")  # a hand-written entry is kept, not choked on
+    await scripts.publish(token, 0, b"{}", taken=["t1", "t3", "never-written"])
+    read_back = await redis.lrange(KEYS.trips, 0, -1)  # type: ignore[misc]
+    assert read_back[-1] == b"not json"
+    assert [orjson.loads(orjson.loads(raw)["trip"])["uid"] for raw in read_back[:-1]] == ["t2"]
+    assert [trip["uid"] for _, trip in (await scripts.read()).trips] == ["t2"]
