@@ -106,7 +106,8 @@ async def test_a_publish_takes_the_trips_it_has_taken_in_off_the_list(
     assert token is not None
     for uid in ("t1", "t2", "t3"):
         await scripts.trip(0, {"uid": uid})
-    await redis.rpush(KEYS.trips, b"not json")  # a hand-written entry is kept, not choked on  # type: ignore[misc]
+    # A hand-written entry is kept, and not choked on.
+    await redis.rpush(KEYS.trips, b"not json")  # type: ignore[misc]
     await scripts.publish(token, 0, b"{}", taken=["t1", "t3", "never-written"])
     read_back = await redis.lrange(KEYS.trips, 0, -1)  # type: ignore[misc]
     assert read_back[-1] == b"not json"
