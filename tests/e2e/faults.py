@@ -10,6 +10,10 @@ gets the fault set at the moment it arrives:
     drip              forward the answer one byte a second
     endless           answer 200 text/event-stream, then an event every 50 ms, forever
 
+Partition sits between a client (a sidecar, a controller) and Redis: a plain TCP forwarder
+whose cut() partitions the network for every connection, open or new, and heal() mends it.
+See its docstring for the three ways to cut.
+
 `open` counts the client connections that are still open, so a test can check that the
 client let go of every broken one.
 """
@@ -22,7 +26,7 @@ import socket
 import struct
 import threading
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 T = TypeVar("T")
 ENDLESS_HEADERS = (
@@ -153,6 +157,96 @@ class FaultProxy(LoopServer):
             to_upstream.cancel()
         finally:
             up_writer.close()
+
+
+CutMode = Literal["hold", "reset", "blackhole"]
+
+
+class Partition(LoopServer):
+    """A TCP forwarder from 127.0.0.1:`port` to 127.0.0.1:`upstream_port` (a Redis server)
+    that partitions the network on cut() and mends it on heal(). Point the client at `port`.
+
+    cut(mode) has taken effect when it returns:
+      "hold" (default)  every open connection is reset (RST); new ones are accepted and held,
+                        nothing forwarded: a client's connect succeeds and its commands time
+                        out, so its own socket timeout decides how soon it notices.
+      "reset"           every open connection is reset; new ones are reset as soon as they are
+                        accepted: the client sees connection errors at once, as if Redis were
+                        down.
+      "blackhole"       nothing is reset: open and new connections stall, no byte goes either
+                        way, as when a cable is pulled; only the client's timeouts notice. On
+                        heal() the stalled bytes go through, as TCP would deliver them late.
+    heal() lets traffic through again: held and stalled connections go on, new ones pass.
+    Each connection dials the upstream when it starts to forward, so Redis may restart behind
+    the forwarder; while it is down a new connection is accepted, then closed.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.mode: CutMode | None = None  # None: healed, traffic passes
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._ends: set[asyncio.StreamWriter] = set()  # both ends of every open connection
+        super().__init__()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return "127.0.0.1", self.port
+
+    def cut(self, mode: CutMode = "hold") -> None:
+        if mode not in get_args(CutMode):
+            raise ValueError(f"cut mode {mode!r}: use one of {', '.join(get_args(CutMode))}")
+        self.call(self._cut(mode))
+
+    def heal(self) -> None:
+        self.call(self._heal())
+
+    async def _cut(self, mode: CutMode) -> None:
+        self.mode = mode
+        self._flowing.clear()
+        if mode != "blackhole":
+            for end in list(self._ends):
+                _reset(end)
+
+    async def _heal(self) -> None:
+        self.mode = None
+        self._flowing.set()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode == "reset":
+            _reset(writer)
+            return
+        self._ends.add(writer)
+        try:
+            await self._flowing.wait()  # held while cut
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            self._ends.add(up_writer)
+            try:
+                await _until_either_ends(
+                    self._forward(reader, up_writer), self._forward(up_reader, writer)
+                )
+            finally:
+                self._ends.discard(up_writer)
+                up_writer.close()
+        finally:
+            self._ends.discard(writer)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(65536):
+            await self._flowing.wait()  # stalled while cut
+            writer.write(chunk)
+            await writer.drain()
+
+
+async def _until_either_ends(*coroutines: Coroutine[Any, Any, None]) -> None:
+    """Run both directions of a connection until one of them ends; then stop the other."""
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in coroutines]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
