@@ -64,7 +64,8 @@ class Member:
 class Fleet:
     """`controllers` controllers and one sidecar per entry of `sidecars` ((region, pool)
     each), on `redis_url`. Extra keys of the fleet block go in `fleet`; top-level config
-    keys in `config`."""
+    keys in `config`. `redis_urls` gives a member (by name: "control-0", "sidecar-2") a
+    Redis URL of its own, such as a Partition's in front of the same Redis."""
 
     def __init__(
         self,
@@ -77,6 +78,7 @@ class Fleet:
         name: str = "test",
         fleet: dict[str, Any] | None = None,
         config: dict[str, Any] | None = None,
+        redis_urls: dict[str, str] | None = None,
     ) -> None:
         self.tmp = tmp
         self.name = name
@@ -84,6 +86,7 @@ class Fleet:
         self.provider_url = provider_url
         self.extra_fleet = fleet or {}
         self.extra_config = config or {}
+        self.redis_urls = redis_urls or {}
         self.controllers: list[Member] = []
         self.sidecars: list[Member] = []
         try:
@@ -100,7 +103,8 @@ class Fleet:
     def _start(self, name: str, command: str, region: str, pool: str) -> Member:
         block = fleet_block(self.name, name, region, pool, **self.extra_fleet)
         config = router_config(self.provider_url, fleet=block, **self.extra_config)
-        return Member(Router(self.tmp / name, config, env=self.env, command=command), name)
+        env = {**self.env, REDIS_ENV: self.redis_urls.get(name, self.env[REDIS_ENV])}
+        return Member(Router(self.tmp / name, config, env=env, command=command), name)
 
     @property
     def controller(self) -> Member:
