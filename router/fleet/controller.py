@@ -9,6 +9,8 @@ the truth (`router.control`, as for one router), and every change reaches the fl
               the audit log with the sidecar as the actor, announced, and published
     takeover  a new leader first adopts what the previous one published, if newer than its
               own log (an `adopt` record says so), then publishes
+    standby   a standby adopts every snapshot the leader publishes as it sees it, so that its
+              log is the fleet's if it must re-seed an empty Redis after a takeover
     re-seed   when Redis comes back empty, the leader publishes its state again, above the
               highest epoch any sidecar reports (a heartbeat or two after Redis returns)
     deploy    refused for a version that is not published with the digest it has here
@@ -37,7 +39,7 @@ from router.fleet.depot import publish, published_digest
 from router.fleet.keys import Keys
 from router.fleet.leader import Lease
 from router.fleet.lkg import Marker
-from router.fleet.scripts import Scripts, StaleFence
+from router.fleet.scripts import Read, Scripts, StaleFence
 from router.fleet.snapshot import INGESTED_KEPT, encode, pending_trips
 
 log = logging.getLogger("router.fleet")
@@ -79,6 +81,7 @@ class Controller:
         self.closing = False  # see Follower.closing
         self._dirty = asyncio.Event()
         self._published = asyncio.Event()
+        self._adopting = asyncio.Lock()  # the standby's following and its takeover
         self.core.gate = self.gate
         self.core.decides = lambda: self.leading
         self.core.on_change(self.changed)
@@ -210,33 +213,9 @@ class Controller:
     async def _take_over(self) -> None:
         """Adopt what the previous leader published if it is newer, then publish."""
         read = await self.scripts.read()
-        body = read.body or {}
-        if read.epoch is not None and read.epoch > self.epoch:
-            changes = []
-            for name, data in (body.get("routes") or {}).items():
-                if name not in self.core.states:
-                    continue
-                state = RouteState.from_dict(data)
-                if state.as_dict() != self.core.states[name].as_dict():
-                    changes.append(
-                        Change(
-                            name,
-                            starting_at(state),
-                            "adopt",
-                            f"took the lead at epoch {read.epoch}: the state "
-                            f"{body.get('leader', 'the previous leader')} published",
-                        )
-                    )
-            await self.core.commit(changes, actor=f"controller {self.lease.owner}")
-            await asyncio.to_thread(self.marker.save, epoch=read.epoch)
-            log.warning(
-                "fleet %s: adopted epoch %d (%d route(s) differed from this log)",
-                self.fleet.name,
-                read.epoch,
-                len(changes),
-            )
+        await self._adopt(read, taking_over=True)
         if read.body is not None:
-            self.ingested = list(body.get("ingested") or [])
+            self.ingested = list(read.body.get("ingested") or [])
         await self._publish_bundles()
         self.adopted_token = self.lease.token
         if read.epoch is None:  # an empty Redis: re-seeded once sidecars report (_check)
@@ -290,6 +269,41 @@ class Controller:
             self._published.set()
             log.info("fleet %s: published epoch %d", self.fleet.name, epoch)
 
+    async def _adopt(self, read: Read, *, taking_over: bool) -> None:
+        """Take the snapshot in `read` into this controller's log if it is newer. A standby
+        does so with every snapshot the leader publishes: if it must re-seed an empty Redis
+        one day, its log then holds the fleet's state, not the one it started with."""
+        async with self._adopting:
+            if read.epoch is None or read.epoch <= self.epoch:
+                return
+            body = read.body or {}
+            how = "took the lead" if taking_over else "standing by, followed the leader"
+            changes = []
+            for name, data in (body.get("routes") or {}).items():
+                if name not in self.core.states:
+                    continue
+                state = RouteState.from_dict(data)
+                if state.as_dict() != self.core.states[name].as_dict():
+                    changes.append(
+                        Change(
+                            name,
+                            starting_at(state),
+                            "adopt",
+                            f"{how} at epoch {read.epoch}: the state "
+                            f"{body.get('leader', 'the previous leader')} published",
+                        )
+                    )
+            await self.core.commit(changes, actor=f"controller {self.lease.owner}")
+            await asyncio.to_thread(self.marker.save, epoch=read.epoch)
+            self.ingested = list(body.get("ingested") or [])
+            log.log(
+                logging.WARNING if taking_over else logging.INFO,
+                "fleet %s: adopted epoch %d (%d route(s) differed from this log)",
+                self.fleet.name,
+                read.epoch,
+                len(changes),
+            )
+
     # -- following the fleet: trips, and an empty Redis ------------------------------------
 
     async def _follow(self) -> None:
@@ -303,6 +317,8 @@ class Controller:
                     last_id = entries[0][1][-1][0]
                 if self.leading:
                     await self._check()
+                elif self.lease.token is None:  # standing by: keep this log the fleet's
+                    await self._adopt(await self.scripts.read(), taking_over=False)
             except RedisError:
                 last_id = "$"
                 await asyncio.sleep(0.5)
