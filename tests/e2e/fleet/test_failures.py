@@ -265,6 +265,10 @@ def log_of(member: Member) -> str:
     )
 
 
+def fleet_metric(member: Member, name: str) -> float:
+    return value(scrape(member.router), name)
+
+
 def report(what: str, seconds: float) -> None:
     print(f"\n[fleet failures] {what}: {seconds:.2f} s")
 
@@ -277,9 +281,7 @@ def test_redis_killed_mid_traffic_fails_no_request_and_the_fleet_converges_again
     tmp_path: Path, provider: ProviderProcess, persistent_redis: RedisServer, comes_back: str
 ) -> None:
     redis = persistent_redis
-    # A lease longer than the outage, so that the controller still leads when it takes the
-    # change made while Redis is down (past its lease it would refuse it: not_leader).
-    fleet = Fleet(tmp_path, provider.url, redis.url, THREE, fleet={"lease": "10s"})
+    fleet = Fleet(tmp_path, provider.url, redis.url, THREE)
     try:
         controller = fleet.controller
         set_weights(controller, ACTIVE_ONLY)
@@ -288,8 +290,9 @@ def test_redis_killed_mid_traffic_fails_no_request_and_the_fleet_converges_again
             time.sleep(1.0)
             redis.kill()
             killed, answered_at_kill = time.monotonic(), dict(traffic.answered)
-            # A change on the controller while Redis is down: taken, not published yet.
-            # (support-agent, which gets no traffic here: no guardrail can trip meanwhile.)
+            # A change on the controller while Redis is down: taken (the controller still
+            # leads for 2 s at least: it renews its 3 s lease every second), not published yet.
+            # On support-agent, which gets no traffic here: no guardrail can trip meanwhile.
             answer = controller.admin(
                 "POST", "/weights", {"route": SUPPORT, "weights": SUPPORT_ACTIVE_ONLY}
             )
@@ -298,7 +301,10 @@ def test_redis_killed_mid_traffic_fails_no_request_and_the_fleet_converges_again
             served_without_redis = {
                 name: traffic.answered[name] - answered_at_kill[name] for name in traffic.answered
             }
-            assert all(s.status()["fleet"]["connected"] is False for s in fleet.sidecars)
+            for sidecar in fleet.sidecars:  # ready on its last-known-good, and says so
+                assert sidecar.status()["fleet"]["connected"] is False
+                assert httpx.get(f"{sidecar.router.metrics_url}/readyz").status_code == 200
+                assert fleet_metric(sidecar, "router_fleet_connected") == 0.0
             highest_before = epochs.highest()
             redis.start(wipe=comes_back == "empty")
             epoch_after, took = wait_converged(fleet, controller, redis)
@@ -355,9 +361,8 @@ def test_a_partitioned_sidecar_serves_its_last_known_good_then_catches_up(
         # on any status but 200).
         assert apart.served(ROUTE, 20) == {"v1.4"}
         assert apart.epoch() < changed
-        metrics = scrape(apart.router)
-        assert value(metrics, "router_fleet_connected") == 0.0
-        assert value(metrics, "router_fleet_lag_seconds") > 0.0
+        assert fleet_metric(apart, "router_fleet_connected") == 0.0
+        assert fleet_metric(apart, "router_fleet_lag_seconds") > 0.0
         partition.heal()
         healed = time.monotonic()
         wait_for(
@@ -368,8 +373,7 @@ def test_a_partitioned_sidecar_serves_its_last_known_good_then_catches_up(
         report(f"partition ({cut}) healed: the sidecar caught up after", time.monotonic() - healed)
         assert apart.served(ROUTE, 20) == {"v1.5"}
         wait_for("the sidecar reconnected", lambda: apart.status()["fleet"]["connected"])
-        metrics = scrape(apart.router)
-        assert value(metrics, "router_fleet_connected") == 1.0
+        assert fleet_metric(apart, "router_fleet_connected") == 1.0
     finally:
         fleet.stop()
         partition.stop()
@@ -420,6 +424,8 @@ def test_a_paused_leader_is_replaced_within_the_lease_and_changes_nothing_after(
         for sidecar in fleet.sidecars:
             assert sidecar.epoch() >= changed
             assert sidecar.served(ROUTE, 10) == {"v1.5"}, sidecar.name
+        # Standing by now, it takes the new leader's changes into its own log.
+        wait_for("the old leader has the fleet's state", lambda: weights_of(old) == CANARY_ONLY)
     finally:
         for member in paused:
             member.router.process.proc.send_signal(signal.SIGCONT)
@@ -501,6 +507,11 @@ def test_a_paused_leaders_late_write_is_refused_by_redis(
             old, "POST", "/weights", {"route": ROUTE, "weights": CANARY_ONLY}
         )
         assert (status, answer["error"]["code"]) == (409, "not_leader"), answer
+        # The change it took but could not publish leaves its log: it adopts the fleet's state.
+        wait_for(
+            "the old leader has the fleet's state again",
+            lambda: weights_of(old) == fleet_weights["sidecar-0"],
+        )
     finally:
         process.send_signal(signal.SIGCONT)
         change.join(30)
