@@ -5,6 +5,7 @@ sidecars on each; a change must reach both sidecars."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -30,22 +31,22 @@ def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
     cert, key, request = folder / "server.pem", folder / "server.key", folder / "server.csr"
     extensions = folder / "san.cnf"
     extensions.write_text(f"subjectAltName=IP:{HOST}\n")
-    quiet = {"check": True, "capture_output": True}
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
-        + ["-keyout", str(ca_key), "-out", str(ca), "-subj", "/CN=bundle-router test CA"],
-        **quiet,  # type: ignore[call-overload]
-    )
-    subprocess.run(
-        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key)]
-        + ["-out", str(request), "-subj", f"/CN={HOST}"],
-        **quiet,  # type: ignore[call-overload]
-    )
-    subprocess.run(
-        ["openssl", "x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key)]
-        + ["-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(extensions)],
-        **quiet,  # type: ignore[call-overload]
-    )
+
+    def openssl(*arguments: str) -> None:
+        subprocess.run(["openssl", *arguments], check=True, capture_output=True)
+
+    openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-keyout", str(ca_key), "-out", str(ca), "-subj", "/CN=bundle-router test CA",
+    )  # fmt: skip
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes",
+        "-keyout", str(key), "-out", str(request), "-subj", f"/CN={HOST}",
+    )  # fmt: skip
+    openssl(
+        "x509", "-req", "-in", str(request), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(extensions),
+    )  # fmt: skip
     return ca, cert, key
 
 
@@ -93,7 +94,7 @@ def a_change_reaches_both(fleet: Fleet) -> None:
     assert answer["fleet"]["published"], answer
     epoch = answer["fleet"]["epoch"]
     for sidecar in fleet.sidecars:
-        wait_for(f"{sidecar.name} at epoch {epoch}", lambda s=sidecar: s.epoch() >= epoch)
+        wait_for(f"{sidecar.name} at epoch {epoch}", lambda: sidecar.epoch() >= epoch)  # noqa: B023
         assert sidecar.served("refund-agent", n=5) == {"v1.5"}
         assert sidecar.status()["fleet"]["connected"]
 
@@ -115,7 +116,7 @@ def test_a_fleet_on_redis_over_tls(tmp_path: Path, provider: ProviderProcess) ->
 def test_a_fleet_through_sentinel(tmp_path: Path, provider: ProviderProcess) -> None:
     """The URL names the Sentinel and the service; the password is the master's, and it
     appears in no log."""
-    password = "fleet-sentinel-canary-5b2e"
+    password = secrets.token_hex(12)
     master = RedisServer(tmp_path, password=password)
     sentinel = SentinelServer(tmp_path, master)
     url = f"redis+sentinel://:{password}@{HOST}:{sentinel.port}/{sentinel.master_name}"
