@@ -310,7 +310,7 @@ class Follower:
         try:
             for name, state in served.items():
                 await self._have_versions(name, state)
-        except Unavailable as exc:
+        except (Unavailable, DurabilityError) as exc:  # not servable, or not cacheable here
             return await self._refuse(wanted.epoch, str(exc))
         why = f"fleet epoch {wanted.epoch}" + "".join(
             f"; trip of {t.get('version')} on sidecar {t.get('instance')}: {t.get('reason')}"

@@ -41,23 +41,27 @@ STOP_TIMEOUT = 10.0
 
 class LoopServer:
     """A TCP server on 127.0.0.1 and a free port, run by its own event loop in a daemon thread.
-    A subclass handles each connection in `_connection`; stop() cancels every one of them."""
+    A subclass handles each connection in `_connection`; stop() closes every one of them.
+
+    It accepts by hand rather than with asyncio.start_server: that one loses a connection
+    accepted just before the server closes (its transport is made, fails an assertion and is
+    never closed, so the client hangs), and stop() must close every connection."""
 
     def __init__(self) -> None:
         self.open = 0
         self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        # Each accepted socket, with its stream writer once it has one: stop() closes them all.
+        self._connections: dict[socket.socket, asyncio.StreamWriter | None] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.setblocking(False)
+        self.port: int = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        if not ready.wait(5):
-            raise RuntimeError(f"{type(self).__name__}: its event loop did not start within 5 s")
 
-    def _run(self, ready: threading.Event) -> None:
+    def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(self._accept, "127.0.0.1", 0))
-        self.server = server
-        self.port: int = server.sockets[0].getsockname()[1]
-        ready.set()
+        self.loop.add_reader(self.listener.fileno(), self._accept)
         self.loop.run_forever()
 
     def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -70,33 +74,57 @@ class LoopServer:
             return
 
         async def shutdown() -> None:
-            self.server.close()
-            # Every task on this loop is a connection's. One accepted just before the close
-            # shows up as a task a loop turn or two later, so look again until none is left.
+            self.loop.remove_reader(self.listener.fileno())
+            self.listener.close()
             me = asyncio.current_task()
-            for _ in range(100):
+            for _ in range(100):  # cancelled tasks may still start others (a pipe's copies)
+                await asyncio.sleep(0)
                 others = asyncio.all_tasks() - {me}
                 if not others:
-                    return
+                    break
                 for task in others:
                     task.cancel()
                 await asyncio.gather(*others, return_exceptions=True)
-                await asyncio.sleep(0)
+            for connection in list(self._connections):  # a task cancelled before it started
+                self._forget(connection)
+            await asyncio.sleep(0)  # the transports' closes run
 
         self.call(shutdown())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(STOP_TIMEOUT)
         self.loop.close()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.open += 1
+    def _accept(self) -> None:
         try:
+            connection, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        connection.setblocking(False)
+        self.open += 1
+        self._connections[connection] = None
+        task = self.loop.create_task(self._serve(connection))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, connection: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=connection)
+            self._connections[connection] = writer
             await self._connection(reader, writer)
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
-            self.open -= 1
-            with contextlib.suppress(Exception):
+            self._forget(connection)
+
+    def _forget(self, connection: socket.socket) -> None:
+        if connection not in self._connections:
+            return
+        writer = self._connections.pop(connection)
+        self.open -= 1
+        with contextlib.suppress(Exception):
+            if writer is None:
+                connection.close()
+            else:
                 writer.close()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
