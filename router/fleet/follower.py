@@ -114,7 +114,12 @@ class Follower:
         self.labels = dict(identity)
         self.instance = self.labels["instance"]
         self.connected = False
-        self.contact = 0.0  # monotonic time of the last successful read
+        self.contact = 0.0  # monotonic time Redis last answered
+        self.synced = 0.0  # monotonic time of the last full read of the state
+        self.started = time.monotonic()
+        # redis-py may swallow a task's cancellation while it waits on a socket (redis-py
+        # #2028): every loop here also stops on this flag, so a stop never hangs.
+        self.closing = False
         self.behind_since: float | None = None  # saw a newer epoch it has not applied
         self.latest_seen = marker.epoch
         self.applied_at: str | None = None
@@ -201,6 +206,7 @@ class Follower:
             self._wake.set()
 
     async def close(self) -> None:
+        self.closing = True
         await self.background.stop()
         await self.redis.aclose()
         await self.blocking.aclose()
@@ -210,7 +216,7 @@ class Follower:
     async def _follow(self) -> None:
         failures = 0
         last_id: bytes | str | None = None
-        while True:
+        while not self.closing:
             try:
                 if last_id is None:  # (re)connected: where the stream is now, then a full read
                     newest = await self.redis.xrevrange(self.keys.events, count=1)
@@ -222,8 +228,8 @@ class Follower:
                 if entries:
                     last_id = entries[0][1][-1][0]
                     await self.sync()
-                elif time.monotonic() - self.contact > RESYNC_SECONDS:
-                    await self.sync()
+                elif time.monotonic() - self.synced > RESYNC_SECONDS:
+                    await self.sync()  # also retries a refused snapshot
                 else:
                     self._touch()
                 failures = 0
@@ -251,6 +257,7 @@ class Follower:
         async with self._sync_lock:
             read = await self.scripts.read()
             self._touch()
+            self.synced = time.monotonic()
             try:
                 wanted = effective(read, self.marker.outbox)
             except InvalidSnapshot as exc:
@@ -364,8 +371,8 @@ class Follower:
         """Seconds this sidecar has been behind the fleet: since it saw an epoch it has not
         applied, or since it last heard from Redis. 0 when current."""
         now = time.monotonic()
-        if not self.connected and self.contact:
-            return now - self.contact
+        if not self.connected:
+            return now - (self.contact or self.started)
         if self.behind_since is not None:
             return now - self.behind_since
         return 0.0
@@ -402,21 +409,21 @@ class Follower:
             await pipe.execute()
 
     async def _heartbeat(self) -> None:
-        while True:
+        while not self.closing:
             with contextlib.suppress(RedisError):  # the follow loop reports it, once
                 await self._beat()
             await asyncio.sleep(self.fleet.heartbeat)
 
     async def _outbox(self) -> None:
         """Write this sidecar's trips to Redis, oldest first; keep them on disk until then."""
-        while True:
+        while not self.closing:
             await self._wake.wait()
             self._wake.clear()
             try:
                 await self._save()  # the new trip, durable first
             except DurabilityError as exc:
                 log.error("fleet: could not keep the trip on disk (%s); it is in memory", exc)
-            while self.marker.outbox:
+            while self.marker.outbox and not self.closing:
                 trip = self.marker.outbox[0]
                 try:
                     epoch = await self.scripts.trip(self.latest_seen, trip)
