@@ -149,9 +149,10 @@ class Follower:
                 "own settings (providers, limits), restart it with the new config",
                 code="fleet_follower",
             )
+        command = action.replace("_", " ")  # the CLI's words: rollout_pause is rollout pause
         raise Refused(
             f"this sidecar ({self.instance}) follows fleet {self.fleet.name}: make the "
-            f"change on the controller (bundle-router {action} ... --socket "
+            f"change on the controller (bundle-router {command} ... --socket "
             "CONTROLLER_SOCKET), and every sidecar applies it",
             code="fleet_follower",
         )
