@@ -16,7 +16,8 @@
     report   a heartbeat every `heartbeat`: labels, applied epoch, lag, refusal, weights
 
 Changes from the admin socket are refused here with the command that works: the fleet's
-changes are made on the controller.
+changes are made on the controller. One exception, for an incident with the controller or Redis
+down: `rollback` of a live canary drains it here at once and goes to the fleet as a trip does.
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ class Follower:
         self.applied_at: str | None = None
         self.refused: dict[str, Any] | None = None
         self.missing_state = False
+        self.diverged = False  # a local change to undo: apply the fleet's state again
         self.background = Background()
         self._wake = asyncio.Event()  # the outbox has something to write
         self._sync_lock = asyncio.Lock()
@@ -141,6 +143,9 @@ class Follower:
     async def gate(self, action: str, route: str, details: Mapping[str, Any]) -> None:
         if action in LOCAL_ACTIONS:
             return
+        state = self.core.states.get(route)
+        if action == "rollback" and "to" not in details and state and state.canary_live:
+            return  # a drain: a trip by hand, sent to the fleet like one
         if action == "reload":
             raise Refused(
                 f"this sidecar ({self.instance}) follows fleet {self.fleet.name}, whose "
@@ -153,21 +158,39 @@ class Follower:
         raise Refused(
             f"this sidecar ({self.instance}) follows fleet {self.fleet.name}: make the "
             f"change on the controller (bundle-router {command} ... --socket "
-            "CONTROLLER_SOCKET), and every sidecar applies it",
+            "CONTROLLER_SOCKET), and every sidecar applies it. (Only a rollback that drains "
+            "a live canary is taken here, and sent to the whole fleet like a trip.)",
             code="fleet_follower",
         )
 
     def recorded(self, record: Mapping[str, Any]) -> None:
-        """A trip decided here goes to the outbox, for every other sidecar."""
-        if record.get("action") != "trip" or record.get("actor") != "guardrail":
+        """A trip decided here (by a guardrail, or by hand: `rollback` of a live canary on
+        this sidecar's socket) goes to the outbox, for every other sidecar."""
+        action, before = record.get("action"), record.get("before") or {}
+        tripped = action == "trip" and record.get("actor") == "guardrail"
+        drained = action == "rollback" and before.get("candidate_state") == "live"
+        if action == "rollback" and not drained:
+            # The canary was drained between the gate and the move, so the rollback took
+            # the active back: a local-only change. The fleet's state is applied again.
+            self.diverged = True
             return
-        before = record.get("before") or {}
+        if not (tripped or drained):
+            return
+        if drained:
+            log.warning(
+                "fleet %s: %s rolled back %s by hand on this sidecar; sending it to the fleet",
+                self.fleet.name,
+                record.get("actor"),
+                record.get("route"),
+            )
         trip = {
             "uid": uuid.uuid4().hex,
             "route": record["route"],
             "version": before.get("candidate"),
             "trip": (record.get("after") or {}).get("trip") or {},
-            "reason": record.get("reason"),
+            "reason": record.get("reason")
+            if tripped
+            else f"rolled back by hand by {record.get('actor')}: {record.get('reason')}",
             "at": record.get("at"),
             **self.labels,
         }
@@ -277,8 +300,9 @@ class Follower:
                 return None
             self.missing_state = False
             self.latest_seen = max(self.latest_seen, wanted.epoch)
-            if wanted.epoch <= self.applied:
+            if wanted.epoch <= self.applied and not self.diverged:
                 return None
+            self.diverged = False
             await self._apply(wanted)
             return None
 
@@ -287,7 +311,7 @@ class Follower:
         try:
             for name, state in served.items():
                 await self._have_versions(name, state)
-        except Unavailable as exc:
+        except (Unavailable, DurabilityError) as exc:  # not servable, or not cacheable here
             return await self._refuse(wanted.epoch, str(exc))
         why = f"fleet epoch {wanted.epoch}" + "".join(
             f"; trip of {t.get('version')} on sidecar {t.get('instance')}: {t.get('reason')}"
