@@ -384,3 +384,41 @@ def test_a_sidecars_socket_refuses_changes_with_the_command_that_works(
     assert shown.returncode == 1 and "reload the controller" in shown.stderr, shown.stderr
     assert stack(sidecar.status()) == before
     assert len(sidecar.router.audit()) == records  # nothing changed, nothing recorded
+
+
+def test_a_rollback_on_a_sidecars_socket_drains_the_canary_fleet_wide_with_redis_down(
+    redis_server: RedisServer, start_fleet: Callable[..., Fleet]
+) -> None:
+    """An incident with Redis gone: the controller can change nothing, but `rollback` on any
+    sidecar's socket drains a live canary there at once (a trip by hand), waits in its outbox,
+    and reaches every sidecar, and the controller's log, once Redis is back."""
+    fleet = start_fleet(EIGHT[:3])
+    controller, local, others = fleet.controller, fleet.sidecars[0], fleet.sidecars[1:]
+    epoch = change(controller, "/weights", {"weights": {"v1.4": 50, "v1.5": 50}})
+    reached_every_sidecar(fleet, epoch, None)
+    redis_server.kill()
+
+    result = cli(local.router.config_path, "rollback", ROUTE, "--reason", "refunds failing")
+    assert result.returncode == 0, result.stderr
+    assert stack(local.status())["weights"] == {"v1.4": 100.0}
+    assert set(versions_answering(local, 10)) == {"v1.4"}
+    assert local.status()["fleet"]["trips_waiting"] == 1
+    for sidecar in others:  # cut off from the rollback until Redis is back
+        assert stack(sidecar.status())["weights"] == {"v1.4": 50.0, "v1.5": 50.0}
+
+    redis_server.start()
+    for sidecar in others:
+
+        def drained(sidecar: Member = sidecar) -> bool:
+            return bool(stack(sidecar.status())["weights"] == {"v1.4": 100.0})
+
+        wait_for(f"{sidecar.name} drains the canary", drained, APPLIED_WITHIN)
+    wait_for("the outbox empties", lambda: local.status()["fleet"]["trips_waiting"] == 0)
+
+    def recorded() -> bool:
+        records = controller.admin("GET", f"/audit?route={ROUTE}")
+        return any(r["action"] == "trip" and local.name in r["actor"] for r in records)
+
+    wait_for("the controller records the rollback as a trip", recorded, APPLIED_WITHIN)
+    trip = next(r for r in controller.router.audit() if r["action"] == "trip")
+    assert "rolled back by hand" in trip["reason"] and "refunds failing" in trip["reason"]
