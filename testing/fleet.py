@@ -102,6 +102,12 @@ class Fleet:
         config = router_config(self.provider_url, fleet=block, **self.extra_config)
         return Member(Router(self.tmp / name, config, env=self.env, command=command), name)
 
+    def add_sidecar(self, region: str, pool: str) -> Member:
+        """One more sidecar, started now, named after the ones before it."""
+        member = self._start(f"sidecar-{len(self.sidecars)}", "serve", region, pool)
+        self.sidecars.append(member)
+        return member
+
     @property
     def controller(self) -> Member:
         return self.controllers[0]
