@@ -554,6 +554,7 @@ class Admin:
             actor=request["actor"],
             action="rollback",
             reason=self._reason(body, "rolled back by hand"),
+            details={"to": to} if to is not None else None,
             decided=started,
         )
         timing = self.core.last_change(name)

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from router.catalog import Catalog
 from router.control.plane import ControlPlane
+from router.errors import ConfigError, Problem
 from router.fleet.connect import connect, redacted, redis_url
 from router.fleet.controller import Controller
 from router.fleet.depot import cached
@@ -72,7 +73,13 @@ def make_fleet(
     redis, blocking, shown = clients(catalog)
     keys = Keys(fleet.name)
     marker = Marker(catalog.config.state_dir)
-    identity = labels(fleet.region, fleet.pool, fleet.instance)
+    try:
+        identity = labels(fleet.region, fleet.pool, fleet.instance)
+    except ValueError as exc:
+        name = str(exc).split(" ", 1)[0]  # "fleet.region is ..."
+        raise ConfigError(
+            [Problem(str(catalog.config.source), name, str(exc), "set the variable")]
+        ) from None
     log.info(
         "fleet %s as %s %s (%s/%s) on %s",
         fleet.name,

@@ -1,4 +1,5 @@
-"""A Redis client from the URL in the environment: `redis://`, `rediss://` (TLS), `unix://`,
+"""A Redis client from the URL in the environment: `redis://`, `rediss://` (TLS: the server's
+certificate is verified; `?ssl_ca_certs=/path/ca.pem` names a private CA), `unix://`,
 or `redis+sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/SERVICE[/DB]` for Sentinel (the
 password is the master's; `?sentinel_password=...` for Sentinels that ask for one).
 

@@ -76,6 +76,7 @@ class Controller:
         self.missing_since: float | None = None  # Redis was seen without the fleet's state
         self.adopted_token: int | None = None  # the lease whose takeover is complete
         self.background = Background()
+        self.closing = False  # see Follower.closing
         self._dirty = asyncio.Event()
         self._published = asyncio.Event()
         self.core.gate = self.gate
@@ -157,6 +158,8 @@ class Controller:
         self.background.keep_running(self._follow, "fleet-follow")
 
     async def close(self) -> None:
+        self.closing = True
+        self._dirty.set()  # the publish loop wakes, and sees it
         await self.background.stop()
         if self.lease.token is not None:
             with contextlib.suppress(RedisError):
@@ -186,7 +189,7 @@ class Controller:
     # -- the lease ------------------------------------------------------------------------
 
     async def _lease_loop(self) -> None:
-        while True:
+        while not self.closing:
             await asyncio.sleep(self.fleet.lease / 3)
             try:
                 await self._tick()
@@ -194,6 +197,7 @@ class Controller:
                 if self.connected:
                     log.warning("fleet %s: lost Redis (%s)", self.fleet.name, type(exc).__name__)
                 self.connected = False
+                self.leader = None  # not known while Redis cannot be asked
 
     async def _tick(self) -> None:
         became = await self.lease.tick()
@@ -244,8 +248,10 @@ class Controller:
 
     async def _publish_loop(self) -> None:
         failures = 0
-        while True:
+        while not self.closing:
             await self._dirty.wait()
+            if self.closing:
+                return
             token = self.lease.token
             if token is None or not self.leading:
                 self._dirty.clear()  # a takeover sets it again
@@ -288,7 +294,7 @@ class Controller:
 
     async def _follow(self) -> None:
         last_id: bytes | str = "$"
-        while True:
+        while not self.closing:
             try:
                 entries = await self.blocking.xread(
                     {self.keys.events: last_id}, block=int(BLOCK_SECONDS * 1000), count=1000

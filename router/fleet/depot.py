@@ -51,13 +51,15 @@ async def published_digest(redis: Redis, keys: Keys, route: str, version: str) -
 
 
 async def publish(redis: Redis, keys: Keys, bundle: Bundle) -> bool:
-    """Upload `bundle`'s folder; False when that exact version was already published.
-    Raises Refused when the version was published with other content."""
+    """Upload `bundle`'s folder; False when that exact version was already published (and
+    its files are still in Redis: an evicted or deleted bundle is uploaded again). Raises
+    Refused when the version was published with other content."""
     route, version = bundle.route, bundle.version
     known = await published_digest(redis, keys, route, version)
-    if known == bundle.digest:
+    stored = await redis.exists(keys.bundle(route, version, bundle.digest))
+    if known == bundle.digest and stored:
         return False
-    if known is not None:
+    if known is not None and known != bundle.digest:
         raise Refused(
             f"{route} {version} is already published with digest {known[:12]}, and this "
             f"folder's digest is {bundle.short_digest}: a version never changes; publish it "

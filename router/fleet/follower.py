@@ -16,7 +16,8 @@
     report   a heartbeat every `heartbeat`: labels, applied epoch, lag, refusal, weights
 
 Changes from the admin socket are refused here with the command that works: the fleet's
-changes are made on the controller.
+changes are made on the controller. One exception, for an incident with the controller or Redis
+down: `rollback` of a live canary drains it here at once and goes to the fleet as a trip does.
 """
 
 from __future__ import annotations
@@ -114,12 +115,18 @@ class Follower:
         self.labels = dict(identity)
         self.instance = self.labels["instance"]
         self.connected = False
-        self.contact = 0.0  # monotonic time of the last successful read
+        self.contact = 0.0  # monotonic time Redis last answered
+        self.synced = 0.0  # monotonic time of the last full read of the state
+        self.started = time.monotonic()
+        # redis-py may swallow a task's cancellation while it waits on a socket (redis-py
+        # #2028): every loop here also stops on this flag, so a stop never hangs.
+        self.closing = False
         self.behind_since: float | None = None  # saw a newer epoch it has not applied
         self.latest_seen = marker.epoch
         self.applied_at: str | None = None
         self.refused: dict[str, Any] | None = None
         self.missing_state = False
+        self.diverged = False  # a local change to undo: apply the fleet's state again
         self.background = Background()
         self._wake = asyncio.Event()  # the outbox has something to write
         self._sync_lock = asyncio.Lock()
@@ -136,6 +143,9 @@ class Follower:
     async def gate(self, action: str, route: str, details: Mapping[str, Any]) -> None:
         if action in LOCAL_ACTIONS:
             return
+        state = self.core.states.get(route)
+        if action == "rollback" and "to" not in details and state and state.canary_live:
+            return  # a drain: a trip by hand, sent to the fleet like one
         if action == "reload":
             raise Refused(
                 f"this sidecar ({self.instance}) follows fleet {self.fleet.name}, whose "
@@ -147,21 +157,39 @@ class Follower:
         raise Refused(
             f"this sidecar ({self.instance}) follows fleet {self.fleet.name}: make the "
             f"change on the controller (bundle-router {action} ... --socket "
-            "CONTROLLER_SOCKET), and every sidecar applies it",
+            "CONTROLLER_SOCKET), and every sidecar applies it. (Only a rollback that drains "
+            "a live canary is taken here, and sent to the whole fleet like a trip.)",
             code="fleet_follower",
         )
 
     def recorded(self, record: Mapping[str, Any]) -> None:
-        """A trip decided here goes to the outbox, for every other sidecar."""
-        if record.get("action") != "trip" or record.get("actor") != "guardrail":
+        """A trip decided here (by a guardrail, or by hand: `rollback` of a live canary on
+        this sidecar's socket) goes to the outbox, for every other sidecar."""
+        action, before = record.get("action"), record.get("before") or {}
+        tripped = action == "trip" and record.get("actor") == "guardrail"
+        drained = action == "rollback" and before.get("candidate_state") == "live"
+        if action == "rollback" and not drained:
+            # The canary was drained between the gate and the move, so the rollback took
+            # the active back: a local-only change. The fleet's state is applied again.
+            self.diverged = True
             return
-        before = record.get("before") or {}
+        if not (tripped or drained):
+            return
+        if drained:
+            log.warning(
+                "fleet %s: %s rolled back %s by hand on this sidecar; sending it to the fleet",
+                self.fleet.name,
+                record.get("actor"),
+                record.get("route"),
+            )
         trip = {
             "uid": uuid.uuid4().hex,
             "route": record["route"],
             "version": before.get("candidate"),
             "trip": (record.get("after") or {}).get("trip") or {},
-            "reason": record.get("reason"),
+            "reason": record.get("reason")
+            if tripped
+            else f"rolled back by hand by {record.get('actor')}: {record.get('reason')}",
             "at": record.get("at"),
             **self.labels,
         }
@@ -201,6 +229,7 @@ class Follower:
             self._wake.set()
 
     async def close(self) -> None:
+        self.closing = True
         await self.background.stop()
         await self.redis.aclose()
         await self.blocking.aclose()
@@ -210,7 +239,7 @@ class Follower:
     async def _follow(self) -> None:
         failures = 0
         last_id: bytes | str | None = None
-        while True:
+        while not self.closing:
             try:
                 if last_id is None:  # (re)connected: where the stream is now, then a full read
                     newest = await self.redis.xrevrange(self.keys.events, count=1)
@@ -222,8 +251,8 @@ class Follower:
                 if entries:
                     last_id = entries[0][1][-1][0]
                     await self.sync()
-                elif time.monotonic() - self.contact > RESYNC_SECONDS:
-                    await self.sync()
+                elif time.monotonic() - self.synced > RESYNC_SECONDS:
+                    await self.sync()  # also retries a refused snapshot
                 else:
                     self._touch()
                 failures = 0
@@ -251,6 +280,7 @@ class Follower:
         async with self._sync_lock:
             read = await self.scripts.read()
             self._touch()
+            self.synced = time.monotonic()
             try:
                 wanted = effective(read, self.marker.outbox)
             except InvalidSnapshot as exc:
@@ -269,8 +299,9 @@ class Follower:
                 return None
             self.missing_state = False
             self.latest_seen = max(self.latest_seen, wanted.epoch)
-            if wanted.epoch <= self.applied:
+            if wanted.epoch <= self.applied and not self.diverged:
                 return None
+            self.diverged = False
             await self._apply(wanted)
             return None
 
@@ -279,7 +310,7 @@ class Follower:
         try:
             for name, state in served.items():
                 await self._have_versions(name, state)
-        except Unavailable as exc:
+        except (Unavailable, DurabilityError) as exc:  # not servable, or not cacheable here
             return await self._refuse(wanted.epoch, str(exc))
         why = f"fleet epoch {wanted.epoch}" + "".join(
             f"; trip of {t.get('version')} on sidecar {t.get('instance')}: {t.get('reason')}"
@@ -364,8 +395,8 @@ class Follower:
         """Seconds this sidecar has been behind the fleet: since it saw an epoch it has not
         applied, or since it last heard from Redis. 0 when current."""
         now = time.monotonic()
-        if not self.connected and self.contact:
-            return now - self.contact
+        if not self.connected:
+            return now - (self.contact or self.started)
         if self.behind_since is not None:
             return now - self.behind_since
         return 0.0
@@ -402,21 +433,21 @@ class Follower:
             await pipe.execute()
 
     async def _heartbeat(self) -> None:
-        while True:
+        while not self.closing:
             with contextlib.suppress(RedisError):  # the follow loop reports it, once
                 await self._beat()
             await asyncio.sleep(self.fleet.heartbeat)
 
     async def _outbox(self) -> None:
         """Write this sidecar's trips to Redis, oldest first; keep them on disk until then."""
-        while True:
+        while not self.closing:
             await self._wake.wait()
             self._wake.clear()
             try:
                 await self._save()  # the new trip, durable first
             except DurabilityError as exc:
                 log.error("fleet: could not keep the trip on disk (%s); it is in memory", exc)
-            while self.marker.outbox:
+            while self.marker.outbox and not self.closing:
                 trip = self.marker.outbox[0]
                 try:
                     epoch = await self.scripts.trip(self.latest_seen, trip)
