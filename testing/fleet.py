@@ -120,6 +120,12 @@ class Fleet:
         router = Router(self.tmp / name, config, self.env, self.log_level, command)
         return Member(router, name)
 
+    def add_sidecar(self, region: str, pool: str) -> Member:
+        """One more sidecar, started now, named after the ones before it."""
+        member = self._start(f"sidecar-{len(self.sidecars)}", "serve", region, pool)
+        self.sidecars.append(member)
+        return member
+
     @property
     def controller(self) -> Member:
         return self.controllers[0]
