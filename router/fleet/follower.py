@@ -324,7 +324,11 @@ class Follower:
             or self.core.states[name].as_dict() != state.as_dict()
         ]
         try:
-            await self.core.commit(changes, actor=f"fleet (controller {wanted.leader})")
+            # Not announced: the controller announced each change, and a sidecar's own trip
+            # was announced here when it was decided; a thousand sidecars say nothing twice.
+            await self.core.commit(
+                changes, actor=f"fleet (controller {wanted.leader})", announce=False
+            )
             await self._save(epoch=wanted.epoch)
         except (DurabilityError, Refused) as exc:
             return await self._refuse(wanted.epoch, f"could not apply it: {exc}")
