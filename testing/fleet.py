@@ -35,6 +35,14 @@ class Member:
     def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         return call(self.socket, method, path, body, actor="test")
 
+    def answer(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        """The HTTP status and JSON of one admin call, refusals included (`admin` raises
+        on a refusal with its message only; this keeps its code)."""
+        transport = httpx.HTTPTransport(uds=str(self.socket))
+        with httpx.Client(transport=transport, base_url="http://admin", timeout=60) as client:
+            response = client.request(method, path, json=body, headers={"X-Actor": "test"})
+        return response.status_code, response.json()
+
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = self.admin("GET", "/status")
         return result
@@ -64,8 +72,11 @@ class Member:
 class Fleet:
     """`controllers` controllers and one sidecar per entry of `sidecars` ((region, pool)
     each), on `redis_url`. Extra keys of the fleet block go in `fleet`; top-level config
-    keys in `config`. `redis_urls` gives a member (by name: "control-0", "sidecar-2") a
-    Redis URL of its own, such as a Partition's in front of the same Redis."""
+    keys in `config`, and in `controller_config` those for the controllers only (such as
+    `routes` whose bundle folder has versions the sidecars must fetch). `env` is added to
+    every process's environment (such as provider keys). `redis_urls` gives a member (by
+    name: "control-0", "sidecar-2") a Redis URL of its own, such as a Partition's in front
+    of the same Redis."""
 
     def __init__(
         self,
@@ -78,14 +89,19 @@ class Fleet:
         name: str = "test",
         fleet: dict[str, Any] | None = None,
         config: dict[str, Any] | None = None,
+        controller_config: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        log_level: str = "INFO",
         redis_urls: dict[str, str] | None = None,
     ) -> None:
         self.tmp = tmp
         self.name = name
-        self.env = {REDIS_ENV: redis_url}
+        self.env = {**(env or {}), REDIS_ENV: redis_url}
         self.provider_url = provider_url
         self.extra_fleet = fleet or {}
         self.extra_config = config or {}
+        self.controller_config = controller_config or {}
+        self.log_level = log_level
         self.redis_urls = redis_urls or {}
         self.controllers: list[Member] = []
         self.sidecars: list[Member] = []
@@ -103,8 +119,17 @@ class Fleet:
     def _start(self, name: str, command: str, region: str, pool: str) -> Member:
         block = fleet_block(self.name, name, region, pool, **self.extra_fleet)
         config = router_config(self.provider_url, fleet=block, **self.extra_config)
+        if command == "control":
+            config.update(self.controller_config)
         env = {**self.env, REDIS_ENV: self.redis_urls.get(name, self.env[REDIS_ENV])}
-        return Member(Router(self.tmp / name, config, env=env, command=command), name)
+        router = Router(self.tmp / name, config, env, self.log_level, command)
+        return Member(router, name)
+
+    def add_sidecar(self, region: str, pool: str) -> Member:
+        """One more sidecar, started now, named after the ones before it."""
+        member = self._start(f"sidecar-{len(self.sidecars)}", "serve", region, pool)
+        self.sidecars.append(member)
+        return member
 
     @property
     def controller(self) -> Member:

@@ -214,14 +214,17 @@ class ChangeCore:
         actor: str,
         install: Callable[[], None] | None = None,
         note: Mapping[str, Any] | None = None,
+        announce: bool = True,
     ) -> list[dict[str, Any]]:
         """Several changes as one: durable first, then in force (for first start and reload).
 
         Under the lock, every move is computed and checked, then all audit records (and
         `note`, an event that changes no route) are made durable together. Only then is
         `install` called (a reload swaps in its new routes there) and each route's table
-        swapped. If the store refuses, DurabilityError is raised and nothing has changed."""
-        return await to_completion(self._commit(changes, actor, install, note))
+        swapped. If the store refuses, DurabilityError is raised and nothing has changed.
+        `announce=False` leaves the webhook out: a fleet's sidecars apply changes that the
+        controller has announced already."""
+        return await to_completion(self._commit(changes, actor, install, note, announce))
 
     async def _commit(
         self,
@@ -229,6 +232,7 @@ class ChangeCore:
         actor: str,
         install: Callable[[], None] | None,
         note: Mapping[str, Any] | None,
+        announce: bool = True,
     ) -> list[dict[str, Any]]:
         if not changes and note is None:
             if install is not None:
@@ -269,7 +273,7 @@ class ChangeCore:
                 self._changed(name, befores[name], after)
                 self._recorded(record)
             await self.store.recorded(len(records), len(self._states), self._snapshot)
-        for change, record in zip(changes, records, strict=False):
+        for change, record in zip(changes, records, strict=False) if announce else ():
             self.notifier.send(
                 change_message(change.route, befores[change.route], afters[change.route], record)
             )

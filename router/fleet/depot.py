@@ -51,14 +51,12 @@ async def published_digest(redis: Redis, keys: Keys, route: str, version: str) -
 
 
 async def publish(redis: Redis, keys: Keys, bundle: Bundle) -> bool:
-    """Upload `bundle`'s folder; False when that exact version was already published (and
-    its files are still in Redis: an evicted or deleted bundle is uploaded again). Raises
-    Refused when the version was published with other content."""
+    """Upload `bundle`'s folder; False when that exact version was already published and
+    Redis still holds these very files (a bundle evicted, deleted or changed in Redis is
+    uploaded again: what a sidecar that refused it asks for). Raises Refused when the
+    version was published with other content."""
     route, version = bundle.route, bundle.version
     known = await published_digest(redis, keys, route, version)
-    stored = await redis.exists(keys.bundle(route, version, bundle.digest))
-    if known == bundle.digest and stored:
-        return False
     if known is not None and known != bundle.digest:
         raise Refused(
             f"{route} {version} is already published with digest {known[:12]}, and this "
@@ -67,8 +65,14 @@ async def publish(redis: Redis, keys: Keys, bundle: Bundle) -> bool:
             code="digest_changed",
         )
     files = await asyncio.to_thread(_files, bundle.folder)
+    key = keys.bundle(route, version, bundle.digest)
+    if known is not None:
+        stored = await redis.hgetall(key)  # type: ignore[misc]
+        if {name.decode(): data for name, data in stored.items()} == files:
+            return False
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(keys.bundle(route, version, bundle.digest), mapping=files)
+        pipe.delete(key)  # a copy changed in Redis may hold files this folder does not
+        pipe.hset(key, mapping=files)
         pipe.hset(keys.published, f"{route}/{version}", bundle.digest)
         await pipe.execute()
     return True

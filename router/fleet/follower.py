@@ -154,9 +154,10 @@ class Follower:
                 "own settings (providers, limits), restart it with the new config",
                 code="fleet_follower",
             )
+        command = action.replace("_", " ")  # the CLI's words: rollout_pause is rollout pause
         raise Refused(
             f"this sidecar ({self.instance}) follows fleet {self.fleet.name}: make the "
-            f"change on the controller (bundle-router {action} ... --socket "
+            f"change on the controller (bundle-router {command} ... --socket "
             "CONTROLLER_SOCKET), and every sidecar applies it. (Only a rollback that drains "
             "a live canary is taken here, and sent to the whole fleet like a trip.)",
             code="fleet_follower",
@@ -323,7 +324,11 @@ class Follower:
             or self.core.states[name].as_dict() != state.as_dict()
         ]
         try:
-            await self.core.commit(changes, actor=f"fleet (controller {wanted.leader})")
+            # Not announced: the controller announced each change, and a sidecar's own trip
+            # was announced here when it was decided; a thousand sidecars say nothing twice.
+            await self.core.commit(
+                changes, actor=f"fleet (controller {wanted.leader})", announce=False
+            )
             await self._save(epoch=wanted.epoch)
         except (DurabilityError, Refused) as exc:
             return await self._refuse(wanted.epoch, f"could not apply it: {exc}")

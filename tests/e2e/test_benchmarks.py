@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+from testing.redis import require_redis
 from testing.servers import REPO, ProviderProcess, Router, router_config
 
 
@@ -50,6 +51,25 @@ def test_the_scale_benchmark_prints_its_table() -> None:
         "| RSS after it (peak) |",
     ):
         assert row in done.stdout, done.stdout
+
+
+def test_the_fleet_benchmark_prints_its_tables() -> None:
+    require_redis()
+    done = run_benchmark("benchmarks.fleet", "--quick")
+    for row in (
+        "| weight change -> every ack, 2 sidecars (n=5) |",
+        "| `bundle-router weights` -> every ack, 2 sidecars (n=1) |",
+        "| weight change -> every ack, 5 followers in one process (n=5) |",
+        "| trip written -> every sidecar swapped, 2 sidecars (n=2) |",
+        "| guardrail decision -> every sidecar at 0, 2 sidecars (n=1) |",
+        "| **all commands** |",
+        "| commands/s at rest |",
+        "| commands per weight change |",
+    ):
+        assert row in done.stdout, done.stdout
+    assert "Sidecars still showing the canary's weight after acknowledging a trip: 0." in (
+        done.stdout
+    ), done.stdout
 
 
 def test_the_locustfile_runs_headless(

@@ -1,7 +1,8 @@
 """Fleet mode under failures (issue 16), on a real redis-server with real processes: Redis
 killed mid-traffic and started again, with its data and empty; one sidecar partitioned from
 Redis; the leading controller paused (SIGSTOP), including with a write of its own delayed in
-the network; the controller stopped or killed and started again.
+the network; the controller stopped or killed and started again; Redis back empty with the
+leader gone; a sidecar restarted while Redis is down.
 
 What must hold throughout: no client request fails, no sidecar's epoch goes down, and the
 fleet converges again. The times these take are printed (`pytest -s` shows them); only the
@@ -42,27 +43,7 @@ TAKEOVER_SLACK = 4.0  # on top of the lease
 REACHED_WITHIN = 10.0  # a change reaching every sidecar (well under a second on a quiet box)
 
 
-# -- the fleet tests' processes (the same as tests/e2e/fleet/conftest.py's) -------------------
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A fresh redis-server on a free port, in memory (skips outside CI without the binary)."""
-    require_redis()
-    server = RedisServer(tmp_path)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def provider(tmp_path: Path) -> Iterator[ProviderProcess]:
-    running = ProviderProcess(tmp_path)
-    try:
-        yield running
-    finally:
-        running.stop()
+# -- processes (redis_server and provider are in conftest.py) ------------------------------
 
 
 @pytest.fixture
