@@ -251,7 +251,10 @@ class Controller:
                 continue
             except RedisError as exc:
                 if failures == 0:
-                    log.warning("fleet: publish failed (%s); retrying", type(exc).__name__)
+                    log.warning(
+                        "fleet: publish failed (%s); retrying while this controller leads",
+                        type(exc).__name__,
+                    )
                 failures += 1
                 self._dirty.set()
                 await asyncio.sleep(min(1.0, 0.1 * failures))
@@ -293,7 +296,10 @@ class Controller:
                             f"{body.get('leader', 'the previous leader')} published",
                         )
                     )
-            await self.core.commit(changes, actor=f"controller {self.lease.owner}")
+            # A standby's copy of what the leader announced is not announced again.
+            await self.core.commit(
+                changes, actor=f"controller {self.lease.owner}", announce=taking_over
+            )
             await asyncio.to_thread(self.marker.save, epoch=read.epoch)
             self.ingested = list(body.get("ingested") or [])
             log.log(
