@@ -395,8 +395,8 @@ class Counters:
         self.client = server.client()
 
     def read(self) -> tuple[float, Counter[str], int, int]:
-        stats: dict[str, Any] = self.client.info("commandstats")  # type: ignore[assignment]
-        net: dict[str, Any] = self.client.info("stats")  # type: ignore[assignment]
+        stats: dict[str, Any] = self.client.info("commandstats")
+        net: dict[str, Any] = self.client.info("stats")
         calls = Counter(
             {
                 name.removeprefix("cmdstat_"): int(value["calls"])
@@ -492,7 +492,7 @@ def sidecar_config(controller: Member, path: Path) -> Path:
 
 def body_size(counters: Counters, keys: Keys) -> int:
     """Bytes of the snapshot's body, which every sidecar reads on every change."""
-    size: int = counters.client.hstrlen(keys.state, "body")  # type: ignore[assignment]
+    size: int = counters.client.hstrlen(keys.state, "body")
     return size
 
 

@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Self
 
 import redis
 from redis.backoff import NoBackoff
@@ -73,7 +73,7 @@ class ServerProcess:
     def _ready(self, client: redis.Redis) -> bool:
         """Ready when this process answers (not another one on the port)."""
         assert self.proc is not None
-        info = cast(dict[str, Any], client.info("server"))
+        info = client.info("server")
         return bool(info["process_id"] == self.proc.pid)
 
     @property

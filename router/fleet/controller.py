@@ -39,7 +39,7 @@ from router.fleet.depot import publish, published_digest
 from router.fleet.keys import Keys
 from router.fleet.leader import Lease
 from router.fleet.lkg import Marker
-from router.fleet.scripts import Read, Scripts, StaleFence
+from router.fleet.scripts import Read, Scripts, StaleFence, last_event_id
 from router.fleet.snapshot import INGESTED_KEPT, encode, pending_trips
 
 log = logging.getLogger("router.fleet")
@@ -206,7 +206,7 @@ class Controller:
         became = await self.lease.tick()
         self.connected = True
         raw = await self.redis.get(self.keys.leader)
-        self.leader = raw.decode() if raw else None
+        self.leader = (raw.decode() if isinstance(raw, bytes) else raw) if raw else None
         if became:
             await self._take_over()
 
@@ -319,8 +319,7 @@ class Controller:
                 entries = await self.blocking.xread(
                     {self.keys.events: last_id}, block=int(BLOCK_SECONDS * 1000), count=1000
                 )
-                if entries:
-                    last_id = entries[0][1][-1][0]
+                last_id = last_event_id(entries, last_id)
                 if self.leading:
                     await self._check()
                 elif self.lease.token is None:  # standing by: keep this log the fleet's

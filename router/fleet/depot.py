@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from pathlib import Path
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -45,9 +46,17 @@ def _files(folder: Path) -> dict[str, bytes]:
     return files
 
 
-async def published_digest(redis: Redis, keys: Keys, route: str, version: str) -> str | None:
-    value = await redis.hget(keys.published, f"{route}/{version}")  # type: ignore[misc]
+def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _data(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+async def published_digest(redis: Redis, keys: Keys, route: str, version: str) -> str | None:
+    value = await redis.hget(keys.published, f"{route}/{version}")
+    return _text(value) if value is not None else None
 
 
 async def publish(redis: Redis, keys: Keys, bundle: Bundle) -> bool:
@@ -67,12 +76,12 @@ async def publish(redis: Redis, keys: Keys, bundle: Bundle) -> bool:
     files = await asyncio.to_thread(_files, bundle.folder)
     key = keys.bundle(route, version, bundle.digest)
     if known is not None:
-        stored = await redis.hgetall(key)  # type: ignore[misc]
-        if {name.decode(): data for name, data in stored.items()} == files:
+        stored = await redis.hgetall(key)
+        if {_text(name): _data(data) for name, data in stored.items()} == files:
             return False
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(key)  # a copy changed in Redis may hold files this folder does not
-        pipe.hset(key, mapping=files)
+        pipe.hset(key, mapping=cast("dict[Any, Any]", files))  # str -> bytes, as Redis takes
         pipe.hset(keys.published, f"{route}/{version}", bundle.digest)
         await pipe.execute()
     return True
@@ -94,7 +103,8 @@ async def fetch(
         )
         if bundle is not None:
             return bundle
-    files = await redis.hgetall(keys.bundle(route, version, digest))  # type: ignore[misc]
+    stored = await redis.hgetall(keys.bundle(route, version, digest))
+    files = {_text(name): _data(data) for name, data in stored.items()}
     if not files:
         raise Unavailable(
             f"{route} {version} (digest {digest[:12]}) is not published and not on this "
@@ -104,7 +114,7 @@ async def fetch(
 
 
 def _store(
-    files: dict[bytes, bytes],
+    files: dict[str, bytes],
     folder: Path,
     route: str,
     version: str,
@@ -114,7 +124,7 @@ def _store(
     temp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(temp, ignore_errors=True)
     for name, data in files.items():
-        path = (temp / name.decode()).resolve()
+        path = (temp / name).resolve()
         if not path.is_relative_to(temp.resolve()):
             raise Unavailable(f"{route} {version}: the published file {name!r} leaves its folder")
         path.parent.mkdir(parents=True, exist_ok=True)

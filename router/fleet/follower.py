@@ -47,7 +47,7 @@ from router.errors import Refused
 from router.fleet.depot import Unavailable, fetch
 from router.fleet.keys import Keys
 from router.fleet.lkg import Marker
-from router.fleet.scripts import Scripts
+from router.fleet.scripts import Scripts, last_event_id
 from router.fleet.snapshot import Effective, InvalidSnapshot, effective
 from router.proxy.forward import Upstream
 from router.proxy.live import LiveRoute
@@ -244,13 +244,13 @@ class Follower:
             try:
                 if last_id is None:  # (re)connected: where the stream is now, then a full read
                     newest = await self.redis.xrevrange(self.keys.events, count=1)
-                    last_id = newest[0][0] if newest else "0-0"
+                    last_id = last_event_id(newest, "0-0")
                     await self.sync()
                 entries = await self.blocking.xread(
                     {self.keys.events: last_id}, block=int(BLOCK_SECONDS * 1000), count=1000
                 )
                 if entries:
-                    last_id = entries[0][1][-1][0]
+                    last_id = last_event_id(entries, last_id)
                     await self.sync()
                 elif time.monotonic() - self.synced > RESYNC_SECONDS:
                     await self.sync()  # also retries a refused snapshot

@@ -126,6 +126,18 @@ return 0
 """
 
 
+def last_event_id(reply: Any, default: bytes | str) -> bytes | str:
+    """The id of the newest entry in a RESP2 reply (the protocol the fleet's clients speak)
+    to XREAD on one stream (`[[stream, [(id, fields), ...]]]`) or to XREVRANGE
+    (`[(id, fields), ...]`); `default` when it has none."""
+    if not reply:
+        return default
+    first = reply[0]
+    if len(first) == 2 and isinstance(first[1], list):  # XREAD: [stream, entries]
+        return first[1][-1][0] if first[1] else default
+    return first[0]  # type: ignore[no-any-return]
+
+
 class StaleFence(Exception):
     """Redis refused a write: another controller leads with a newer fencing token."""
 

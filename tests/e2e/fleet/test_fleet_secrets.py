@@ -34,7 +34,8 @@ def every_value(client: redis.Redis) -> dict[str, str]:
     """Every key in Redis with its value as text, whatever its type."""
     found: dict[str, str] = {}
     for key in client.scan_iter(count=1000):
-        kind = client.type(key)
+        assert isinstance(key, str)  # the harness's client decodes
+        kind = str(client.type(key))
         value: Any
         if kind == "string":
             value = client.get(key)

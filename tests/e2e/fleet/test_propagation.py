@@ -279,7 +279,7 @@ def test_a_trip_on_one_sidecar_drains_the_canary_on_all_with_the_controller_down
 def bundle_key(fleet: Fleet, redis: RedisServer, version: str) -> str:
     """The Redis key of `version`'s published files (router/fleet/keys.py)."""
     digest = redis.client().hget(f"br:{{{fleet.name}}}:published", f"{ROUTE}/{version}")
-    assert digest, f"{version} is not published"
+    assert isinstance(digest, str) and digest, f"{version} is not published"
     return f"br:{{{fleet.name}}}:bundle:{ROUTE}:{version}:{digest}"
 
 

@@ -3,12 +3,14 @@ token is refused, trips need no lease, the lease is held by one owner at a time.
 
 from __future__ import annotations
 
+from typing import Any
+
 import fakeredis
 import orjson
 import pytest
 
 from router.fleet.keys import Keys
-from router.fleet.scripts import TRIPS_KEPT, Scripts, StaleFence
+from router.fleet.scripts import TRIPS_KEPT, Scripts, StaleFence, last_event_id
 
 KEYS = Keys("unit")
 
@@ -68,7 +70,7 @@ async def test_epochs_never_go_below_an_ack_or_the_callers_floor(
     scripts = Scripts(redis, KEYS)
     token = await scripts.acquire("a", 5.0, floor=0)
     assert token is not None
-    await redis.hset(KEYS.acks, mapping={"s1": "41", "s2": "40"})  # type: ignore[misc]
+    await redis.hset(KEYS.acks, mapping={"s1": "41", "s2": "40"})
     assert await scripts.publish(token, 0, b"{}") == 42
     assert await scripts.publish(token, 50, b"{}") == 51
     assert await scripts.trip(0, {"uid": "t"}) == 52
@@ -84,7 +86,7 @@ async def test_a_trip_needs_no_lease_and_rings_the_doorbell(
     assert read.epoch is None and read.body is None  # no snapshot yet: never "no config"
     assert read.trips == [(4, {"uid": "u1", "route": "r", "version": "v2"})]
     assert read.latest == 4
-    events = await redis.xrange(KEYS.events)
+    events: Any = await redis.xrange(KEYS.events)
     assert [fields[b"kind"] for _, fields in events] == [b"trip"]
 
 
@@ -92,7 +94,7 @@ async def test_redis_keeps_only_the_last_trips(redis: fakeredis.FakeAsyncRedis) 
     scripts = Scripts(redis, KEYS)
     for n in range(TRIPS_KEPT + 5):
         await scripts.trip(0, {"uid": str(n)})
-    trips = await redis.lrange(KEYS.trips, 0, -1)  # type: ignore[misc]
+    trips = await redis.lrange(KEYS.trips, 0, -1)
     assert len(trips) == TRIPS_KEPT
     assert orjson.loads(orjson.loads(trips[0])["trip"])["uid"] == "5"
 
@@ -107,9 +109,17 @@ async def test_a_publish_takes_the_trips_it_has_taken_in_off_the_list(
     for uid in ("t1", "t2", "t3"):
         await scripts.trip(0, {"uid": uid})
     # A hand-written entry is kept, and not choked on.
-    await redis.rpush(KEYS.trips, b"not json")  # type: ignore[misc]
+    await redis.rpush(KEYS.trips, b"not json")
     await scripts.publish(token, 0, b"{}", taken=["t1", "t3", "never-written"])
-    read_back = await redis.lrange(KEYS.trips, 0, -1)  # type: ignore[misc]
+    read_back = await redis.lrange(KEYS.trips, 0, -1)
     assert read_back[-1] == b"not json"
     assert [orjson.loads(orjson.loads(raw)["trip"])["uid"] for raw in read_back[:-1]] == ["t2"]
     assert [trip["uid"] for _, trip in (await scripts.read()).trips] == ["t2"]
+
+
+def test_the_newest_event_id_in_either_protocols_reply() -> None:
+    entries = [(b"1-0", {b"epoch": b"1"}), (b"2-0", {b"epoch": b"2"})]
+    assert last_event_id([[b"events", entries]], "0-0") == b"2-0"  # XREAD
+    assert last_event_id([(b"7-0", {b"epoch": b"7"})], "0-0") == b"7-0"  # XREVRANGE
+    assert last_event_id([], "0-0") == "0-0"
+    assert last_event_id(None, "$") == "$"
