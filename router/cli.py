@@ -403,7 +403,8 @@ def _summary(command: str, answer: dict[str, Any]) -> str:
         recorded += (
             f"; fleet epoch {fleet['epoch']}"
             if fleet["published"]
-            else f"; NOT PUBLISHED to the fleet yet ({fleet['note']}); it will be"
+            else f"; NOT PUBLISHED to the fleet: {fleet['note']}; check bundle-router "
+            "status --fleet"
         )
     return (
         f"{command} on {answer['route']}: active {after.get('active')}, candidate "

@@ -52,6 +52,7 @@ from router.errors import (
     Forbidden,
     NotFound,
     Problem,
+    Refused,
     RouterError,
     StateNotDurable,
     Unavailable,
@@ -59,6 +60,7 @@ from router.errors import (
 )
 from router.fleet.build import FleetPart
 from router.fleet.controller import Controller
+from router.fleet.follower import Follower
 from router.fleet.status import fleet_view
 from router.proxy.live import LiveRoute
 
@@ -545,6 +547,14 @@ class Admin:
         done: dict[str, str] = {}
 
         def move(state: RouteState) -> RouteState:
+            if isinstance(self.fleet, Follower) and not state.canary_live:
+                # On a sidecar only a drain is taken (a trip by hand, for the whole fleet);
+                # a trip landed since the gate let this through: nothing is left to do.
+                raise Refused(
+                    f"route {name} has no live canary on this sidecar any more (drained "
+                    "meanwhile); a sidecar rolls back only a live canary",
+                    code="fleet_follower",
+                )
             after, done["what"] = rollback(state, now, to=to, force=force)
             return after
 

@@ -39,7 +39,24 @@ def redis_url(fleet: Fleet, source: str) -> str:
                 )
             ]
         )
-    scheme = urlsplit(url).scheme
+    parts = urlsplit(url)
+    scheme = parts.scheme
+    try:
+        if scheme != "redis+sentinel":  # a Sentinel URL lists several HOST:PORT
+            parts.port  # noqa: B018 - raises ValueError when the address does not parse
+    except ValueError:
+        raise ConfigError(
+            [
+                Problem(
+                    source,
+                    "fleet.redis_url_env",
+                    f"the URL in {fleet.redis_url_env} does not parse",
+                    "percent-encode any '/', '#', '?' or '@' in the password "
+                    "(python3 -c 'import urllib.parse,sys; print(urllib.parse.quote("
+                    'sys.argv[1], safe=""))\' PASSWORD)',
+                )
+            ]
+        ) from None
     if scheme not in ("redis", "rediss", "unix", "redis+sentinel"):
         raise ConfigError(
             [
@@ -56,14 +73,15 @@ def redis_url(fleet: Fleet, source: str) -> str:
 
 def redacted(url: str) -> str:
     """The URL with any password (in the address or the query) shown as ***."""
-    parts = urlsplit(url)
-    if "password" in parts.query:
-        parts = parts._replace(query="***")
-    if parts.password is not None:
-        user = f"{parts.username}:" if parts.username else ":"
-        host = parts.netloc.rpartition("@")[2]
-        parts = parts._replace(netloc=f"{user}***@{host}")
-    return parts.geturl()
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:  # everything up to the last @ is the user and password, parsed or not
+        userinfo, _, rest = rest.rpartition("@")
+        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+        rest = f"{user}:***@{rest}"
+    head, mark, query = rest.partition("?")
+    if "password" in query:
+        query = "***"
+    return f"{scheme}{sep}{head}{mark}{query}"
 
 
 def connect(url: str, *, read_timeout: float = SOCKET_TIMEOUT) -> Redis:

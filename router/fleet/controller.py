@@ -40,7 +40,7 @@ from router.fleet.keys import Keys
 from router.fleet.leader import Lease
 from router.fleet.lkg import Marker
 from router.fleet.scripts import Read, Scripts, StaleFence, last_event_id
-from router.fleet.snapshot import INGESTED_KEPT, encode, pending_trips
+from router.fleet.snapshot import INGESTED_KEPT, encode, ingested_ids, pending_trips
 
 log = logging.getLogger("router.fleet")
 BLOCK_SECONDS = 0.5
@@ -145,7 +145,15 @@ class Controller:
         return {
             "epoch": self.epoch,
             "published": done,
-            **({} if done else {"note": "not published yet: Redis unreachable, or not leading"}),
+            **(
+                {}
+                if done
+                else {
+                    "note": "not published yet (Redis unreachable, or this controller lost "
+                    "the lead); it is published when Redis answers if this controller still "
+                    "leads, and dropped if another controller took over"
+                }
+            ),
         }
 
     # -- start and stop -------------------------------------------------------------------
@@ -156,6 +164,8 @@ class Controller:
             await self._tick()
         except RedisError as exc:
             log.error("fleet %s: Redis not reachable at start (%s); retrying", self.fleet.name, exc)
+        except Exception:  # the lease loop tries again; serving the admin socket comes first
+            log.exception("fleet %s: taking the lead at start failed; retrying", self.fleet.name)
         self.background.keep_running(self._lease_loop, "fleet-lease")
         self.background.keep_running(self._publish_loop, "fleet-publish")
         self.background.keep_running(self._follow, "fleet-follow")
@@ -207,7 +217,9 @@ class Controller:
         self.connected = True
         raw = await self.redis.get(self.keys.leader)
         self.leader = (raw.decode() if isinstance(raw, bytes) else raw) if raw else None
-        if became:
+        # A takeover that failed (Redis, the disk) is tried again on every tick while the
+        # lease holds: otherwise this controller would renew a lease it never leads with.
+        if became or (self.lease.leading and self.adopted_token != self.lease.token):
             await self._take_over()
 
     async def _take_over(self) -> None:
@@ -215,7 +227,7 @@ class Controller:
         read = await self.scripts.read()
         await self._adopt(read, taking_over=True)
         if read.body is not None:
-            self.ingested = list(read.body.get("ingested") or [])
+            self.ingested = ingested_ids(read.body)
         await self._publish_bundles()
         self.adopted_token = self.lease.token
         if read.epoch is None:  # an empty Redis: re-seeded once sidecars report (_check)
@@ -244,7 +256,9 @@ class Controller:
             target = self.changes
             body = encode(self.core.states, self.ingested, self.lease.owner)
             try:
-                epoch = await self.scripts.publish(token, self.epoch, body, self.ingested)
+                epoch = await self.scripts.publish(
+                    token, self.lease.owner, self.epoch, body, self.ingested
+                )
             except StaleFence as exc:
                 log.error("fleet %s: Redis refused a write: %s", self.fleet.name, exc)
                 self.lease.lose(str(exc))
@@ -262,7 +276,7 @@ class Controller:
             failures = 0
             self.missing_since = None
             try:
-                await asyncio.to_thread(self.marker.save, epoch=epoch)
+                await self._note_epoch(epoch)
             except DurabilityError as exc:
                 log.error(
                     "fleet: published epoch %d, but could not note it on disk: %s", epoch, exc
@@ -282,10 +296,15 @@ class Controller:
             body = read.body or {}
             how = "took the lead" if taking_over else "standing by, followed the leader"
             changes = []
-            for name, data in (body.get("routes") or {}).items():
+            routes = body.get("routes")
+            for name, data in (routes if isinstance(routes, dict) else {}).items():
                 if name not in self.core.states:
                     continue
-                state = RouteState.from_dict(data)
+                try:
+                    state = RouteState.from_dict(data)
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.error("fleet: not adopting epoch %d: route %s: %s", read.epoch, name, exc)
+                    return
                 if state.as_dict() != self.core.states[name].as_dict():
                     changes.append(
                         Change(
@@ -296,12 +315,22 @@ class Controller:
                             f"{body.get('leader', 'the previous leader')} published",
                         )
                     )
+            unpublished = self.changes - self.published_changes
             # A standby's copy of what the leader announced is not announced again.
             await self.core.commit(
                 changes, actor=f"controller {self.lease.owner}", announce=taking_over
             )
-            await asyncio.to_thread(self.marker.save, epoch=read.epoch)
-            self.ingested = list(body.get("ingested") or [])
+            self.published_changes = self.changes  # the fleet's own state: nothing to send
+            if unpublished > 0 and not taking_over:
+                log.error(
+                    "fleet %s: %d change(s) made on this controller were never published "
+                    "(it lost the lead first); the fleet's state at epoch %d replaces them",
+                    self.fleet.name,
+                    unpublished,
+                    read.epoch,
+                )
+            await self._note_epoch(read.epoch)
+            self.ingested = ingested_ids(body)
             log.log(
                 logging.WARNING if taking_over else logging.INFO,
                 "fleet %s: adopted epoch %d (%d route(s) differed from this log)",
@@ -309,6 +338,11 @@ class Controller:
                 read.epoch,
                 len(changes),
             )
+
+    async def _note_epoch(self, epoch: int) -> None:
+        """The epoch published or adopted, on disk (raises DurabilityError)."""
+        new, content = self.marker.encode(epoch)
+        await asyncio.to_thread(self.marker.write, new, content)
 
     # -- following the fleet: trips, and an empty Redis ------------------------------------
 
@@ -355,12 +389,19 @@ class Controller:
         """A sidecar's trip: drain the canary here too (audited, announced), then publish."""
         name, version = str(trip.get("route")), trip.get("version")
         where = f"{trip.get('instance')} ({trip.get('region')}/{trip.get('pool')})"
-        # Taken in before the change, so the change's snapshot carries it: one publish.
-        self.ingested = [*self.ingested, str(trip.get("uid"))][-INGESTED_KEPT:]
+        uid = str(trip.get("uid"))
+        detail = trip.get("trip")
+
+        def drain(state: RouteState) -> RouteState:
+            # Taken in inside the move: it runs under the change lock, and the swap follows
+            # it with no await between, so no snapshot says "taken in" with the canary live.
+            self.ingested = [*self.ingested, uid][-INGESTED_KEPT:]
+            return trip_candidate(state, version, detail if isinstance(detail, dict) else {})
+
         try:
             await self.core.change(
                 name,
-                lambda state: trip_candidate(state, version, trip.get("trip") or {}),
+                drain,
                 actor=f"sidecar {where}",
                 action="trip",
                 reason=f"{trip.get('reason') or 'guardrail'}, on sidecar {where}",
@@ -368,6 +409,8 @@ class Controller:
             )
         except (Refused, NotFound):
             log.info("fleet: trip of %s %s from %s: already drained", name, version, where)
+            if uid not in self.ingested:
+                self.ingested = [*self.ingested, uid][-INGESTED_KEPT:]
             self._dirty.set()  # publish the trip as taken in
 
     # -- reporting ------------------------------------------------------------------------

@@ -26,9 +26,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import time
 import uuid
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from redis.exceptions import RedisError
 from router.background import Background
 from router.catalog import Catalog
 from router.control.build import new_stats
-from router.control.core import Change, starting_at
+from router.control.core import Change
 from router.control.durable import DurabilityError, utc_now
 from router.control.moves import RouteState
 from router.control.plane import ControlPlane
@@ -47,8 +48,15 @@ from router.errors import Refused
 from router.fleet.depot import Unavailable, fetch
 from router.fleet.keys import Keys
 from router.fleet.lkg import Marker
-from router.fleet.scripts import Scripts, last_event_id
-from router.fleet.snapshot import Effective, InvalidSnapshot, effective
+from router.fleet.scripts import Read, Scripts, last_event_id
+from router.fleet.snapshot import (
+    Effective,
+    InvalidSnapshot,
+    effective,
+    pending_trips,
+    taken_in,
+    with_trips,
+)
 from router.proxy.forward import Upstream
 from router.proxy.live import LiveRoute
 
@@ -58,6 +66,8 @@ RESYNC_SECONDS = 5.0  # re-read the state this often even with no event (belt an
 BACKOFF = (0.1, 0.25, 0.5, 1.0)  # after a Redis error, then every second
 # What a sidecar's own core may change: trips and halts decided here, the fleet's state,
 # and the first start's routes from the config.
+DIGEST = re.compile(r"[0-9a-f]{64}")  # sha256, as router.bundles makes it
+VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # as a bundle.yaml may name one
 LOCAL_ACTIONS = frozenset({"trip", "ramp_halt", "fleet_sync", "init"})
 
 
@@ -126,7 +136,7 @@ class Follower:
         self.applied_at: str | None = None
         self.refused: dict[str, Any] | None = None
         self.missing_state = False
-        self.diverged = False  # a local change to undo: apply the fleet's state again
+        self.in_redis: set[Any] = set()  # trip ids seen in Redis at the last read
         self.background = Background()
         self._wake = asyncio.Event()  # the outbox has something to write
         self._sync_lock = asyncio.Lock()
@@ -169,11 +179,6 @@ class Follower:
         action, before = record.get("action"), record.get("before") or {}
         tripped = action == "trip" and record.get("actor") == "guardrail"
         drained = action == "rollback" and before.get("candidate_state") == "live"
-        if action == "rollback" and not drained:
-            # The canary was drained between the gate and the move, so the rollback took
-            # the active back: a local-only change. The fleet's state is applied again.
-            self.diverged = True
-            return
         if not (tripped or drained):
             return
         if drained:
@@ -277,15 +282,20 @@ class Follower:
         self.connected, self.contact = True, time.monotonic()
 
     async def sync(self) -> None:
-        """Read the fleet's state and apply it if it is newer. Raises Redis errors."""
+        """Read the fleet's state and apply it if it is newer. Trips apply whatever happens
+        to the snapshot: one that is refused or missing still drains a tripped canary.
+        Raises Redis errors."""
         async with self._sync_lock:
             read = await self.scripts.read()
             self._touch()
             self.synced = time.monotonic()
+            self._follow_outbox(read)
+            pending = [trip for _, trip in pending_trips(read)]
             try:
                 wanted = effective(read, self.marker.outbox)
             except InvalidSnapshot as exc:
-                return await self._refuse(read.latest, f"the snapshot breaks the rules: {exc}")
+                await self._refuse(read.latest, f"the snapshot breaks the rules: {exc}")
+                return await self._drain(pending)
             if wanted is None:
                 if not self.missing_state:
                     log.warning(
@@ -297,28 +307,78 @@ class Follower:
                         else "the config's initial weights",
                     )
                 self.missing_state = True
-                return None
+                return await self._drain(pending)
             self.missing_state = False
             self.latest_seen = max(self.latest_seen, wanted.epoch)
-            if wanted.epoch <= self.applied and not self.diverged:
+            if wanted.epoch <= self.applied:
                 return None
-            self.diverged = False
-            await self._apply(wanted)
+            if not await self._apply(wanted):
+                await self._drain(pending)
             return None
 
-    async def _apply(self, wanted: Effective) -> None:
+    def _follow_outbox(self, read: Read) -> None:
+        """Trips the snapshot took in leave the outbox; one that Redis lost (it came back
+        empty) is written again."""
+        taken = taken_in(read)
+        kept = [trip for trip in self.marker.outbox if trip.get("uid") not in taken]
+        if len(kept) != len(self.marker.outbox):
+            self.marker.outbox[:] = kept  # in place: `recorded` appends to this list
+            self._wake.set()  # saved by the outbox loop
+        self.in_redis = {trip.get("uid") for _, trip in read.trips}
+        if any(trip.get("uid") not in self.in_redis for trip in kept):
+            self._wake.set()
+
+    async def _drain(self, trips: list[dict[str, Any]]) -> None:
+        """Apply the fleet's trips to the routes as they are served here, when the fleet's
+        snapshot cannot be (refused, missing): draining needs no bundle."""
+        changes = []
+        for name, state in self.core.states.items():
+            if with_trips(name, state, [*trips, *self.marker.outbox]) is not state:
+                changes.append(
+                    Change(
+                        name,
+                        self._tripped(name, None, trips),
+                        "fleet_sync",
+                        "a fleet trip, applied to the last-known-good",
+                    )
+                )
+        if changes:
+            log.warning(
+                "fleet %s: applying %d trip(s) to the last-known-good",
+                self.fleet.name,
+                len(changes),
+            )
+            await self.core.commit(changes, actor="fleet (trip)", announce=False)
+
+    def _tripped(
+        self, name: str, base: RouteState | None, trips: list[dict[str, Any]]
+    ) -> Callable[[RouteState | None], RouteState]:
+        """The move to `base` (None: the route's state then) with `trips` and the outbox's
+        trips applied. It runs under the change lock, so a trip this sidecar decided while
+        the fleet's state was being read is in the outbox by then, and stays applied."""
+
+        def move(current: RouteState | None) -> RouteState:
+            start = base if base is not None else current
+            assert start is not None
+            return with_trips(name, start, [*trips, *self.marker.outbox])
+
+        return move
+
+    async def _apply(self, wanted: Effective) -> bool:
+        """Apply a newer snapshot; False when it is refused (reported)."""
         served = {n: s for n, s in wanted.routes.items() if n in self.routes}
         try:
             for name, state in served.items():
                 await self._have_versions(name, state)
         except (Unavailable, DurabilityError) as exc:  # not servable, or not cacheable here
-            return await self._refuse(wanted.epoch, str(exc))
+            await self._refuse(wanted.epoch, str(exc))
+            return False
         why = f"fleet epoch {wanted.epoch}" + "".join(
             f"; trip of {t.get('version')} on sidecar {t.get('instance')}: {t.get('reason')}"
             for t in wanted.trips
         )
         changes = [
-            Change(name, starting_at(state), "fleet_sync", why)
+            Change(name, self._tripped(name, state, []), "fleet_sync", why)
             for name, state in served.items()
             if self.core.states.get(name) is None
             or self.core.states[name].as_dict() != state.as_dict()
@@ -330,8 +390,9 @@ class Follower:
                 changes, actor=f"fleet (controller {wanted.leader})", announce=False
             )
             await self._save(epoch=wanted.epoch)
-        except (DurabilityError, Refused) as exc:
-            return await self._refuse(wanted.epoch, f"could not apply it: {exc}")
+        except (DurabilityError, Refused, ValueError) as exc:
+            await self._refuse(wanted.epoch, f"could not apply it: {exc}")
+            return False
         self.applied_at, self.refused, self.behind_since = utc_now(), None, None
         log.info(
             "fleet %s: applied epoch %d (%d route(s) changed)",
@@ -340,7 +401,7 @@ class Follower:
             len(changes),
         )
         await self._beat()  # the acknowledgement, with the weights now served
-        return None
+        return True
 
     async def _have_versions(self, name: str, state: RouteState) -> None:
         """Every version `state` may send traffic to, or keeps warm, is loaded here with
@@ -352,8 +413,10 @@ class Follower:
             needed.add(state.candidate)
         for version in sorted(needed):
             digest = state.digests.get(version)
-            if digest is None:
-                raise Unavailable(f"route {name}: the snapshot names {version} without a digest")
+            if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
+                raise Unavailable(f"route {name}: the snapshot names {version!r} without a digest")
+            if not VERSION.fullmatch(version):  # it becomes a folder name in the cache
+                raise Unavailable(f"route {name}: {version!r} is not a version name")
             target = route.targets.get(version)
             if target is not None:
                 if target.bundle.digest != digest:
@@ -418,7 +481,8 @@ class Follower:
             "connected": self.connected,
             "state_missing_in_redis": self.missing_state,
             "refused": self.refused,
-            "trips_waiting": len(self.marker.outbox),
+            "trips_waiting": sum(t.get("uid") not in self.in_redis for t in self.marker.outbox),
+            "trips_not_taken_in": len(self.marker.outbox),
         }
 
     async def _beat(self) -> None:
@@ -444,16 +508,18 @@ class Follower:
             await asyncio.sleep(self.fleet.heartbeat)
 
     async def _outbox(self) -> None:
-        """Write this sidecar's trips to Redis, oldest first; keep them on disk until then."""
+        """Write this sidecar's trips to Redis, oldest first. Each stays in the outbox (on
+        disk) until a snapshot lists it as taken in, and is written again if Redis lost it."""
         while not self.closing:
             await self._wake.wait()
             self._wake.clear()
             try:
-                await self._save()  # the new trip, durable first
+                await self._save()  # durable first
             except DurabilityError as exc:
-                log.error("fleet: could not keep the trip on disk (%s); it is in memory", exc)
-            while self.marker.outbox and not self.closing:
-                trip = self.marker.outbox[0]
+                log.error("fleet: could not keep the trips on disk (%s); they are in memory", exc)
+            for trip in list(self.marker.outbox):
+                if self.closing or trip.get("uid") in self.in_redis:
+                    continue
                 try:
                     epoch = await self.scripts.trip(self.latest_seen, trip)
                 except RedisError as exc:
@@ -464,19 +530,19 @@ class Follower:
                         type(exc).__name__,
                     )
                     await asyncio.sleep(0.5)
-                    continue
+                    self._wake.set()
+                    break
+                self.in_redis.add(trip.get("uid"))
                 log.warning(
                     "fleet: wrote the trip of %s %s for the fleet at epoch %d",
                     trip["route"],
                     trip["version"],
                     epoch,
                 )
-                try:
-                    await self._save(outbox=self.marker.outbox[1:])
-                except DurabilityError:
-                    self.marker.outbox = self.marker.outbox[1:]
 
-    async def _save(self, **changes: Any) -> None:
-        """The marker file, one writer at a time. Raises DurabilityError."""
+    async def _save(self, epoch: int | None = None) -> None:
+        """The marker file (its content taken here, on the loop), one writer at a time.
+        Raises DurabilityError."""
         async with self._marker_lock:
-            await asyncio.to_thread(self.marker.save, **changes)
+            new_epoch, content = self.marker.encode(epoch)
+            await asyncio.to_thread(self.marker.write, new_epoch, content)

@@ -3,8 +3,9 @@
 A sidecar's last-known-good routes are its ordinary durable state (`state_dir`: the state
 file and the audit log, written by the change core before a snapshot is served). This file
 adds the epoch they came from, written after them: a crash in between only makes the
-sidecar apply the same epoch once more. Trips this sidecar decided but could not write to
-Redis yet wait in `outbox` beside it, so a restart cannot forget them.
+sidecar apply the same epoch once more. Trips this sidecar decided wait in `outbox` beside
+it until a snapshot lists them as taken in by the controller (not merely until they reach
+Redis, which may lose them), so neither a restart nor an empty Redis can forget them.
 """
 
 from __future__ import annotations
@@ -39,10 +40,15 @@ class Marker:
             ) from None
         return data if isinstance(data, dict) else {}
 
-    def save(self, *, epoch: int | None = None, outbox: list[dict[str, Any]] | None = None) -> None:
-        """Raises DurabilityError, with the old file in place."""
+    def encode(self, epoch: int | None = None) -> tuple[int, bytes]:
+        """The file's new content, taken on the event loop (the outbox may change while a
+        thread writes it): (its epoch, its bytes)."""
         new_epoch = self.epoch if epoch is None else epoch
-        new_outbox = self.outbox if outbox is None else outbox
-        data = {"epoch": new_epoch, "outbox": new_outbox, "at": utc_now()}
-        write_durably(self.path, orjson.dumps(data, option=orjson.OPT_INDENT_2))
-        self.epoch, self.outbox = new_epoch, list(new_outbox)
+        data = {"epoch": new_epoch, "outbox": list(self.outbox), "at": utc_now()}
+        return new_epoch, orjson.dumps(data, option=orjson.OPT_INDENT_2)
+
+    def write(self, epoch: int, content: bytes) -> None:
+        """Write what `encode` gave (in a worker thread). Raises DurabilityError, with the
+        old file in place and `epoch` unchanged."""
+        write_durably(self.path, content)
+        self.epoch = epoch

@@ -46,7 +46,7 @@ local function next_epoch(epoch_key, acks_key, state_key, floor)
 end
 """
 
-# KEYS: state epoch events fence acks trips; ARGV: token floor body maxlen taken
+# KEYS: state epoch events fence acks trips leader; ARGV: token floor body maxlen taken owner
 # `taken`: a JSON list of the trip ids the snapshot has taken in; they leave `trips`, so
 # sidecars read only the trips still pending.
 PUBLISH = (
@@ -56,6 +56,9 @@ local fence = tonumber(redis.call('GET', KEYS[4]) or '0')
 if fence ~= tonumber(ARGV[1]) then
   return redis.error_reply('STALE fencing token ' .. ARGV[1] ..
                            ' refused: the fleet is at ' .. fence)
+end
+if redis.call('GET', KEYS[7]) ~= ARGV[6] then
+  return redis.error_reply('STALE lease: ' .. ARGV[6] .. ' does not hold it')
 end
 local e = next_epoch(KEYS[2], KEYS[5], KEYS[1], ARGV[2])
 redis.call('HSET', KEYS[1], 'epoch', e, 'body', ARGV[3], 'fence', ARGV[1])
@@ -150,6 +153,7 @@ class Read:
     epoch: int | None
     body: dict[str, Any] | None
     trips: list[tuple[int, dict[str, Any]]]
+    problem: str | None = None  # a snapshot that is not the fleet's JSON: refused
 
     @property
     def latest(self) -> int:
@@ -170,14 +174,17 @@ class Scripts:
         self._renew = redis.register_script(RENEW)
         self._resign = redis.register_script(RESIGN)
 
-    async def publish(self, token: int, floor: int, body: bytes, taken: Sequence[str] = ()) -> int:
+    async def publish(
+        self, token: int, owner: str, floor: int, body: bytes, taken: Sequence[str] = ()
+    ) -> int:
         """Write a new snapshot that has taken in the trips `taken`; returns its epoch.
-        Raises StaleFence."""
+        Raises StaleFence unless `token` is the current fencing token and `owner` holds the
+        lease (a token alone could repeat after Redis lost its counter)."""
         k = self.keys
         try:
             epoch = await self._publish(
-                keys=[k.state, k.epoch, k.events, k.fence, k.acks, k.trips],
-                args=[token, floor, body, EVENTS_KEPT, orjson.dumps(list(taken))],
+                keys=[k.state, k.epoch, k.events, k.fence, k.acks, k.trips, k.leader],
+                args=[token, floor, body, EVENTS_KEPT, orjson.dumps(list(taken)), owner],
             )
         except ResponseError as exc:
             if str(exc).startswith("STALE"):
@@ -195,6 +202,8 @@ class Scripts:
         return int(epoch)
 
     async def read(self) -> Read:
+        """The state and the pending trips. A trip entry that is not a sidecar's is skipped;
+        a body that does not parse is reported in `problem`, never raised."""
         k = self.keys
         epoch, body, trips = await self._read(keys=[k.state, k.trips])
         parsed = []
@@ -202,14 +211,27 @@ class Scripts:
             try:
                 entry = orjson.loads(raw)
                 trip = orjson.loads(entry["trip"])
-                parsed.append((int(entry["epoch"]), trip if isinstance(trip, dict) else {}))
+                at = int(entry["epoch"])
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue  # not written by a sidecar: no trip to apply
-        return Read(
-            int(epoch) if epoch is not None else None,
-            orjson.loads(body) if body is not None else None,
-            parsed,
-        )
+                continue
+            if isinstance(trip, dict) and all(
+                isinstance(trip.get(key), str) for key in ("uid", "route", "version")
+            ):
+                parsed.append((at, trip))
+        problem, snapshot = None, None
+        if body is not None:
+            try:
+                snapshot = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                problem = "the snapshot in Redis is not JSON"
+            else:
+                if not isinstance(snapshot, dict):
+                    problem, snapshot = "the snapshot in Redis is not a JSON object", None
+        try:
+            number = int(epoch) if epoch is not None else None
+        except ValueError:
+            number, problem = None, f"the snapshot's epoch {epoch!r} is not a number"
+        return Read(number, snapshot, parsed, problem)
 
     async def acquire(self, owner: str, ttl: float, floor: int) -> int | None:
         """Take the lease if nobody holds it; returns the new fencing token, or None."""

@@ -31,8 +31,11 @@ async def fleet_view(redis: Redis, keys: Keys, heartbeat: float) -> dict[str, An
     counts = {"ok": 0, "behind": 0, "refused": 0, "missing": 0}
     for raw_name, raw_beat in beats.items():
         name = raw_name.decode()
-        beat = orjson.loads(raw_beat)
-        acked = int(acks.get(raw_name, beat.get("epoch") or 0))
+        try:
+            beat = orjson.loads(raw_beat)
+            acked = int(acks.get(raw_name, beat.get("epoch") or 0))
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            beat, acked = {"refused": {"epoch": None, "reason": "unreadable heartbeat"}}, 0
         age = now - last_seen.get(name, 0.0)
         if age > MISSING_AFTER * heartbeat:
             mark = "missing"

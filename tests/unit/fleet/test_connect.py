@@ -21,6 +21,10 @@ def test_the_url_comes_from_the_named_variable(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("MY_REDIS", "http://example")
     with pytest.raises(ConfigError, match="use redis://, rediss://, unix:// or redis"):
         redis_url(fleet, "router.yaml")
+    monkeypatch.setenv("MY_REDIS", "redis://:Zk3/q+Tw9@db:6379/0")  # a base64 password
+    with pytest.raises(ConfigError) as unparsed:
+        redis_url(fleet, "router.yaml")
+    assert "percent-encode" in str(unparsed.value) and "Zk3" not in str(unparsed.value)
     monkeypatch.setenv("MY_REDIS", "rediss://:s3cret@db:6380/0")
     assert redis_url(fleet, "router.yaml") == "rediss://:s3cret@db:6380/0"
 
@@ -31,6 +35,7 @@ def test_the_url_comes_from_the_named_variable(monkeypatch: pytest.MonkeyPatch) 
         ("redis://:s3cret@db:6379/0", "redis://:***@db:6379/0"),
         ("rediss://user:s3cret@db:6380/1", "rediss://user:***@db:6380/1"),
         ("redis://db:6379/0", "redis://db:6379/0"),
+        ("redis://:Zk3/q+Tw9#x@db:6379/0", "redis://:***@db:6379/0"),
         ("redis+sentinel://a:26379/m?sentinel_password=s3cret", "redis+sentinel://a:26379/m?***"),
         (
             "redis+sentinel://:s3cret@a:26379,b:26379/main",

@@ -51,15 +51,30 @@ async def test_a_publish_with_a_stale_token_is_refused_and_changes_nothing(
     scripts = Scripts(redis, KEYS)
     old = await scripts.acquire("a", 5.0, floor=0)
     assert old is not None
-    assert await scripts.publish(old, 0, b'{"routes": {}}') == 1
+    assert await scripts.publish(old, "a", 0, b'{"routes": {}}') == 1
     await redis.delete(KEYS.leader)  # the lease ran out while "a" was paused
     new = await scripts.acquire("b", 5.0, floor=0)
     assert new is not None and new > old
     with pytest.raises(StaleFence, match="STALE fencing token 1 refused: the fleet is at 2"):
-        await scripts.publish(old, 0, b'{"routes": {"late": 1}}')
+        await scripts.publish(old, "a", 0, b'{"routes": {"late": 1}}')
     read = await scripts.read()
     assert read.epoch == 1 and read.body == {"routes": {}}
-    assert await scripts.publish(new, 0, b'{"routes": {}}') == 2
+    assert await scripts.publish(new, "b", 0, b'{"routes": {}}') == 2
+
+
+async def test_a_publish_needs_the_lease_as_well_as_the_token(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    """After Redis lost its counters a new leader can be handed a token an old one still
+    holds: the lease's owner tells them apart."""
+    scripts = Scripts(redis, KEYS)
+    token = await scripts.acquire("a", 5.0, floor=0)
+    assert token == 1
+    await redis.delete(KEYS.leader, KEYS.fence)  # Redis came back empty
+    assert await scripts.acquire("b", 5.0, floor=0) == 1  # the same token, another owner
+    with pytest.raises(StaleFence, match="STALE lease: a does not hold it"):
+        await scripts.publish(1, "a", 0, b"{}")
+    assert await scripts.publish(1, "b", 0, b"{}") == 1
 
 
 async def test_epochs_never_go_below_an_ack_or_the_callers_floor(
@@ -71,8 +86,8 @@ async def test_epochs_never_go_below_an_ack_or_the_callers_floor(
     token = await scripts.acquire("a", 5.0, floor=0)
     assert token is not None
     await redis.hset(KEYS.acks, mapping={"s1": "41", "s2": "40"})
-    assert await scripts.publish(token, 0, b"{}") == 42
-    assert await scripts.publish(token, 50, b"{}") == 51
+    assert await scripts.publish(token, "a", 0, b"{}") == 42
+    assert await scripts.publish(token, "a", 50, b"{}") == 51
     assert await scripts.trip(0, {"uid": "t"}) == 52
 
 
@@ -107,10 +122,10 @@ async def test_a_publish_takes_the_trips_it_has_taken_in_off_the_list(
     token = await scripts.acquire("a", 5.0, floor=0)
     assert token is not None
     for uid in ("t1", "t2", "t3"):
-        await scripts.trip(0, {"uid": uid})
+        await scripts.trip(0, {"uid": uid, "route": "r", "version": "v2"})
     # A hand-written entry is kept, and not choked on.
     await redis.rpush(KEYS.trips, b"not json")
-    await scripts.publish(token, 0, b"{}", taken=["t1", "t3", "never-written"])
+    await scripts.publish(token, "a", 0, b"{}", taken=["t1", "t3", "never-written"])
     read_back = await redis.lrange(KEYS.trips, 0, -1)
     assert read_back[-1] == b"not json"
     assert [orjson.loads(orjson.loads(raw)["trip"])["uid"] for raw in read_back[:-1]] == ["t2"]

@@ -81,3 +81,16 @@ def test_a_snapshot_that_breaks_the_rules_is_refused_with_the_route_named() -> N
     body = {"routes": {"r": {**CANARY.as_dict(), "weights": {"v1": 5000, "v2": 10}}}}
     with pytest.raises(InvalidSnapshot, match=r"route r: .*5010 basis points"):
         effective(Read(3, body, []))
+
+
+def test_a_snapshot_that_is_not_the_fleets_json_is_refused_not_raised_as_anything_else() -> None:
+    with pytest.raises(InvalidSnapshot, match="not JSON"):
+        effective(Read(None, None, [], "the snapshot in Redis is not JSON"))
+    with pytest.raises(InvalidSnapshot, match="no routes object"):
+        effective(Read(3, {"routes": []}, []))
+    hostile = {"routes": {"r": {**CANARY.as_dict(), "weights": "all"}}, "ingested": 3}
+    with pytest.raises(InvalidSnapshot, match="route r"):
+        effective(Read(3, hostile, []))
+    odd_trip = {**trip("t1"), "trip": "not a verdict"}  # drained with no details
+    seen = effective(Read(3, {"routes": {"r": CANARY.as_dict()}, "ingested": 3}, [(4, odd_trip)]))
+    assert seen is not None and seen.routes["r"].weights["v2"] == 0
