@@ -3,11 +3,13 @@ own (a fleet test changes how the provider behaves, so it does not share the ses
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from testing.fleet import Fleet
 from testing.redis import RedisServer, require_redis
 from testing.servers import ProviderProcess
 
@@ -30,3 +32,23 @@ def provider(tmp_path: Path) -> Iterator[ProviderProcess]:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def start_fleet(
+    tmp_path: Path, provider: ProviderProcess, redis_server: RedisServer
+) -> Iterator[Callable[..., Fleet]]:
+    """Start a fleet on the test's provider and Redis (`Fleet`'s keyword arguments); every
+    one started is stopped at the end, whatever happened."""
+    started: list[Fleet] = []
+
+    def start(sidecars: list[tuple[str, str]], **more: Any) -> Fleet:
+        fleet = Fleet(
+            tmp_path / f"fleet-{len(started)}", provider.url, redis_server.url, sidecars, **more
+        )
+        started.append(fleet)
+        return fleet
+
+    yield start
+    for fleet in started:
+        fleet.stop()

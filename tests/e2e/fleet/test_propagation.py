@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,26 +120,6 @@ def reached_every_sidecar(fleet: Fleet, epoch: int, serves: set[str] | None) -> 
     for sidecar in fleet.sidecars if serves is not None else ():
         assert sidecar.served(ROUTE, 10) == serves, (sidecar.name, want)
     return want
-
-
-@pytest.fixture
-def start_fleet(
-    tmp_path: Path, provider: ProviderProcess, redis_server: RedisServer
-) -> Iterator[Callable[..., Fleet]]:
-    """Start a fleet on the test's provider and Redis (`Fleet`'s keyword arguments); every
-    one started is stopped at the end, whatever happened."""
-    started: list[Fleet] = []
-
-    def start(sidecars: list[tuple[str, str]], **more: Any) -> Fleet:
-        fleet = Fleet(
-            tmp_path / f"fleet-{len(started)}", provider.url, redis_server.url, sidecars, **more
-        )
-        started.append(fleet)
-        return fleet
-
-    yield start
-    for fleet in started:
-        fleet.stop()
 
 
 def with_v16(tmp: Path, provider: ProviderProcess) -> dict[str, Any]:
