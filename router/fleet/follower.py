@@ -216,6 +216,9 @@ class Follower:
                     log.warning("fleet: Redis not reachable yet (%s); retrying", type(exc).__name__)
                     await asyncio.sleep(0.2)
                     continue
+                except Exception:  # serving comes first; the follow loop tries again
+                    log.exception("fleet %s: the first sync failed", self.fleet.name)
+                    break
                 if self.applied:
                     break
                 await asyncio.sleep(0.2)
@@ -342,13 +345,15 @@ class Follower:
                         "a fleet trip, applied to the last-known-good",
                     )
                 )
-        if changes:
-            log.warning(
-                "fleet %s: applying %d trip(s) to the last-known-good",
-                self.fleet.name,
-                len(changes),
-            )
+        if not changes:
+            return
+        log.warning(
+            "fleet %s: applying %d trip(s) to the last-known-good", self.fleet.name, len(changes)
+        )
+        try:
             await self.core.commit(changes, actor="fleet (trip)", announce=False)
+        except DurabilityError as exc:  # nothing changed; the next read (<= 5 s) tries again
+            log.error("fleet %s: a fleet trip could not be applied here: %s", self.fleet.name, exc)
 
     def _tripped(
         self, name: str, base: RouteState | None, trips: list[dict[str, Any]]
