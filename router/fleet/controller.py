@@ -266,8 +266,9 @@ class Controller:
             except RedisError as exc:
                 if failures == 0:
                     log.warning(
-                        "fleet: publish failed (%s); retrying while this controller leads",
+                        "fleet: publish failed (%s: %s); retrying while this controller leads",
                         type(exc).__name__,
+                        exc,  # e.g. Redis out of memory: the text says so (never a URL)
                     )
                 failures += 1
                 self._dirty.set()
