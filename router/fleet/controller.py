@@ -378,6 +378,16 @@ class Controller:
                 await self._publish_bundles()
                 self._dirty.set()
             return
+        if read.epoch < self.epoch and not self._dirty.is_set():
+            # Redis came back behind this controller (it lost its last writes): publish
+            # again, above every epoch, so no sidecar is left on the older state.
+            log.warning(
+                "fleet %s: Redis is at epoch %d, behind this controller's %d; publishing again",
+                self.fleet.name,
+                read.epoch,
+                self.epoch,
+            )
+            self._dirty.set()
         for _, trip in pending_trips(read):
             if trip.get("uid") not in self.ingested:
                 await self._ingest(trip)

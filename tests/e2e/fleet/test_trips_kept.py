@@ -1,6 +1,7 @@
-"""A trip is never undone (issue 16, found in review): not by Redis coming back empty while the
-controller is down, nor by a sidecar refusing the fleet's snapshot; and a broken snapshot in
-Redis does not stop a controller from taking the lead."""
+"""Found in review (issue 16): a trip is never undone, not by Redis coming back empty while the
+controller is down, nor by a sidecar refusing the fleet's snapshot; a broken snapshot in Redis
+does not stop a controller from taking the lead; a Redis that lost its last writes is brought
+forward again."""
 
 from __future__ import annotations
 
@@ -124,3 +125,23 @@ def test_a_takeover_over_a_snapshot_that_is_not_json_leads_and_repairs_it(
     answer = change(new, "/weights", {"weights": {"v1.4": 100, "v1.5": 0}})
     assert answer > 0
     assert client.hget(state, "body") not in (None, "not json", good)
+
+
+def test_redis_back_behind_the_controller_is_published_again(
+    redis_server: RedisServer, start_fleet: Callable[..., Fleet]
+) -> None:
+    """Redis lost its last writes (as with an append-only file fsynced every second): its
+    snapshot is older than the controller's. The controller publishes again, above it."""
+    fleet = start_fleet(EIGHT[:1])
+    controller, sidecar = fleet.controller, fleet.sidecars[0]
+    before = change(controller, "/weights", {"weights": {"v1.4": 90, "v1.5": 10}})
+    client = redis_server.client()
+    state = f"br:{{{fleet.name}}}:state"
+    client.hset(state, mapping={"epoch": before - 1})  # the last write lost
+    wait_for(
+        "the controller publishes again",
+        lambda: int(client.hget(state, "epoch") or 0) > before,
+        APPLIED_WITHIN,
+    )
+    wait_for("the sidecar follows", lambda: sidecar.epoch() > before, APPLIED_WITHIN)
+    assert weights(sidecar, ROUTE) == {"v1.4": 90.0, "v1.5": 10.0}
