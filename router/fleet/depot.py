@@ -12,6 +12,7 @@ a fetched version can be restored.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 from pathlib import Path
 from typing import Any, cast
@@ -142,7 +143,7 @@ def _store(
         write_durably(folder.parent / ".fetched", folder.name.encode())  # fsyncs the folder
     except DurabilityError as exc:
         raise Unavailable(f"{route} {version}: could not cache it on disk: {exc}") from None
-    return _load_verified(folder, route, version, digest, environment) or bundle
+    return dataclasses.replace(bundle, folder=folder)  # loaded and verified above, in `temp`
 
 
 def _load_verified(

@@ -26,7 +26,6 @@ class Lease:
         self.token: int | None = None
         self.highest_token = 0  # never take a token at or below one seen before
         self.until = 0.0  # monotonic time the lease is held until, by our own count
-        self.since: float | None = None
 
     @property
     def leading(self) -> bool:
@@ -45,7 +44,7 @@ class Lease:
         if token is None:
             return False
         self.token, self.highest_token = token, max(token, self.highest_token)
-        self.until, self.since = asked + self.ttl, time.time()
+        self.until = asked + self.ttl
         log.warning("leading fleet writes as %s with fencing token %d", self.owner, token)
         return True
 
@@ -54,4 +53,4 @@ class Lease:
             log.error(
                 "%s is no longer the leader (fencing token %d): %s", self.owner, self.token, why
             )
-        self.token, self.since = None, None
+        self.token = None
