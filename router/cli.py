@@ -135,8 +135,15 @@ def _admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
     rollback.add_argument("--reason", default="")
     rollback.add_argument("--to", metavar="VERSION", help="a version off the warm stack")
     rollback.add_argument("--force", action="store_true", help="needed with --to")
-    rollout = add("rollout", "walk the candidate up the rollout plan: start|pause|resume|abort")
-    rollout.add_argument("action", choices=["start", "pause", "resume", "abort"])
+    rollback.add_argument(
+        "--rolling",
+        action="store_true",
+        help="a fleet's rolling release: walk the flipped waves back one by one",
+    )
+    rollout = add(
+        "rollout", "walk the candidate up the rollout plan: start|pause|resume|abort|status"
+    )
+    rollout.add_argument("action", choices=["start", "pause", "resume", "abort", "status"])
     rollout.add_argument("route")
     rollout.add_argument("--reason", default="")
     drill = add("drill", "a timed real rollback, then rolled forward")
@@ -321,10 +328,27 @@ def _print_record(record: dict[str, Any], as_json: bool) -> None:
 
 
 def _admin(args: argparse.Namespace) -> int:
-    from router.admin.client import AdminError, call, render_fleet, render_status, socket_path
+    from router.admin.client import (
+        AdminError,
+        call,
+        render_fleet,
+        render_rollout,
+        render_status,
+        socket_path,
+    )
 
     try:
         path = socket_path(args.config, args.socket)
+        if args.command == "rollout" and args.action == "status":
+            answer = call(path, "GET", "/status", actor=args.actor)
+            route = answer["routes"].get(args.route)
+            if route is None:
+                raise AdminError(f"unknown route {args.route!r}")
+            shown = render_rollout(args.route, route)
+            print(
+                json.dumps(route, indent=2) if args.json else shown, end="\n" if args.json else ""
+            )
+            return 0
         if args.command == "status":
             fleet = args.fleet
             answer = call(path, "GET", "/fleet" if fleet else "/status", actor=args.actor)
@@ -363,6 +387,8 @@ def _admin_body(args: argparse.Namespace) -> dict[str, object]:
         body["version"] = args.version
     if args.command == "rollback" and args.to:
         body.update(to=args.to, force=args.force)
+    if args.command == "rollback" and args.rolling:
+        body["rolling"] = True
     if args.command == "drill":
         body["force"] = args.force
     if args.command == "rollout":
@@ -373,10 +399,15 @@ def _admin_body(args: argparse.Namespace) -> dict[str, object]:
 def _summary(command: str, answer: dict[str, Any]) -> str:
     """One line a person reads after a change."""
     if command == "drill":
+        reached = (
+            f"last of {answer['sidecars']} sidecars swapped"
+            if "sidecars" in answer
+            else "first request"
+        )
         return (
             f"drill on {answer['route']}: rolled back to {answer['rolled_back_to']}; swap "
             f"{float(answer['command_to_swap_seconds']) * 1000:.1f} ms, durable "
-            f"{float(answer['command_to_durable_seconds']) * 1000:.1f} ms, first request "
+            f"{float(answer['command_to_durable_seconds']) * 1000:.1f} ms, {reached} "
             f"{float(answer['command_to_first_request_seconds']) * 1000:.1f} ms; rolled forward"
         )
     if command == "reload":

@@ -246,16 +246,68 @@ class Guardrails(Strict):
     eval_pass_rate: Annotated[EvalRule | None, Off] = None
 
 
+def parse_wave_size(value: Any) -> int | float:
+    """2 (instances) or '25%' (of a group) -> 2 or 0.25."""
+    if isinstance(value, bool):
+        raise fail("a wave size cannot be a boolean", "write a number of instances or a percent")
+    if isinstance(value, int) and value >= 1:
+        return value
+    text = str(value).strip()
+    if text.endswith("%"):
+        try:
+            share = float(text[:-1]) / 100
+        except ValueError:
+            share = -1.0
+        if 0 < share <= 1:
+            return share
+    raise fail(
+        f"wave size {value!r} is neither a number of instances nor a percent",
+        "write e.g. size: 2 (instances per wave) or size: '25%' (of each group)",
+    )
+
+
+def parse_hold(value: Any) -> float:
+    """A duration, or 0: hold no session across a flip."""
+    if value == 0 or value == "0":
+        return 0.0
+    return parse_duration(value)
+
+
+class WavePlan(Strict):
+    """The rolling phase of a rollout (fleet mode only): after the canary's steps, the rest
+    of the fleet flips to the candidate wave by wave, one group (region, pool, or a stable
+    hash order) at a time, `size` instances per wave, baking `bake` and seeing at least
+    `min_samples` answers on the new version in the wave's group before the next wave. A
+    group's gauge past a guardrail halts the roll; `auto_rollback: reverse` then flips the
+    flipped instances back (the breached group first). Sessions that began on the old
+    version on an instance that flips stay on it until idle for `session_idle` or
+    `session_max_age` after the flip (0: none stay)."""
+
+    order: Literal["region", "pool", "hash"] = "region"
+    groups: list[str] = []  # the order of the groups; groups not listed follow, by name
+    size: Annotated[int | float, BeforeValidator(parse_wave_size)] = 2
+    bake: Duration = 120.0
+    min_samples: int = Field(default=50, ge=1)
+    auto_rollback: Literal["reverse", "halt"] = "reverse"
+    reverse_bake: Duration = 30.0  # between the waves of `rollback --rolling`
+    session_max_age: Annotated[float, BeforeValidator(parse_hold)] = 900.0
+    session_idle: Duration = 300.0
+
+
 class RolloutPlan(Strict):
     """How `bundle-router rollout start` walks a candidate up: the weight of each step in
     percent, the bake time of each step below 100 (one value applies to all), and the
-    candidate answers each step must see before it may move on. Reaching 100 promotes."""
+    candidate answers each step must see before it may move on. Reaching 100 promotes;
+    with `waves` (fleet mode), the steps below 100 are the canary and the waves follow.
+    `canary_pool` (fleet mode) keeps the canary's weights to the sidecars of that pool."""
 
     steps: list[float] = [1, 5, 25, 50, 100]
     bake: list[Duration] = [300.0, 1800.0, 7200.0, 14400.0]
     min_samples: int = Field(default=100, ge=1)
     auto_rollback: bool = True  # off: a breach halts the ramp and alerts; a person decides
     auto_promote: bool = True  # off: the ramp holds at its last step for `promote`
+    canary_pool: str | None = None
+    waves: WavePlan | None = None
 
     @model_validator(mode="after")
     def _check(self) -> RolloutPlan:
@@ -470,6 +522,16 @@ class RouterConfig(Strict):
                 )
         if not self.routes:
             raise fail("no routes are configured", "add at least one route under routes:")
+        if self.fleet is None:
+            for name, route in self.routes.items():
+                plan = route.rollout
+                if plan.waves is not None or plan.canary_pool is not None:
+                    key = "waves" if plan.waves is not None else "canary_pool"
+                    raise fail(
+                        f"routes.{name}.rollout.{key} needs fleet mode: waves flip sidecars "
+                        "of a fleet, and a canary pool is a pool of one",
+                        f"add a fleet: block (docs/fleet.md), or remove rollout.{key}",
+                    )
         return self
 
 

@@ -76,7 +76,7 @@ class Fleet:
     `routes` whose bundle folder has versions the sidecars must fetch). `env` is added to
     every process's environment (such as provider keys). `redis_urls` gives a member (by
     name: "control-0", "sidecar-2") a Redis URL of its own, such as a Partition's in front
-    of the same Redis."""
+    of the same Redis; `provider_urls` a provider of its own (a regression in one region)."""
 
     def __init__(
         self,
@@ -93,6 +93,7 @@ class Fleet:
         env: dict[str, str] | None = None,
         log_level: str = "INFO",
         redis_urls: dict[str, str] | None = None,
+        provider_urls: dict[str, str] | None = None,
     ) -> None:
         self.tmp = tmp
         self.name = name
@@ -103,6 +104,7 @@ class Fleet:
         self.controller_config = controller_config or {}
         self.log_level = log_level
         self.redis_urls = redis_urls or {}
+        self.provider_urls = provider_urls or {}
         self.controllers: list[Member] = []
         self.sidecars: list[Member] = []
         try:
@@ -118,7 +120,8 @@ class Fleet:
 
     def _start(self, name: str, command: str, region: str, pool: str) -> Member:
         block = fleet_block(self.name, name, region, pool, **self.extra_fleet)
-        config = router_config(self.provider_url, fleet=block, **self.extra_config)
+        provider = self.provider_urls.get(name, self.provider_url)
+        config = router_config(provider, fleet=block, **self.extra_config)
         if command == "control":
             config.update(self.controller_config)
         env = {**self.env, REDIS_ENV: self.redis_urls.get(name, self.env[REDIS_ENV])}

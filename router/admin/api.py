@@ -43,7 +43,7 @@ from redis.exceptions import RedisError
 
 from router.config import RouterConfig, split_address
 from router.control.durable import DurabilityError, StateError, utc_now
-from router.control.moves import RouteState, promote, rollback, set_weights
+from router.control.moves import RouteState, promote, reverse_waves, rollback, set_weights
 from router.control.plane import ControlPlane
 from router.control.reload import Reloader
 from router.errors import (
@@ -442,6 +442,9 @@ class Admin:
                 "guardrails": [v.as_dict() for v in verdicts],
                 "last_change": last.get(name),
                 "rollout": self.control.rollouts.describe(name),
+                "waves": self.fleet.rolling.describe(name)
+                if isinstance(self.fleet, Controller)
+                else None,
                 "drills": {
                     "count": len(drills),
                     "median_seconds": statistics.median(drills) if drills else None,
@@ -544,6 +547,8 @@ class Admin:
         to, force, now = body.get("to"), bool(body.get("force")), utc_now()
         if to is not None and to not in self.routes[name].targets:
             raise BadRequest(f"route {name} has no version {to!r}", code="unknown_version")
+        if body.get("rolling"):
+            return await self._rollback_rolling(request, name, to, body)
         done: dict[str, str] = {}
 
         def move(state: RouteState) -> RouteState:
@@ -570,6 +575,36 @@ class Admin:
         timing = self.core.last_change(name)
         return await self._changed({**record, "what": done["what"], "timing": timing})
 
+    async def _rollback_rolling(
+        self, request: web.Request, name: str, to: Any, body: Mapping[str, Any]
+    ) -> web.Response:
+        """`rollback --rolling`: walk a rolling release back wave by wave (the controller's
+        rolling releases do the walking, with the plan's reverse bake)."""
+        if to is not None:
+            raise BadRequest(
+                "rollback --rolling walks the flipped waves back to the version they left; "
+                "it takes no --to",
+                code="rolling_with_to",
+            )
+        if not isinstance(self.fleet, Controller):
+            raise BadRequest(
+                "rollback --rolling walks a fleet's rolling release back, wave by wave; run "
+                "it on the fleet's controller (--socket CONTROLLER_SOCKET). Here, "
+                "`bundle-router rollback ROUTE` rolls back at once",
+                code="not_a_fleet_controller",
+            )
+        record = await self.core.change(
+            name,
+            reverse_waves,
+            actor=request["actor"],
+            action="rollback_rolling",
+            reason=self._reason(body, "rolled back wave by wave by hand"),
+        )
+        state = self.core.states[name]
+        waves = state.ramp.waves if state.ramp else None
+        what = f"walking {len(waves.flipped) if waves else 0} flipped instance(s) back"
+        return await self._changed({**record, "what": what})
+
     async def drill(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         body = await self._body(request)
@@ -580,10 +615,22 @@ class Admin:
                 "environment: prod, so add --force if you mean it",
                 code="force_needed",
             )
+        if isinstance(self.fleet, Controller):
+            # A fleet's drill is timed to the last sidecar's swap, not a request here.
+            fleet, reached = self.fleet, {}
+
+            async def probe() -> str:
+                version, reached["sidecars"] = await fleet.everywhere(name)
+                return version
+
+            result = await self.control.drills.drill(
+                name, probe, actor=request["actor"], started=started
+            )
+            return _json({**result, "timed_to": "last sidecar's swap", **reached})
         result = await self.control.drills.drill(
             name, lambda: self._probe(name), actor=request["actor"], started=started
         )
-        return _json(result)
+        return _json({**result, "timed_to": "first request"})
 
     async def _probe(self, name: str) -> str:
         """One real request through the proxy listener; the version that served it."""

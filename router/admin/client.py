@@ -119,6 +119,9 @@ def _margin(verdict: dict[str, Any]) -> str:
 def _ramp_line(ramp: dict[str, Any]) -> str:
     """'rollout running: step 2/5 at 5%, baked 12s of 30s; waiting: ...'."""
     steps = ramp["steps"]
+    if ramp.get("phase") == "waves":
+        note = f"; {ramp['note']}" if ramp.get("note") else ""
+        return f"rollout {ramp['status']}: the canary passed; the fleet flips in waves{note}"
     line = (
         f"rollout {ramp['status']}: step {ramp['step'] + 1}/{len(steps)} at {ramp['percent']:g}%"
         f" (steps {' -> '.join(f'{s:g}' for s in steps)})"
@@ -130,6 +133,47 @@ def _ramp_line(ramp: dict[str, Any]) -> str:
     if ramp.get("note"):
         line += f"; {ramp['note']}"
     return line
+
+
+def _waves_lines(waves: dict[str, Any]) -> list[str]:
+    """The rolling phase: the wave, the bake, and one line per group."""
+    where = f" ({waves['group']})" if waves.get("group") else ""
+    line = f"waves {waves['status']}: wave {waves['wave']}/{waves['waves']}{where}"
+    if waves["direction"] == "reverse":
+        line += ", ROLLING BACK"
+    if waves["status"] == "running":
+        line += f", baked {waves['baked']:.0f}s of {waves['bake']:.0f}s"
+        if waves.get("waiting_for"):
+            line += f"; bake extended, {waves['waiting_for']}"
+    if waves.get("halted_group"):
+        line += f"; HALTED in {waves['halted_group']}"
+    lines = [line]
+    for group, g in waves["groups"].items():
+        health = "healthy" if g["healthy"] else "BREACHED"
+        margins = "; ".join(_margin(v) for v in g["verdicts"] if not v.get("silent"))
+        lines.append(
+            f"  {group:<14} {g['flipped']}/{g['planned']} flipped  {health}"
+            + (f"  {margins}" if margins else "")
+        )
+    return lines
+
+
+def render_rollout(name: str, route: dict[str, Any]) -> str:
+    """`rollout status ROUTE`: both phases of the plan, the blast radius."""
+    lines = [f"{name}: active {route['active']}, candidate {route['candidate'] or 'none'}"]
+    if route.get("rollout"):
+        lines.append("  " + _ramp_line(route["rollout"]))
+    else:
+        lines.append("  no rollout started (bundle-router rollout start ROUTE)")
+    if route.get("waves"):
+        lines += ["  " + line for line in _waves_lines(route["waves"])]
+    radius = route.get("blast_radius")
+    if radius:
+        shares = ", ".join(f"{v} {share * 100:.1f}%" for v, share in radius.items())
+        lines.append(f"  blast radius (share of requests, last 60s): {shares}")
+    if route.get("trip"):
+        lines.append(f"  rolled back: {route['trip'].get('description')}")
+    return "\n".join(lines) + "\n"
 
 
 def _fleet_line(fleet: dict[str, Any]) -> str:
@@ -208,6 +252,8 @@ def render_status(status: dict[str, Any]) -> str:
             )
         if route.get("rollout"):
             lines.append("  " + _ramp_line(route["rollout"]))
+        if route.get("waves"):
+            lines += ["  " + line for line in _waves_lines(route["waves"])]
         if route["trip"]:
             lines.append(
                 f"  rolled back: {route['trip'].get('description')} at {route['trip']['at']}"

@@ -28,6 +28,7 @@ from router.control.moves import ROLLED_BACK
 from router.control.plane import ControlPlane
 from router.control.store import Store
 from router.fleet.build import FleetPart
+from router.fleet.controller import Controller
 from router.pacing import Pacer
 from router.proxy import access_log
 from router.proxy.connection import ConnectionStats
@@ -453,18 +454,54 @@ class FleetCollector(Collector):
         yield GaugeMetricFamily(
             "router_fleet_connected", "1 while Redis answers.", value=float(seen["connected"])
         )
-        if seen["role"] == "controller":
+        if isinstance(self.fleet, Controller):
             yield GaugeMetricFamily(
                 "router_fleet_leader",
                 "1 while this controller holds the lease and publishes the fleet's changes.",
                 value=float(seen["leading"]),
             )
+            yield from self._waves(self.fleet)
         else:
             yield GaugeMetricFamily(
                 "router_fleet_refused",
                 "1 while this sidecar refuses the fleet's newest snapshot (see status).",
                 value=float(seen["refused"] is not None),
             )
+
+    @staticmethod
+    def _waves(controller: Controller) -> Iterator[Metric]:
+        """Rolling releases: the wave, and each group's progress and health."""
+        wave = GaugeMetricFamily(
+            "router_rollout_wave",
+            "The rolling release's wave: flipped waves so far (walking back: still flipped).",
+            labels=["route"],
+        )
+        waves = GaugeMetricFamily(
+            "router_rollout_waves", "The rolling release's planned waves.", labels=["route"]
+        )
+        flipped = GaugeMetricFamily(
+            "router_rollout_group_flipped_ratio",
+            "Share of a group's planned instances on the new version now.",
+            labels=["route", "group"],
+        )
+        healthy = GaugeMetricFamily(
+            "router_rollout_group_healthy",
+            "1 while a group's gauge (flipped against unflipped) passes every guardrail; 0 "
+            "once it breached.",
+            labels=["route", "group"],
+        )
+        for name in list(controller.core.states):
+            seen = controller.rolling.describe(name)
+            if seen is None or seen["status"] not in ("running", "paused", "halted", "holding"):
+                continue
+            wave.add_metric([name], float(seen["wave"]))
+            waves.add_metric([name], float(seen["waves"]))
+            for group, g in seen["groups"].items():
+                flipped.add_metric(
+                    [name, group], g["flipped"] / g["planned"] if g["planned"] else 0
+                )
+                healthy.add_metric([name, group], float(g["healthy"]))
+        yield from (wave, waves, flipped, healthy)
 
 
 class MetricsEndpoints:

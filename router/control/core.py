@@ -40,6 +40,7 @@ from router.control.restore import Restored
 from router.control.store import Store
 from router.errors import NotFound
 from router.proxy.live import LiveRoute
+from router.proxy.routing import WeightTable
 
 log = logging.getLogger("router.rollout")
 
@@ -125,6 +126,9 @@ class ChangeCore:
         # Whether this process decides changes of its own now (the ramp, the warm window):
         # a standby controller of a fleet does not, until it leads.
         self.decides: Callable[[], bool] = lambda: True
+        # The table a route's state is served with. A fleet's sidecar serves its own view of
+        # the fleet's state (flipped or not in a rolling release, in the canary pool or not).
+        self.table_of: Callable[[str, RouteState], WeightTable] = lambda _, state: state.table()
         self.lock = asyncio.Lock()
         self.background = Background()
 
@@ -146,7 +150,7 @@ class ChangeCore:
         """Serve the restored live state, then record first-time routes."""
         self._kept = dict(restored.unknown_routes)
         for name, state in restored.states.items():
-            self.routes[name].table = state.table()
+            self.routes[name].table = self.table_of(name, state)
             self._states[name] = state
             self._changed(name, None, state)
         if restored.replayed:
@@ -266,7 +270,7 @@ class ChangeCore:
                 install()
             for change, record in zip(changes, records, strict=False):
                 name, after = change.route, afters[change.route]
-                self.routes[name].table = after.table()
+                self.routes[name].table = self.table_of(name, after)
                 self._states[name] = after
                 self._kept.pop(name, None)  # served again: live state, not kept
                 self._remember(name, record, time.perf_counter(), time.time(), time.perf_counter())
@@ -323,7 +327,7 @@ class ChangeCore:
             if before is None:
                 raise NotFound(f"unknown route {name!r}", code="unknown_route")
             after = move(before)
-            table = after.table()  # checks the weights before anything changes
+            table = self.table_of(name, after)  # checks the weights before anything changes
             route = self.routes[name]
             entry = self._entry(name, before, after, actor, action, reason, details)
             swap_first = action in SWAPPED_FIRST

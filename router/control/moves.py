@@ -45,6 +45,70 @@ class Warm:
 
 RUNNING, PAUSED, HALTED, HOLDING = "running", "paused", "halted", "holding"
 PROMOTED, ABORTED = "promoted", "aborted"
+CANARY, WAVES = "canary", "waves"  # a ramp's phases: per-request weights, then instances flip
+FORWARD, REVERSE = "forward", "reverse"
+
+
+@dataclass(frozen=True, slots=True)
+class Waves:
+    """The rolling phase of a ramp in a fleet: instances flip from `leaving` to `to` wave by
+    wave. `plan` is fixed when the phase starts: (group, instances) per wave. `done` waves
+    are flipped (forward), or, walking back (`direction` reverse), still flipped. `flipped`
+    are the instances on `to` now, `flipped_at` when each flipped (UTC), for the sessions a
+    flipped sidecar keeps on `leaving`."""
+
+    to: str
+    leaving: str
+    plan: tuple[tuple[str, tuple[str, ...]], ...]
+    done: int = 0
+    flipped: tuple[str, ...] = ()
+    flipped_at: Mapping[str, str] = field(default_factory=dict)
+    direction: str = FORWARD
+    halted_group: str | None = None
+    session_max_age: float = 0.0
+    session_idle: float = 0.0
+
+    def groups(self) -> list[str]:
+        """Every group of the plan, in order, once."""
+        return list(dict.fromkeys(group for group, _ in self.plan))
+
+    def planned(self, group: str) -> list[str]:
+        return [i for g, instances in self.plan if g == group for i in instances]
+
+    def flipped_in(self, group: str) -> list[str]:
+        flipped = set(self.flipped)
+        return [i for i in self.planned(group) if i in flipped]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "to": self.to,
+            "leaving": self.leaving,
+            "plan": [{"group": g, "instances": list(i)} for g, i in self.plan],
+            "done": self.done,
+            "flipped": list(self.flipped),
+            "flipped_at": dict(self.flipped_at),
+            "direction": self.direction,
+            "halted_group": self.halted_group,
+            "session_max_age": self.session_max_age,
+            "session_idle": self.session_idle,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Waves:
+        return cls(
+            to=str(data["to"]),
+            leaving=str(data["leaving"]),
+            plan=tuple(
+                (str(w["group"]), tuple(str(i) for i in w["instances"])) for w in data["plan"]
+            ),
+            done=int(data.get("done", 0)),
+            flipped=tuple(str(i) for i in data.get("flipped") or ()),
+            flipped_at={str(k): str(v) for k, v in (data.get("flipped_at") or {}).items()},
+            direction=str(data.get("direction", FORWARD)),
+            halted_group=data.get("halted_group"),
+            session_max_age=float(data.get("session_max_age", 0.0)),
+            session_idle=float(data.get("session_idle", 0.0)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +123,9 @@ class Ramp:
     baked: float = 0.0
     note: str | None = None  # why it halted, or what it waits for
     started: str = ""  # when the ramp started (UTC)
+    phase: str = CANARY  # CANARY, then WAVES when the plan has waves (a fleet)
+    scope: str | None = None  # the canary's weights apply only in this pool (a fleet)
+    waves: Waves | None = None  # the rolling phase's plan and progress
 
     @property
     def active(self) -> bool:
@@ -72,6 +139,9 @@ class Ramp:
             "baked": self.baked,
             "note": self.note,
             "started": self.started,
+            "phase": self.phase,
+            "scope": self.scope,
+            "waves": self.waves.as_dict() if self.waves else None,
         }
 
     @classmethod
@@ -81,6 +151,9 @@ class Ramp:
             baked=float(data.get("baked", 0.0)),
             note=data.get("note"),
             started=data.get("started", ""),
+            phase=data.get("phase", CANARY),
+            scope=data.get("scope"),
+            waves=Waves.from_dict(data["waves"]) if data.get("waves") else None,
         )
 
 
@@ -427,7 +500,7 @@ def _candidate_at(state: RouteState, percent: float) -> dict[str, int]:
     return {**state.weights, state.candidate: points, state.active: BASIS_POINTS - points - others}
 
 
-def start_ramp(state: RouteState, percent: float, now: str) -> RouteState:
+def start_ramp(state: RouteState, percent: float, now: str, scope: str | None = None) -> RouteState:
     if state.candidate is None or not state.canary_live:
         raise Refused(
             "there is no live candidate to roll out; deploy one first (bundle-router deploy)",
@@ -437,8 +510,60 @@ def start_ramp(state: RouteState, percent: float, now: str) -> RouteState:
         raise Refused(
             f"a rollout of {state.candidate} is already {state.ramp.status}", code="ramp_exists"
         )
-    ramp = Ramp(RUNNING, 0, percent, started=now)
+    ramp = Ramp(RUNNING, 0, percent, started=now, scope=scope)
     return replace(state, weights=_candidate_at(state, percent), ramp=ramp)
+
+
+def start_waves(state: RouteState, waves: Waves, now: str) -> RouteState:
+    """The canary passed: the rolling phase begins. The per-request weights go back to the
+    active version (an unflipped instance serves it alone); the first wave flips next."""
+    ramp = state.ramp
+    if ramp is None:  # a plan whose first step is 100: the waves are the whole rollout
+        ramp = Ramp(RUNNING, 0, 0.0, started=now)
+    ramp = _require_ramp(replace(state, ramp=ramp), RUNNING)
+    return replace(
+        state,
+        weights=_candidate_at(state, 0),
+        ramp=replace(ramp, phase=WAVES, percent=0.0, baked=0.0, note=None, waves=waves),
+    )
+
+
+def with_waves(state: RouteState, waves: Waves, *, baked: float = 0.0) -> RouteState:
+    """The rolling phase's next position (a flip, a flip back); the bake starts over."""
+    ramp = state.ramp
+    if ramp is None or ramp.phase != WAVES or not ramp.active:
+        raise Refused("the rolling release ended while the wave was decided", code="ramp_state")
+    return replace(state, ramp=replace(ramp, waves=waves, baked=baked))
+
+
+def halt_waves(state: RouteState, waves: Waves, reason: str) -> RouteState:
+    """A group's gauge breached: the rolling release stops where it is."""
+    ramp = state.ramp
+    if ramp is None or ramp.phase != WAVES or not ramp.active:
+        raise Refused("the rolling release ended while the wave was judged", code="ramp_state")
+    return replace(state, ramp=replace(ramp, status=HALTED, note=reason, waves=waves))
+
+
+def reverse_waves(state: RouteState) -> RouteState:
+    """`rollback --rolling`: walk the flipped waves back, one at a time, each with the
+    plan's reverse bake; the candidate is drained when none is left flipped."""
+    ramp = state.ramp
+    if ramp is None or ramp.phase != WAVES or not ramp.active or ramp.waves is None:
+        raise Refused(
+            "rollback --rolling walks back a rolling release in progress, and there is none "
+            "on this route; use `bundle-router rollback ROUTE` (big-bang, sub-second)",
+            code="no_rolling_release",
+        )
+    if not ramp.waves.flipped:
+        raise Refused(
+            "no instance is flipped yet, so there is nothing to walk back; use "
+            "`bundle-router rollback ROUTE` or `rollout abort ROUTE`",
+            code="nothing_flipped",
+        )
+    waves = replace(ramp.waves, direction=REVERSE)
+    return replace(
+        state, ramp=replace(ramp, status=RUNNING, note="rolling back", waves=waves, baked=0.0)
+    )
 
 
 def step_ramp(state: RouteState, step: int, percent: float) -> RouteState:
@@ -465,7 +590,8 @@ def resume_ramp(state: RouteState) -> RouteState:
             "before resuming",
             code="candidate_rolled_back",
         )
-    running = replace(state, ramp=replace(ramp, status=RUNNING, note=None))
+    waves = replace(ramp.waves, halted_group=None) if ramp.waves else None
+    running = replace(state, ramp=replace(ramp, status=RUNNING, note=None, waves=waves))
     return replace(running, weights=_candidate_at(running, ramp.percent))
 
 

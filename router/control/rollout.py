@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,6 +30,7 @@ from router.config import RolloutPlan
 from router.control.core import ChangeCore, Component, Settings
 from router.control.durable import utc_now
 from router.control.moves import (
+    CANARY,
     RUNNING,
     RouteState,
     abort_ramp,
@@ -68,6 +69,9 @@ class Rollouts(Component):
         self.plans: dict[str, RolloutPlan] = {}
         self.progress: dict[str, StepProgress] = {}
         self.background = Background()
+        # Fleet mode: what follows the canary when the plan has waves (the controller's
+        # rolling releases). Called with (route, plan, how the canary passed).
+        self.next_phase: Callable[[str, RolloutPlan, str], Awaitable[Any]] | None = None
 
     def configure(self, settings: Settings) -> None:
         self.plans = dict(settings.plans)
@@ -85,8 +89,11 @@ class Rollouts(Component):
 
     async def command(self, name: str, action: str, *, actor: str, reason: str) -> dict[str, Any]:
         plan = self.plan(name)
+        if action == "start" and plan.steps[0] >= 100 and self._waves(plan):
+            assert self.next_phase is not None
+            return dict(await self.next_phase(name, plan, f"rollout started by {actor}"))
         moves = {
-            "start": lambda state: start_ramp(state, plan.steps[0], utc_now()),
+            "start": lambda state: start_ramp(state, plan.steps[0], utc_now(), plan.canary_pool),
             "pause": pause_ramp,
             "resume": resume_ramp,
             "abort": abort_ramp,
@@ -105,7 +112,8 @@ class Rollouts(Component):
             if not self.core.decides():
                 continue
             for name, state in list(self.core.states.items()):
-                if state.ramp is not None and state.ramp.status == RUNNING:
+                ramp = state.ramp
+                if ramp is not None and ramp.status == RUNNING and ramp.phase == CANARY:
                     try:
                         await self._tick(name, state)
                     except Exception:  # one route's trouble must not stop the others' ramps
@@ -180,7 +188,10 @@ class Rollouts(Component):
         baked = f"baked {progress.baked:.0f}s at {ramp.percent:g}%"
         following = [(i, p) for i, p in enumerate(plan.steps) if i > ramp.step and p < 100]
         self.progress.pop(name, None)
-        if following:
+        if not following and self._waves(plan):
+            assert self.next_phase is not None
+            await self.next_phase(name, plan, f"canary {baked}, every gate passed")
+        elif following:
             step, percent = following[0]
             await self.core.change(
                 name,
@@ -207,6 +218,10 @@ class Rollouts(Component):
                 action="ramp_hold",
                 reason=note,
             )
+
+    def _waves(self, plan: RolloutPlan) -> bool:
+        """The plan goes on in waves, and this process runs them (a fleet's controller)."""
+        return plan.waves is not None and self.next_phase is not None
 
     def describe(self, name: str) -> dict[str, Any] | None:
         """The ramp of a route for `status`: step, bake, what it waits for."""

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from router.background import Background, count_failure
@@ -38,6 +38,8 @@ class Watcher(Component):
         self.check_interval = 0.1
         self.watches: dict[str, Watch] = {}
         self.trips: dict[tuple[str, str, str], int] = {}  # (route, version, rule) -> count
+        # Routes another judge watches now: a fleet's rolling release judges each group.
+        self.defers: Callable[[str], bool] = lambda _: False
         self.background = Background()
 
     def configure(self, settings: Settings) -> None:
@@ -116,6 +118,8 @@ class Watcher(Component):
         while True:
             await asyncio.sleep(self.check_interval)
             for name, watch in list(self.watches.items()):
+                if self.defers(name):
+                    continue
                 try:
                     verdict = watch.check()
                     if verdict is not None:

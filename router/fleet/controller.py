@@ -32,15 +32,18 @@ from router.background import Background
 from router.catalog import Catalog
 from router.control.core import Change, starting_at
 from router.control.durable import DurabilityError
-from router.control.moves import RouteState, trip_candidate
+from router.control.moves import WAVES, RouteState, trip_candidate
 from router.control.plane import ControlPlane
-from router.errors import NotFound, Refused
+from router.errors import NotFound, Refused, RouterError
 from router.fleet.depot import publish, published_digest
 from router.fleet.keys import Keys
 from router.fleet.leader import Lease
 from router.fleet.lkg import Marker
+from router.fleet.pool import Pool
+from router.fleet.rolling import RollingReleases
 from router.fleet.scripts import Read, Scripts, StaleFence, last_event_id
 from router.fleet.snapshot import INGESTED_KEPT, encode, ingested_ids, pending_trips
+from router.fleet.status import fleet_view
 
 log = logging.getLogger("router.fleet")
 BLOCK_SECONDS = 0.5
@@ -85,6 +88,17 @@ class Controller:
         self.core.gate = self.gate
         self.core.decides = lambda: self.leading
         self.core.on_change(self.changed)
+        self.pool = Pool(redis, keys, control.core.routes)
+        self.rolling = RollingReleases(
+            self.core,
+            self.pool,
+            control.rollouts.plan,
+            lambda name: control.watcher.guards.get(name),
+            self._live_sidecars,
+            lambda: self.leading,
+        )
+        control.rollouts.next_phase = self.rolling.begin
+        control.watcher.defers = self._in_waves
 
     @property
     def epoch(self) -> int:
@@ -126,6 +140,21 @@ class Controller:
                 f"bundle-router publish {route} {version} --config CONFIG",
                 code="not_published",
             )
+
+    def _in_waves(self, name: str) -> bool:
+        """The rolling release judges this route's groups; the canary watch stands aside."""
+        state = self.core.states.get(name)
+        ramp = state.ramp if state else None
+        return ramp is not None and ramp.active and ramp.phase == WAVES
+
+    async def _live_sidecars(self) -> list[dict[str, str]]:
+        """The labels of every sidecar that reports now (not missing)."""
+        view = await fleet_view(self.redis, self.keys, self.fleet.heartbeat)
+        return [
+            {"instance": s["instance"], "region": str(s["region"]), "pool": str(s["pool"])}
+            for s in view["sidecars"]
+            if s["mark"] != "missing"
+        ]
 
     def changed(self, name: str, before: object, after: object) -> None:
         self.changes += 1
@@ -169,10 +198,14 @@ class Controller:
         self.background.keep_running(self._lease_loop, "fleet-lease")
         self.background.keep_running(self._publish_loop, "fleet-publish")
         self.background.keep_running(self._follow, "fleet-follow")
+        self.pool.start()
+        self.rolling.start()
 
     async def close(self) -> None:
         self.closing = True
         self._dirty.set()  # the publish loop wakes, and sees it
+        await self.rolling.close()
+        await self.pool.close()
         await self.background.stop()
         if self.lease.token is not None:
             with contextlib.suppress(RedisError):
@@ -423,6 +456,29 @@ class Controller:
             if uid not in self.ingested:
                 self.ingested = [*self.ingested, uid][-INGESTED_KEPT:]
             self._dirty.set()  # publish the trip as taken in
+
+    async def everywhere(self, name: str, timeout: float = 5.0) -> tuple[str, int]:
+        """A drill's probe on the controller: wait until the change is published and every
+        live sidecar has applied it (its acknowledgement follows its swap); the version the
+        route's state makes active, and how many sidecars applied it. Raises RouterError
+        naming the sidecars that had not within `timeout`."""
+        deadline = time.monotonic() + timeout
+        published = await self.published()
+        epoch = int(published["epoch"])
+        behind: list[str] = []
+        while time.monotonic() < deadline:
+            view = await fleet_view(self.redis, self.keys, self.fleet.heartbeat)
+            live = [s for s in view["sidecars"] if s["mark"] != "missing"]
+            behind = [s["instance"] for s in live if s["epoch"] < epoch]
+            if published["published"] and not behind:
+                return self.core.states[name].active, len(live)
+            await asyncio.sleep(0.005)
+        raise RouterError(
+            f"the drill's rollback (epoch {epoch}) had not reached "
+            f"{', '.join(behind) or 'Redis'} within {timeout:g}s; see bundle-router status "
+            "--fleet",
+            code="drill_failed",
+        )
 
     # -- reporting ------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ from router.fleet.snapshot import (
     taken_in,
     with_trips,
 )
+from router.fleet.view import flipped, table_for
 from router.proxy.forward import Upstream
 from router.proxy.live import LiveRoute
 
@@ -143,6 +144,9 @@ class Follower:
         self._marker_lock = asyncio.Lock()
         self.core.gate = self.gate
         self.core.on_record(self.recorded)
+        # This sidecar's own view: flipped or not in a rolling release, in the canary pool
+        # or not (router.fleet.view).
+        self.core.table_of = lambda _, state: table_for(state, self.labels)
 
     @property
     def applied(self) -> int:
@@ -496,7 +500,13 @@ class Follower:
             "pid": os.getpid(),
             "at": utc_now(),
             "routes": {
-                name: {"active": s.active, "candidate": s.candidate, "weights": dict(s.weights)}
+                name: {
+                    "active": s.active,
+                    "candidate": s.candidate,
+                    "weights": dict(s.weights),
+                    "served": dict(self.routes[name].table.weights) if name in self.routes else {},
+                    "flipped": flipped(s, self.instance),
+                }
                 for name, s in self.core.states.items()
             },
         }

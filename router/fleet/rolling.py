@@ -1,0 +1,457 @@
+"""The rolling phase of a rollout, run by the leading controller: flip the fleet wave by wave.
+
+Every `TICK`, for each route whose ramp is in its `waves` phase and running:
+
+    judge    every group with flipped instances: the new version's answers there since the
+             group's first flip, against the old version's in the same group (the whole
+             fleet's once the group has no unflipped instance left), with the route's
+             guardrails (`Guard.judge`) on the fleet's pooled counts (`Pool.totals`)
+    halt     a group past a threshold halts the release before the next wave (`wave_halt`,
+             naming the group); with `auto_rollback: reverse` the flipped instances flip back
+             at once, the breached group's first (`wave_reverse` twice), and the candidate is
+             drained. Groups that never flipped never serve the version
+    bake     the current wave bakes `bake` seconds (a pause or a controller restart does not
+             count; the bake is checkpointed), and needs `min_samples` answers on the new
+             version in its group and every rule's samples: then `wave_baked`, and the next
+             wave flips (`wave_start`); after the last, the candidate is promoted
+    reverse  `rollback --rolling` walks the flipped waves back, the newest first, baking
+             `reverse_bake` between them; the candidate is drained when none is left
+
+Evidence lives in this process's memory (the baselines of the groups): a controller that
+takes over judges the groups afresh, and the bake it resumes is the durable one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from router.background import Background, count_failure
+from router.config import RolloutPlan, WavePlan
+from router.control.core import ChangeCore
+from router.control.durable import utc_now
+from router.control.guardrails import Guard, Verdict
+from router.control.moves import (
+    FORWARD,
+    RUNNING,
+    WAVES,
+    RouteState,
+    Waves,
+    drain_candidate,
+    halt_waves,
+    promote,
+    start_waves,
+    with_waves,
+)
+from router.errors import Refused
+from router.fleet.waves import describe_plan, plan_waves
+from router.proxy.telemetry import Totals
+
+log = logging.getLogger("router.waves")
+TICK = 0.25  # seconds
+CHECKPOINT = 5.0  # seconds between saves of the bake time
+Where = Callable[[Mapping[str, str]], bool]
+
+
+class Evidence(Protocol):
+    """The fleet's pooled counts (router.fleet.pool.Pool)."""
+
+    def totals(self, route: str, version: str, where: Where | None = None) -> Totals: ...
+
+
+@dataclass(slots=True)
+class Baseline:
+    """A group's counts when this process began judging it."""
+
+    candidate: Totals
+    control_group: Totals
+    control_fleet: Totals
+
+
+@dataclass(slots=True)
+class WaveProgress:
+    """What this process has seen of the current wave (not durable, but `baked` is saved)."""
+
+    done: int
+    direction: str
+    samples_at_start: int
+    baked: float
+    last_tick: float
+    last_checkpoint: float
+    waiting_for: str | None = None
+
+
+def _in(instances: list[str]) -> Where:
+    members = frozenset(instances)
+    return lambda labels: labels.get("instance") in members
+
+
+class RollingReleases:
+    """The rolling phase's controller. `sidecars` lists the live sidecars' labels."""
+
+    def __init__(
+        self,
+        core: ChangeCore,
+        evidence: Evidence,
+        plans: Callable[[str], RolloutPlan],
+        guards: Callable[[str], Guard | None],
+        sidecars: Callable[[], Any],
+        leading: Callable[[], bool],
+    ) -> None:
+        self.core = core
+        self.evidence = evidence
+        self.plans = plans
+        self.guards = guards
+        self.sidecars = sidecars  # async: the live sidecars' labels
+        self.leading = leading
+        self.baselines: dict[tuple[str, str], Baseline] = {}
+        self.progress: dict[str, WaveProgress] = {}
+        self.health: dict[str, dict[str, list[Verdict]]] = {}  # route -> group -> verdicts
+        self.background = Background()
+
+    def start(self) -> None:
+        self.background.keep_running(self._loop, "waves")
+
+    async def close(self) -> None:
+        await self.background.stop()
+
+    # -- the phase starts ------------------------------------------------------------------
+
+    async def begin(self, name: str, plan: RolloutPlan, why: str) -> dict[str, Any]:
+        """The canary passed (`why` says how): plan the waves over the live sidecars and
+        start the rolling phase. Raises Refused (no candidate, no sidecar)."""
+        waves_plan = plan.waves
+        assert waves_plan is not None
+        state = self.core.states[name]
+        candidate = state.candidate
+        sidecars = await self.sidecars()
+        planned = plan_waves(name, sidecars, waves_plan)
+        if not planned:
+            raise Refused(
+                "no live sidecar reports to this fleet, so there is nothing to flip; start "
+                "the sidecars, then `bundle-router rollout resume ROUTE`",
+                code="no_sidecars",
+            )
+        waves = Waves(
+            to=str(candidate),
+            leaving=state.active,
+            plan=planned,
+            session_max_age=waves_plan.session_max_age,
+            session_idle=waves_plan.session_idle,
+        )
+        now = utc_now()
+        return await self.core.change(
+            name,
+            lambda current: start_waves(current, waves, now),
+            actor="rollout",
+            action="waves_start",
+            reason=f"{why}; rolling {candidate} out in {len(planned)} waves by "
+            f"{waves_plan.order}: {describe_plan(planned)}",
+            details={"plan": [{"group": g, "instances": list(i)} for g, i in planned]},
+        )
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK)
+            if not self.leading():
+                self.progress.clear()
+                self.baselines.clear()
+                continue
+            for name, state in list(self.core.states.items()):
+                ramp = state.ramp
+                if ramp is None or ramp.phase != WAVES or not ramp.active or ramp.waves is None:
+                    self._forget(name)
+                    continue
+                if ramp.status != RUNNING:
+                    continue
+                try:
+                    await self._tick(name, state, ramp.waves)
+                except Exception:  # one route's trouble must not stop the others' waves
+                    count_failure("waves")
+                    log.exception("rolling release of %s: tick failed", name)
+
+    def _forget(self, name: str) -> None:
+        self.progress.pop(name, None)
+        self.health.pop(name, None)
+        for key in [k for k in self.baselines if k[0] == name]:
+            del self.baselines[key]
+
+    async def _tick(self, name: str, state: RouteState, waves: Waves) -> None:
+        plan = self.plans(name).waves or WavePlan()
+        now = time.monotonic()
+        progress = self.progress.get(name)
+        if progress is None or (progress.done, progress.direction) != (
+            waves.done,
+            waves.direction,
+        ):
+            ramp = state.ramp
+            assert ramp is not None
+            progress = WaveProgress(
+                waves.done, waves.direction, self._samples(name, waves), ramp.baked, now, now
+            )
+            self.progress[name] = progress
+        progress.baked += now - progress.last_tick
+        progress.last_tick = now
+        if waves.direction == FORWARD:
+            breach = self._judge(name, waves)
+            if breach is not None:
+                await self._breach(name, waves, plan, *breach)
+                return
+            if waves.done == 0:
+                await self._flip(name, waves, None)
+                return
+            waiting = self._waiting_for(name, waves, plan, progress)
+            if progress.baked >= plan.bake and waiting is None:
+                await self._baked(name, waves, progress)
+                return
+            progress.waiting_for = waiting if progress.baked >= plan.bake else None
+        elif progress.baked >= plan.reverse_bake or waves.done == len(waves.plan):
+            await self._walk_back(name, waves)
+            return
+        if now - progress.last_checkpoint >= CHECKPOINT:
+            progress.last_checkpoint = now
+            await self._checkpoint(name, waves, progress.baked)
+
+    async def _checkpoint(self, name: str, waves: Waves, baked: float) -> None:
+        def save(current: RouteState) -> RouteState:
+            ramp = current.ramp
+            if ramp is None or ramp.waves is None or ramp.waves.done != waves.done:
+                return current
+            return replace(current, ramp=replace(ramp, baked=baked))
+
+        await self.core.checkpoint(name, save)
+
+    # -- evidence -----------------------------------------------------------------------------
+
+    def _samples(self, name: str, waves: Waves) -> int:
+        """Answers of the new version in the current wave's group so far."""
+        if waves.done == 0:
+            return 0
+        group = waves.plan[waves.done - 1][0]
+        return self.evidence.totals(name, waves.to, _in(waves.planned(group))).requests
+
+    def _verdicts(self, name: str, waves: Waves, group: str) -> list[Verdict] | None:
+        guard = self.guards(name)
+        if guard is None:
+            return None
+        planned = waves.planned(group)
+        candidate = self.evidence.totals(name, waves.to, _in(planned))
+        control_group = self.evidence.totals(name, waves.leaving, _in(planned))
+        control_fleet = self.evidence.totals(name, waves.leaving)
+        base = self.baselines.setdefault(
+            (name, group), Baseline(candidate, control_group, control_fleet)
+        )
+        whole = len(waves.flipped_in(group)) == len(planned)  # no unflipped control left
+        control = (
+            control_fleet.since(base.control_fleet)
+            if whole
+            else control_group.since(base.control_group)
+        )
+        return guard.judge(candidate.since(base.candidate), control)
+
+    def _judge(self, name: str, waves: Waves) -> tuple[str, Verdict] | None:
+        """Every flipped group's gauge; the first breach, if any."""
+        health: dict[str, list[Verdict]] = {}
+        breach = None
+        for group in waves.groups():
+            if not waves.flipped_in(group):
+                continue
+            verdicts = self._verdicts(name, waves, group) or []
+            health[group] = verdicts
+            tripped = next((v for v in verdicts if v.tripped), None)
+            if tripped is not None and breach is None:
+                breach = (group, tripped)
+        self.health[name] = health
+        return breach
+
+    def _waiting_for(
+        self, name: str, waves: Waves, plan: WavePlan, progress: WaveProgress
+    ) -> str | None:
+        """What keeps the next wave back, in words; None when nothing does."""
+        group = waves.plan[waves.done - 1][0]
+        samples = self._samples(name, waves) - progress.samples_at_start
+        reasons = []
+        if samples < plan.min_samples:
+            reasons.append(f"{samples}/{plan.min_samples} answers on {waves.to} in {group}")
+        for verdict in self.health.get(name, {}).get(group, []):
+            if verdict.waiting and not verdict.silent:
+                reasons.append(f"{verdict.rule} {verdict.samples}/{verdict.min_samples}")
+        return "too little traffic to judge: " + ", ".join(reasons) if reasons else None
+
+    # -- moves ----------------------------------------------------------------------------------
+
+    async def _flip(self, name: str, waves: Waves, baked_note: str | None) -> None:
+        group, instances = waves.plan[waves.done]
+        now = utc_now()
+        flipped = (*waves.flipped, *(i for i in instances if i not in waves.flipped))
+        after = replace(
+            waves,
+            done=waves.done + 1,
+            flipped=flipped,
+            flipped_at={**waves.flipped_at, **dict.fromkeys(instances, now)},
+        )
+        wave = f"wave {waves.done + 1}/{len(waves.plan)}"
+        await self.core.change(
+            name,
+            lambda current: with_waves(current, after),
+            actor="rollout",
+            action="wave_start",
+            reason=f"{wave}: {group} flips {', '.join(instances)} to {waves.to}"
+            + (f" ({baked_note})" if baked_note else ""),
+            details={"wave": waves.done + 1, "group": group, "instances": list(instances)},
+        )
+
+    async def _baked(self, name: str, waves: Waves, progress: WaveProgress) -> None:
+        group = waves.plan[waves.done - 1][0]
+        samples = self._samples(name, waves) - progress.samples_at_start
+        verdicts = self.health.get(name, {}).get(group, [])
+        passed = ", ".join(v.describe() for v in verdicts if not v.silent) or "no rules"
+        note = (
+            f"wave {waves.done}/{len(waves.plan)} ({group}) baked {progress.baked:.0f}s, "
+            f"{samples} answers on {waves.to}; every gate passed: {passed}"
+        )
+        self.progress.pop(name, None)
+        await self.core.change(
+            name,
+            lambda current: with_waves(current, waves, baked=progress.baked),
+            actor="rollout",
+            action="wave_baked",
+            reason=note,
+            details={
+                "wave": waves.done,
+                "group": group,
+                "baked": progress.baked,
+                "samples": samples,
+                "verdicts": [v.as_dict() for v in verdicts],
+            },
+        )
+        if waves.done < len(waves.plan):
+            await self._flip(name, waves, None)
+            return
+        now = utc_now()
+        await self.core.change(
+            name,
+            lambda current: promote(current, now),
+            actor="rollout",
+            action="ramp_promote",
+            reason=f"all {len(waves.plan)} waves baked; {waves.to} is active everywhere",
+        )
+
+    async def _breach(
+        self, name: str, waves: Waves, plan: WavePlan, group: str, verdict: Verdict
+    ) -> None:
+        decided = time.perf_counter()
+        never = [g for g in waves.groups() if not waves.flipped_in(g)]
+        reason = (
+            f"{group}: guardrail {verdict.describe()} on {waves.to}; halted before wave "
+            f"{waves.done + 1}" + (f"; {', '.join(never)} never received it" if never else "")
+        )
+        log.error("rolling release of %s halted: %s", name, reason)
+        halted = replace(waves, halted_group=group)
+        await self.core.change(
+            name,
+            lambda current: halt_waves(current, halted, reason),
+            actor="guardrail",
+            action="wave_halt",
+            reason=reason,
+            details={"group": group, "verdict": verdict.as_dict(), "never_flipped": never},
+            decided=decided,
+        )
+        if plan.auto_rollback != "reverse":
+            return
+        # The breached group first, then every other flipped group: two swaps, sub-second.
+        first = [i for i in halted.flipped if i not in halted.planned(group)]
+        back = replace(halted, flipped=tuple(first))
+        await self.core.change(
+            name,
+            lambda current: with_waves(current, back),
+            actor="guardrail",
+            action="wave_reverse",
+            reason=f"{group} flips back to {waves.leaving}: "
+            + ", ".join(i for i in halted.flipped if i not in first),
+            details={"group": group, "instances": [i for i in halted.flipped if i not in first]},
+            decided=decided,
+        )
+        trip = {**verdict.as_dict(), "at": utc_now(), "description": reason, "group": group}
+        done = replace(back, flipped=())
+        await self.core.change(
+            name,
+            lambda current: drain_candidate(with_waves(current, done), trip),
+            actor="guardrail",
+            action="wave_reverse",
+            reason=f"every other flipped instance flips back to {waves.leaving}"
+            + (f": {', '.join(first)}" if first else " (none)")
+            + f"; {waves.to} is rolled back",
+            details={"instances": first},
+            decided=decided,
+        )
+
+    async def _walk_back(self, name: str, waves: Waves) -> None:
+        """`rollback --rolling`: the newest flipped wave flips back; the last one drains."""
+        remaining = [w for w in waves.plan[: waves.done] if set(w[1]) & set(waves.flipped)]
+        if not remaining:
+            trip = {"rule": "manual", "at": utc_now(), "description": "rolled back wave by wave"}
+            await self.core.change(
+                name,
+                lambda current: drain_candidate(current, trip),
+                actor="rollout",
+                action="rollback",
+                reason=f"every wave is back on {waves.leaving}; {waves.to} is rolled back",
+            )
+            return
+        group, instances = remaining[-1]
+        back = replace(
+            waves,
+            done=waves.done - 1,
+            flipped=tuple(i for i in waves.flipped if i not in instances),
+        )
+        await self.core.change(
+            name,
+            lambda current: with_waves(current, back),
+            actor="rollout",
+            action="wave_reverse",
+            reason=f"rolling back: {group} flips {', '.join(instances)} back to {waves.leaving}",
+            details={"group": group, "instances": list(instances), "direction": "reverse"},
+        )
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def describe(self, name: str) -> dict[str, Any] | None:
+        """The rolling phase for `status`: the wave, the bake, what it waits for, each
+        group's progress and health."""
+        state = self.core.states.get(name)
+        ramp = state.ramp if state else None
+        if ramp is None or ramp.waves is None:
+            return None
+        waves, plan = ramp.waves, self.plans(name).waves or WavePlan()
+        progress = self.progress.get(name)
+        health = self.health.get(name, {})
+        groups = {}
+        for group in waves.groups():
+            verdicts = health.get(group, [])
+            groups[group] = {
+                "planned": len(waves.planned(group)),
+                "flipped": len(waves.flipped_in(group)),
+                "healthy": not any(v.tripped for v in verdicts) and waves.halted_group != group,
+                "verdicts": [v.as_dict() for v in verdicts],
+            }
+        current = waves.plan[waves.done - 1] if 0 < waves.done <= len(waves.plan) else None
+        return {
+            "wave": waves.done,
+            "waves": len(waves.plan),
+            "group": current[0] if current else None,
+            "direction": waves.direction,
+            "status": ramp.status,
+            "baked": progress.baked if progress else ramp.baked,
+            "bake": plan.bake if waves.direction == FORWARD else plan.reverse_bake,
+            "waiting_for": progress.waiting_for if progress else None,
+            "halted_group": waves.halted_group,
+            "flipped": list(waves.flipped),
+            "groups": groups,
+        }

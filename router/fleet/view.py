@@ -1,0 +1,87 @@
+"""A sidecar's own view of the fleet's state: the weight table it serves a route with.
+
+Every sidecar holds the same snapshot; what it serves depends on who it is:
+
+    canary pool   a canary kept to one pool (`rollout.canary_pool`): a sidecar of another
+                  pool serves the active version alone
+    flipped       in a rolling release, an instance that has flipped serves the new version
+                  alone; sessions it saw before the flip stay on the old version until idle
+                  for `session_idle` or `session_max_age` after the flip
+    unflipped     serves the old version alone, and remembers its sessions for that hold
+    reverse       a flip back holds nothing: stop the bleed
+
+The snapshot itself (`ChangeCore.states`) stays the fleet's; only the table differs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+from router.control.moves import CANARY, FORWARD, PAUSED, RUNNING, RouteState, Waves
+from router.proxy.routing import BASIS_POINTS, SessionHold, WeightTable
+
+
+def table_for(
+    state: RouteState,
+    labels: Mapping[str, str],
+    wall: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> WeightTable:
+    """The table this sidecar (`labels`: region, pool, instance) serves `state` with."""
+    ramp = state.ramp
+    candidate = state.candidate
+    if ramp is None or not ramp.active or not state.canary_live or candidate is None:
+        return state.table()
+    if ramp.phase == CANARY:
+        if ramp.scope is None or labels.get("pool") == ramp.scope:
+            return state.table()
+        return WeightTable.build(_all_on(state, state.active), state.active, candidate)
+    waves = ramp.waves
+    if waves is None:
+        return state.table()
+    instance = labels.get("instance", "")
+    if instance in waves.flipped:
+        return WeightTable.build(
+            _all_on(state, waves.to),
+            state.active,
+            candidate,
+            hold=_hold(waves, instance, wall, monotonic),
+        )
+    remember = waves.direction == FORWARD and ramp.status in (RUNNING, PAUSED)
+    return WeightTable.build(
+        _all_on(state, waves.leaving), state.active, candidate, remember_sessions=remember
+    )
+
+
+def _all_on(state: RouteState, version: str) -> dict[str, int]:
+    weights = dict.fromkeys(state.weights, 0)
+    weights[version] = BASIS_POINTS
+    return weights
+
+
+def _hold(
+    waves: Waves, instance: str, wall: Callable[[], float], monotonic: Callable[[], float]
+) -> SessionHold | None:
+    """The sessions kept on the old version after this instance's flip, until when."""
+    flipped_at = waves.flipped_at.get(instance)
+    if waves.direction != FORWARD or waves.session_max_age <= 0 or flipped_at is None:
+        return None
+    try:
+        since = datetime.fromisoformat(flipped_at.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+    left = waves.session_max_age - (wall() - since)
+    if left <= 0:
+        return None
+    return SessionHold(waves.leaving, monotonic() + left, waves.session_idle)
+
+
+def flipped(state: RouteState, instance: str) -> bool | None:
+    """Whether `instance` serves the new version of a rolling release now; None when the
+    route has none."""
+    ramp = state.ramp
+    if ramp is None or not ramp.active or ramp.waves is None:
+        return None
+    return instance in ramp.waves.flipped

@@ -1,0 +1,246 @@
+"""Rolling releases across a real fleet: waves by region, the halt, the reverse-roll, and
+restarts mid-wave. Real redis-server, real controller and sidecar processes, the fake
+provider; the waves' order, sizes and bakes are read back from the controller's audit log,
+and what each sidecar served from its X-Bundle-Version headers."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from testing.fleet import Fleet, Member, wait_for
+from testing.servers import EXAMPLE_BUNDLES, ProviderProcess
+
+pytestmark = pytest.mark.timeout(240)
+
+REGIONS = ["us-east", "us-west", "eu"]
+NEW, OLD = "v1.5", "v1.4"
+NEW_MODEL = "claude-opus-4-7-20260108"
+
+
+def rolling_route(**waves: Any) -> dict[str, Any]:
+    """refund-agent with v1.5 deployed at 0 %, rolled out in waves only (no canary steps),
+    with guardrails that judge on few answers (light test traffic)."""
+    example = yaml.safe_load((EXAMPLE_BUNDLES.parent / "router.yaml").read_text())
+    route = example["routes"]["refund-agent"]
+    route["bundles"] = str(EXAMPLE_BUNDLES / "refund-agent")
+    route["weights"] = {OLD: 100, NEW: 0}
+    route["guardrails"] = {
+        "error_rate": {"max": "5%", "min_samples": 5},
+        "p95_latency": "off",
+        "cost_per_request": "off",
+        "tool_call_failure_rate": "off",
+        "refusal_rate": "off",
+    }
+    route["rollout"] = {
+        "steps": [100],
+        "waves": {
+            "order": "region",
+            "groups": REGIONS,
+            "size": 1,
+            "bake": "1s",
+            "min_samples": 5,
+            **waves,
+        },
+    }
+    support = example["routes"]["support-agent"]
+    support["bundles"] = str(EXAMPLE_BUNDLES / "support-agent")
+    return {"refund-agent": route, "support-agent": support}
+
+
+class Traffic:
+    """Requests to every sidecar, each with a new session, until stopped (bounded): what
+    each sidecar served, in order."""
+
+    def __init__(self, sidecars: list[Member], seconds: float = 120.0) -> None:
+        self.sidecars = sidecars
+        self.deadline = time.monotonic() + seconds
+        self.served: dict[str, list[str]] = {m.name: [] for m in sidecars}
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set() and time.monotonic() < self.deadline:
+                for member in self.sidecars:
+                    try:
+                        answer = client.post(
+                            f"{member.router.url}/v1/messages",
+                            json={
+                                "model": "refund-agent",
+                                "max_tokens": 16,
+                                "messages": [{"role": "user", "content": "hello"}],
+                            },
+                            headers={"X-Session-Id": uuid.uuid4().hex},
+                        )
+                    except httpx.HTTPError as exc:  # a sidecar being restarted
+                        self.failures.append(f"{member.name}: {exc}")
+                        continue
+                    version = answer.headers.get("X-Bundle-Version")
+                    if version:
+                        self.served[member.name].append(version)
+                time.sleep(0.01)
+
+    def versions(self, member: Member) -> Counter[str]:
+        return Counter(self.served[member.name])
+
+    @contextmanager
+    def running(self) -> Iterator[Traffic]:
+        self._thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            self._thread.join(timeout=15)
+
+
+def records(fleet: Fleet, *actions: str) -> list[dict[str, Any]]:
+    return [r for r in fleet.controller.router.audit() if r["action"] in actions]
+
+
+def start_rollout(fleet: Fleet) -> None:
+    # Every sidecar must report before the plan is made from them.
+    wait_for(
+        "every sidecar reports",
+        lambda: len(fleet.controller.admin("GET", "/fleet")["sidecars"]) == len(fleet.sidecars),
+        timeout=30,
+    )
+    fleet.controller.admin("POST", "/rollout", {"route": "refund-agent", "action": "start"})
+
+
+def waves_of(fleet: Fleet) -> dict[str, Any]:
+    status = fleet.controller.status()["routes"]["refund-agent"]
+    return status.get("waves") or {}
+
+
+def test_a_three_region_rolling_release_completes_in_order(
+    start_fleet: Callable[..., Fleet],
+) -> None:
+    sidecars = [(region, "paid") for region in REGIONS for _ in range(2)]
+    fleet = start_fleet(sidecars, config={"routes": rolling_route()})
+    with Traffic(fleet.sidecars).running() as traffic:
+        start_rollout(fleet)
+        wait_for(
+            "the release is promoted",
+            lambda: fleet.controller.status()["routes"]["refund-agent"]["active"] == NEW,
+            timeout=120,
+        )
+    plan = records(fleet, "waves_start")
+    assert len(plan) == 1, plan
+    assert [w["group"] for w in plan[0]["details"]["plan"]] == [r for r in REGIONS for _ in (0, 1)]
+    starts = records(fleet, "wave_start")
+    assert [r["details"]["group"] for r in starts] == [r for r in REGIONS for _ in (0, 1)]
+    assert all(len(r["details"]["instances"]) == 1 for r in starts)
+    baked = records(fleet, "wave_baked")
+    assert [r["details"]["wave"] for r in baked] == list(range(1, 7))
+    assert all(r["details"]["baked"] >= 1.0 for r in baked), [r["details"] for r in baked]
+    assert all(r["details"]["samples"] >= 5 for r in baked), [r["details"] for r in baked]
+    # Every wave baked before the next flipped: the audit order is start, baked, start, ...
+    sequence = [r["action"] for r in records(fleet, "wave_start", "wave_baked", "ramp_promote")]
+    assert sequence == ["wave_start", "wave_baked"] * 6 + ["ramp_promote"]
+    # Every sidecar ends on the new version.
+    for member in fleet.sidecars:
+        wait_for(
+            f"{member.name} serves {NEW}", lambda m=member: m.served("refund-agent", 5) == {NEW}
+        )
+    assert not traffic.failures
+
+
+@pytest.fixture
+def bad_provider(tmp_path: Path) -> Iterator[ProviderProcess]:
+    """A second provider, for one region: the new model fails there."""
+    running = ProviderProcess(tmp_path / "bad")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("auto_rollback", ["reverse", "halt"])
+def test_a_regression_in_one_region_halts_before_the_next_and_reverse_rolls(
+    start_fleet: Callable[..., Fleet], bad_provider: ProviderProcess, auto_rollback: str
+) -> None:
+    sidecars = [(region, "paid") for region in REGIONS for _ in range(2)]
+    # sidecar-2 and sidecar-3 are us-west: their provider fails the new model.
+    bad_provider.behave(model=NEW_MODEL, error_rate=1.0)
+    # The sidecars' own guardrails (the local floor) are off here, so that the group gauge
+    # on the controller is the one that decides, and its halt is the one under test.
+    routes = rolling_route(auto_rollback=auto_rollback, bake="2s")
+    unguarded = {name: {**route, "guardrails": "off"} for name, route in routes.items()}
+    fleet = start_fleet(
+        sidecars,
+        config={"routes": unguarded},
+        controller_config={"routes": routes},
+        provider_urls={"sidecar-2": bad_provider.url, "sidecar-3": bad_provider.url},
+    )
+    east, west, eu = fleet.sidecars[0:2], fleet.sidecars[2:4], fleet.sidecars[4:6]
+    with Traffic(fleet.sidecars).running() as traffic:
+        start_rollout(fleet)
+        wait_for("the halt", lambda: records(fleet, "wave_halt"), timeout=90)
+        if auto_rollback == "reverse":
+            wait_for("the reverse-roll", lambda: len(records(fleet, "wave_reverse")) == 2)
+        time.sleep(1.5)  # traffic after the halt, to see where it goes
+    (halt,) = records(fleet, "wave_halt")
+    assert halt["details"]["group"] == "us-west", halt
+    assert "us-west" in halt["reason"] and "eu never received it" in halt["reason"]
+    assert halt["details"]["never_flipped"] == ["eu"]
+    # Halted before us-west's second wave and before eu's first.
+    flipped = [i for r in records(fleet, "wave_start") for i in r["details"]["instances"]]
+    assert flipped == ["sidecar-0", "sidecar-1", "sidecar-2"], flipped
+    # eu never served the new version, not once.
+    for member in eu:
+        assert traffic.versions(member)[NEW] == 0, (member.name, traffic.versions(member))
+        assert member.served("refund-agent", 5) == {OLD}
+    state = fleet.controller.status()["routes"]["refund-agent"]
+    if auto_rollback == "reverse":
+        first, rest = records(fleet, "wave_reverse")
+        assert first["details"]["instances"] == ["sidecar-2"]  # the breached group first
+        assert sorted(rest["details"]["instances"]) == ["sidecar-0", "sidecar-1"]
+        assert state["candidate_state"] == "rolled_back"
+        for member in [*east, *west]:
+            wait_for(
+                f"{member.name} is back on {OLD}",
+                lambda m=member: m.served("refund-agent", 5) == {OLD},
+            )
+    else:
+        assert state["rollout"]["status"] == "halted"
+        # Halt only: the flipped instances stay flipped for a person to decide.
+        assert east[0].served("refund-agent", 5) == {NEW}
+        assert west[1].served("refund-agent", 5) == {OLD}
+
+
+def test_restarts_mid_wave_resume_the_same_wave(start_fleet: Callable[..., Fleet]) -> None:
+    sidecars = [(region, "paid") for region in REGIONS[:2] for _ in range(2)]
+    fleet = start_fleet(sidecars, config={"routes": rolling_route(bake="60s")})
+    with Traffic(fleet.sidecars).running():
+        start_rollout(fleet)
+        wait_for("wave 1 flips", lambda: waves_of(fleet).get("wave") == 1, timeout=30)
+        wait_for(
+            "the bake is checkpointed", lambda: waves_of(fleet).get("baked", 0) >= 6, timeout=30
+        )
+        fleet.controller.router.stop()
+        fleet.controller.router.start()
+        waves = waves_of(fleet)
+        assert waves["wave"] == 1 and waves["status"] == "running"
+        assert waves["baked"] >= 5.0, waves  # the checkpointed bake, not zero
+        flipped, unflipped = fleet.sidecars[0], fleet.sidecars[1]
+        for member in (flipped, unflipped):
+            member.router.stop()
+            member.router.start()
+        wait_for(
+            "the flipped sidecar serves the new version",
+            lambda: flipped.served("refund-agent", 5) == {NEW},
+        )
+        assert unflipped.served("refund-agent", 5) == {OLD}
+        assert fleet.sidecars[2].served("refund-agent", 5) == {OLD}

@@ -1,0 +1,119 @@
+"""The rolling release's plan and each sidecar's view of it, as pure functions."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from router.config import WavePlan
+from router.control.moves import (
+    HALTED,
+    REVERSE,
+    RUNNING,
+    WAVES,
+    Ramp,
+    RouteState,
+    Waves,
+    reverse_waves,
+    start_waves,
+)
+from router.errors import Refused
+from router.fleet.view import table_for
+from router.fleet.waves import describe_plan, plan_waves
+
+SIDECARS = [
+    {"instance": f"{region}-{i}", "region": region, "pool": pool}
+    for region, pool in [("us-east", "paid"), ("eu", "free"), ("apac", "paid")]
+    for i in range(3)
+]
+
+
+def test_region_order_puts_listed_groups_first_and_never_mixes_groups() -> None:
+    plan = plan_waves("r", SIDECARS, WavePlan(groups=["us-east", "eu"], size=2))
+    assert [g for g, _ in plan] == ["us-east", "us-east", "eu", "eu", "apac", "apac"]
+    assert [len(i) for _, i in plan] == [2, 1, 2, 1, 2, 1]
+    assert describe_plan(plan) == "us-east 2+1, eu 2+1, apac 2+1"
+
+
+def test_a_percent_size_is_a_share_of_each_group_rounded_up() -> None:
+    plan = plan_waves("r", SIDECARS, WavePlan(order="pool", size=0.25))
+    assert [g for g, _ in plan][:2] == ["free", "free"]  # unlisted groups by name
+    assert all(len(i) == 2 for g, i in plan if g == "paid")  # 25% of 6 -> 2
+
+
+def test_hash_order_is_stable_and_a_permutation() -> None:
+    first = plan_waves("r", SIDECARS, WavePlan(order="hash", size=4))
+    again = plan_waves("r", list(reversed(SIDECARS)), WavePlan(order="hash", size=4))
+    assert first == again
+    assert {g for g, _ in first} == {"all"}
+    assert sorted(i for _, w in first for i in w) == sorted(s["instance"] for s in SIDECARS)
+
+
+def _rolling(flipped: tuple[str, ...], **more: object) -> RouteState:
+    state = RouteState("v1", "v2", {"v1": 10000, "v2": 0}, candidate_state="live")
+    waves = Waves(
+        to="v2",
+        leaving="v1",
+        plan=(("us-east", ("a", "b")), ("eu", ("c",))),
+        done=1 if flipped else 0,
+        flipped=flipped,
+        flipped_at=dict.fromkeys(flipped, "2026-11-27T10:00:00.000Z"),
+        session_max_age=600.0,
+        session_idle=60.0,
+    )
+    state = start_waves(replace(state, ramp=Ramp(RUNNING, 0, 0.0)), waves, "now")
+    return replace(state, ramp=replace(state.ramp, **more)) if more else state  # type: ignore[arg-type]
+
+
+def test_a_flipped_instance_serves_the_new_version_and_holds_old_sessions() -> None:
+    state = _rolling(("a", "b"))
+    flip = 1_795_773_600.0  # 2026-11-27T10:00:00Z
+    table = table_for(
+        state, {"instance": "a", "pool": "p"}, wall=lambda: flip + 60, monotonic=lambda: 100.0
+    )
+    assert table.choose(0) == table.choose(9999) == "v2"
+    assert table.hold is not None and table.hold.version == "v1"
+    assert table.hold.until == pytest.approx(100.0 + 540.0)
+    expired = table_for(state, {"instance": "a"}, wall=lambda: flip + 601, monotonic=lambda: 1.0)
+    assert expired.hold is None
+
+
+def test_an_unflipped_instance_serves_the_old_version_and_remembers_sessions() -> None:
+    table = table_for(_rolling(("a", "b")), {"instance": "c"})
+    assert table.choose(0) == table.choose(9999) == "v1"
+    assert table.remember_sessions and table.hold is None
+    halted = table_for(_rolling(("a",), status=HALTED), {"instance": "c"})
+    assert not halted.remember_sessions
+
+
+def test_a_reverse_flip_holds_nothing() -> None:
+    state = reverse_waves(_rolling(("a", "b")))
+    assert state.ramp is not None and state.ramp.waves is not None
+    assert state.ramp.waves.direction == REVERSE and state.ramp.phase == WAVES
+    table = table_for(state, {"instance": "a"})
+    assert table.choose(0) == "v2" and table.hold is None
+
+
+def test_rollback_rolling_needs_flipped_instances() -> None:
+    with pytest.raises(Refused, match="nothing to walk back"):
+        reverse_waves(_rolling(()))
+    with pytest.raises(Refused, match="no rolling release"):
+        reverse_waves(RouteState("v1", None, {"v1": 10000}))
+
+
+def test_a_canary_pool_keeps_the_canary_to_its_pool() -> None:
+    state = RouteState(
+        "v1",
+        "v2",
+        {"v1": 9000, "v2": 1000},
+        candidate_state="live",
+        ramp=Ramp(RUNNING, 0, 10.0, scope="canary"),
+    )
+    assert table_for(state, {"pool": "canary"}).percent("v2") == 10
+    assert table_for(state, {"pool": "paid"}).percent("v2") == 0
+
+
+def test_waves_survive_the_state_file() -> None:
+    state = _rolling(("a",))
+    assert RouteState.from_dict(state.as_dict()) == state
