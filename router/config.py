@@ -31,6 +31,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 ROUTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")
 FIX_MARK = "\nfix: "
+SESSION_MEMORY = 100_000  # limits.session_memory's default, also a LiveRoute's without a config
 
 
 def fail(message: str, fix: str) -> ValueError:
@@ -451,6 +452,9 @@ class Limits(Strict):
     max_headers: int = Field(default=128, ge=16, le=10_000)  # more headers get 431
     header_timeout: Duration = 10.0  # a request head must arrive within this of its first byte
     body_timeout: Duration = 60.0  # and its body within this of the head; else 408
+    # Sessions each route remembers for sticky sessions across a rolling release's flip
+    # (router/proxy/sessions.py); past it the least recently seen is forgotten.
+    session_memory: int = Field(default=SESSION_MEMORY, ge=1)
 
 
 def parse_label(value: Any) -> str:

@@ -18,6 +18,7 @@ from router.control.guardrails import Guard
 from router.proxy.dialects import DIALECTS
 from router.proxy.forward import Upstream
 from router.proxy.live import LiveRoute
+from router.proxy.sessions import SessionMemory
 from router.proxy.telemetry import NullStats, TokenPrice, VersionStats
 
 
@@ -63,7 +64,8 @@ def build_route(
     previous: LiveRoute | None = None,
 ) -> LiveRoute:
     """A live route for `spec`. Versions that `previous` served with the same digest keep
-    their counters; the weight table is the caller's to set (from live state)."""
+    their counters, and the route its remembered sessions; the weight table is the caller's
+    to set (from live state)."""
     stats = {}
     for version, bundle in spec.bundles.items():
         old = previous.targets.get(version) if previous else None
@@ -72,8 +74,14 @@ def build_route(
             stats[version] = old.stats
         else:
             stats[version] = new_stats(config, spec.name, bundle)
-    route = LiveRoute(spec, upstreams, stats, previous.counters if previous else None)
-    if previous is not None:
+    capacity = config.limits.session_memory
+    if previous is None:
+        route = LiveRoute(spec, upstreams, stats, sessions=SessionMemory(capacity))
+    else:  # the sessions it remembered hold across a reload like its counters
+        sessions = previous.sessions
+        if sessions.capacity != capacity:
+            sessions.resize(capacity)
+        route = LiveRoute(spec, upstreams, stats, previous.counters, sessions)
         route.table = previous.table
     return route
 

@@ -411,10 +411,13 @@ class Proxy:
                 )
             route.counters.sessionless_requests += 1
             x.session = "random"
-            bucket = random_bucket()
-        else:
-            bucket = bucket_of(route.name, key)
-        return route.targets[route.table.choose(bucket)]
+            return route.targets[route.table.choose(random_bucket())]
+        table = route.table  # one table for the whole choice
+        if table.tracks_sessions:  # a rolling release's flip: its sessions stay where they were
+            held = route.held_target(table, key)
+            if held is not None:
+                return held
+        return route.targets[table.choose(bucket_of(route.name, key))]
 
     async def relay_json(self, answer: Answer, x: Exchange) -> web.StreamResponse:
         target = x.target

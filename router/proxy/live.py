@@ -7,6 +7,7 @@ plane (rollouts, reload, admin, metrics) swaps their tables and adds versions.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,11 +16,13 @@ from aiohttp import web
 
 from router.bundles import Bundle
 from router.catalog import RouteSpec
+from router.config import SESSION_MEMORY
 from router.patterns import compile_pattern
 from router.proxy.dialects import DIALECTS, FAMILIES, Dialect, Injection
 from router.proxy.dialects.base import Policy
 from router.proxy.forward import Upstream
 from router.proxy.routing import WeightTable
+from router.proxy.sessions import SessionMemory
 from router.proxy.telemetry import RouteCounters, VersionStats
 
 
@@ -43,6 +46,7 @@ class LiveRoute:
         upstreams: Mapping[str, Upstream],
         stats: Mapping[str, VersionStats],
         counters: RouteCounters | None = None,
+        sessions: SessionMemory | None = None,
     ) -> None:
         config = spec.config
         self.name = spec.name
@@ -68,6 +72,8 @@ class LiveRoute:
         self.allow_override = config.allow_version_override
         self.refusal_patterns = [compile_pattern(p) for p in config.refusal_patterns]  # RE2
         self.counters = counters or RouteCounters()
+        # Sessions seen, for a rolling release's flip (read only when the table asks).
+        self.sessions = sessions if sessions is not None else SessionMemory(SESSION_MEMORY)
 
     def add_target(self, bundle: Bundle, upstream: Upstream, stats: VersionStats) -> None:
         """Make a version servable (one dict assignment; weights decide if it gets traffic)."""
@@ -86,6 +92,23 @@ class LiveRoute:
         for part in self.session_field or ():
             value = value.get(part) if isinstance(value, dict) else None
         return str(value) if isinstance(value, str | int) and value != "" else None
+
+    def held_target(self, table: WeightTable, key: str) -> Target | None:
+        """For a table that tracks sessions (router/proxy/sessions.py): the held version's
+        target when `table.hold` keeps this session on it, refreshing the session's last
+        seen; else None, and an unflipped instance's table has the session remembered."""
+        now = time.monotonic()
+        hold = table.hold
+        if hold is not None:
+            if now < hold.until:
+                seen = self.sessions.seen(key)
+                target = self.targets.get(hold.version)
+                if seen is not None and now - seen <= hold.idle and target is not None:
+                    self.sessions.remember(key, now)
+                    return target
+        elif table.remember_sessions:
+            self.sessions.remember(key, now)
+        return None
 
     def describe_session_source(self) -> str:
         if self.session_header:

@@ -9,6 +9,11 @@ a session never flips candidate -> active -> candidate.
 
 A table is never changed in place; a new one replaces it by one assignment, so a request
 sees the old table or the new one, never a mix.
+
+A table may also keep sessions where they were across a flip (a rolling release moving this
+instance to the new version): `remember_sessions` has the handler remember each session it
+routes, and a later table's `hold` sends the sessions remembered within `hold.idle` to
+`hold.version` until `hold.until` (router/proxy/sessions.py keeps the memory).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import random
 from bisect import bisect_right
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import mmh3
@@ -34,6 +39,16 @@ def random_bucket() -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionHold:
+    """Sessions seen within `idle` seconds stay on `version` until `until` (a
+    `time.monotonic()` deadline of this process); a session quiet for longer has ended."""
+
+    version: str
+    until: float
+    idle: float
+
+
+@dataclass(frozen=True, slots=True)
 class WeightTable:
     """Versions laid out over the buckets. Build with `WeightTable.build`."""
 
@@ -43,6 +58,19 @@ class WeightTable:
     # Versions an `X-Bundle-Version` override may pick: the active one and a live candidate.
     # It lives in the table so that a rollback cuts overrides off in the same swap.
     live: frozenset[str] = frozenset()
+    hold: SessionHold | None = None  # a flipped instance: its earlier sessions stay put
+    remember_sessions: bool = False  # an unflipped instance: remember sessions for a flip
+    # Either of the two: the one attribute the handler reads on the hot path.
+    tracks_sessions: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        if self.hold is not None and self.remember_sessions:
+            # Noting a new session under a hold would send its next turn to the held version.
+            raise ValueError(
+                "a weight table holds sessions (a flipped instance) or remembers them (an "
+                "unflipped one), not both; build it with one of hold= and remember_sessions="
+            )
+        object.__setattr__(self, "tracks_sessions", self.hold is not None or self.remember_sessions)
 
     @classmethod
     def build(
@@ -52,6 +80,8 @@ class WeightTable:
         candidate: str | None,
         *,
         candidate_live: bool = True,
+        hold: SessionHold | None = None,
+        remember_sessions: bool = False,
     ) -> WeightTable:
         if sum(weights.values()) != BASIS_POINTS:
             raise ValueError(f"weights sum to {sum(weights.values())} basis points, not 10000")
@@ -71,6 +101,8 @@ class WeightTable:
             tuple(order),
             tuple(bounds),
             frozenset(live),
+            hold,
+            remember_sessions,
         )
 
     def choose(self, bucket: int) -> str:

@@ -53,6 +53,21 @@ def test_the_scale_benchmark_prints_its_table() -> None:
         assert row in done.stdout, done.stdout
 
 
+def test_the_sessions_benchmark_prints_its_rows() -> None:
+    # This checkout as its own baseline: the child processes' path runs too.
+    done = run_benchmark(
+        "benchmarks.sessions", "--calls", "2000", "--rounds", "1", "--baseline", "."
+    )
+    for row in (
+        "after / before",
+        "plain table (neither hold nor remember)",
+        "unflipped: remember, new each time, oldest dropped",
+        "flipped: hold, every session held",
+        "flipped: hold, every session new",
+    ):
+        assert row in done.stdout, done.stdout
+
+
 def test_the_fleet_benchmark_prints_its_tables() -> None:
     require_redis()
     done = run_benchmark("benchmarks.fleet", "--quick")
