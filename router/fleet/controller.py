@@ -14,6 +14,8 @@ the truth (`router.control`, as for one router), and every change reaches the fl
     re-seed   when Redis comes back empty, the leader publishes its state again, above the
               highest epoch any sidecar reports (a heartbeat or two after Redis returns)
     deploy    refused for a version that is not published with the digest it has here
+    evidence  the sidecars' counters, pooled into this controller's own (router.fleet.pool):
+              its guardrails judge the whole fleet's traffic (`pool`)
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ from router.fleet.depot import publish, published_digest
 from router.fleet.keys import Keys
 from router.fleet.leader import Lease
 from router.fleet.lkg import Marker
+from router.fleet.pool import Pool
 from router.fleet.scripts import Read, Scripts, StaleFence, last_event_id
 from router.fleet.snapshot import INGESTED_KEPT, encode, ingested_ids, pending_trips
+from router.proxy.live import LiveRoute
 
 log = logging.getLogger("router.fleet")
 BLOCK_SECONDS = 0.5
@@ -57,6 +61,7 @@ class Controller:
         keys: Keys,
         marker: Marker,
         owner: str,
+        routes: Mapping[str, LiveRoute],
     ) -> None:
         fleet = catalog.config.fleet
         assert fleet is not None
@@ -78,6 +83,7 @@ class Controller:
         self.missing_since: float | None = None  # Redis was seen without the fleet's state
         self.adopted_token: int | None = None  # the lease whose takeover is complete
         self.background = Background()
+        self.pool = Pool(redis, keys, self.core, routes)
         self.closing = False  # see Follower.closing
         self._dirty = asyncio.Event()
         self._published = asyncio.Event()
@@ -169,9 +175,11 @@ class Controller:
         self.background.keep_running(self._lease_loop, "fleet-lease")
         self.background.keep_running(self._publish_loop, "fleet-publish")
         self.background.keep_running(self._follow, "fleet-follow")
+        self.background.keep_running(self.pool.run, "fleet-pool")
 
     async def close(self) -> None:
         self.closing = True
+        self.pool.closing = True
         self._dirty.set()  # the publish loop wakes, and sees it
         await self.background.stop()
         if self.lease.token is not None:
@@ -437,4 +445,5 @@ class Controller:
             "epoch": self.epoch,
             "connected": self.connected,
             "state_missing_in_redis": self.missing_since is not None,
+            "evidence": self.pool.describe(),
         }
