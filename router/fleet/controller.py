@@ -83,7 +83,7 @@ class Controller:
         self.missing_since: float | None = None  # Redis was seen without the fleet's state
         self.adopted_token: int | None = None  # the lease whose takeover is complete
         self.background = Background()
-        self.pool = Pool(redis, keys, self.core, routes)
+        self.pool = Pool(redis, keys, self.core.states, routes)
         self.closing = False  # see Follower.closing
         self._dirty = asyncio.Event()
         self._published = asyncio.Event()

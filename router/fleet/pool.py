@@ -30,9 +30,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from router.control.core import ChangeCore
 from router.control.moves import RouteState
-from router.fleet.evidence import Counts, decode
+from router.fleet.evidence import Counts, Reading, decode
 from router.fleet.keys import Keys
 from router.proxy.live import LiveRoute
 from router.proxy.telemetry import Totals
@@ -65,13 +64,15 @@ class Pool:
         self,
         redis: Redis,
         keys: Keys,
-        core: ChangeCore,
+        states: Mapping[str, RouteState],
         routes: Mapping[str, LiveRoute],
         interval: float = POOL_SECONDS,
     ) -> None:
+        """`states`: the live state of every route, read afresh at each read (the change
+        core's read-only view); `routes`: the live routes whose counters take the counts."""
         self.redis = redis
         self.keys = keys
-        self.core = core
+        self.states = states
         self.routes = routes
         self.interval = interval
         self.fields: dict[tuple[str, str], dict[str, Field]] = {}  # (route, version) -> field
@@ -103,7 +104,7 @@ class Pool:
         Redis errors (nothing is added then)."""
         wanted = sorted(
             (name, version)
-            for name, state in self.core.states.items()
+            for name, state in self.states.items()
             if name in self.routes
             for version in live_versions(state)
         )
@@ -139,29 +140,29 @@ class Pool:
                         exc,
                     )
                 continue
-            seen = known.get(field_name)
-            if seen is None:
-                history = first or (new_key and reading.at < self.started)
-                known[field_name] = Field(reading.labels, reading.counts, Counts())
-                if history:
-                    continue
-                added: Counts | None = reading.counts
-            else:
-                added = reading.counts.since(seen.last)
-                seen.labels, seen.last = reading.labels, reading.counts
-                if added is None:
-                    log.warning(
-                        "fleet: evidence of %s %s from %s went down; read as a new baseline",
-                        name,
-                        version,
-                        field_name,
-                    )
-                    continue
-            if added is not None and not added.empty:
-                added.add_to(target.stats)
-                entry = known[field_name]
-                entry.added = entry.added.plus(added)
+            history = first or (new_key and reading.at < self.started)
+            added = self._increase(known, field_name, reading, history)
+            if added is None or added.empty:
+                continue
+            added.add_to(target.stats)
+            entry = known[field_name]
+            entry.added = entry.added.plus(added)
         return len(found)
+
+    def _increase(
+        self, known: dict[str, Field], name: str, reading: Reading, history: bool
+    ) -> Counts | None:
+        """What `reading` adds over the field's last one; None when nothing is added (a
+        baseline: history, or counts that went down)."""
+        seen = known.get(name)
+        if seen is None:
+            known[name] = Field(reading.labels, reading.counts, Counts())
+            return None if history else reading.counts  # a new process: all of it is new
+        added = reading.counts.since(seen.last)
+        seen.labels, seen.last = reading.labels, reading.counts
+        if added is None:
+            log.warning("fleet: the evidence field %s went down; read as a new baseline", name)
+        return added
 
     # -- what the rolling release reads ---------------------------------------------------
 
