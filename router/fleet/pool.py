@@ -48,6 +48,7 @@ class Field:
     labels: Labels
     last: Counts  # the counts read last time
     added: Counts  # what the pool added of them since it started
+    raw: bytes = b""  # as read last time: an unchanged field is not decoded again
 
 
 def live_versions(state: RouteState) -> set[str]:
@@ -127,6 +128,9 @@ class Pool:
         known = self.fields.setdefault((name, version), {})
         for raw_name, raw in found.items():
             field_name = raw_name.decode() if isinstance(raw_name, bytes) else str(raw_name)
+            seen = known.get(field_name)
+            if seen is not None and seen.raw == raw:
+                continue  # a quiet sidecar: nothing new
             try:
                 reading = decode(raw)
             except ValueError as exc:
@@ -142,6 +146,7 @@ class Pool:
                 continue
             history = first or (new_key and reading.at < self.started)
             added = self._increase(known, field_name, reading, history)
+            known[field_name].raw = raw
             if added is None or added.empty:
                 continue
             added.add_to(target.stats)
