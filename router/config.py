@@ -481,6 +481,10 @@ class Fleet(Strict):
     heartbeat: Duration = 1.0  # sidecar heartbeats; missing after 3 of them
     lease: Duration = 3.0  # the controller's leader lease; a standby takes over after it
     first_sync: Duration = 5.0  # a sidecar with no last-known-good waits this long for Redis
+    # A sidecar's own guardrails are a floor under the controller's pooled judge: each judges
+    # at alpha / local_floor_split, so up to that many sidecars together falsely trip a
+    # healthy canary no more often than one judge would (docs/fleet.md, "Pooled guardrails").
+    local_floor_split: int = Field(default=1000, ge=1)
 
     @model_validator(mode="after")
     def _lease_over_heartbeat(self) -> Fleet:

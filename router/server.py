@@ -159,7 +159,11 @@ def build_control(
     for name, spec in catalog.routes.items():
         if settings.guards[name] is None and spec.config.candidate:
             log.warning("route %s: the canary is unguarded (guardrails: off)", name)
-    control = ControlPlane(routes, store, notifier, follows_fleet=follows_fleet)
+    fleet = catalog.config.fleet
+    split = fleet.local_floor_split if follows_fleet and fleet is not None else 1
+    control = ControlPlane(
+        routes, store, notifier, follows_fleet=follows_fleet, local_floor_split=split
+    )
     control.configure(settings)
     return control, restored
 

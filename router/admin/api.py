@@ -439,6 +439,7 @@ class Admin:
                 "trip": dict(state.trip) if state.trip else None,
                 "warm": [w.version for w in state.warm],
                 "versions": versions,
+                "blast_radius": route.blast_radius(),
                 "guardrails": [v.as_dict() for v in verdicts],
                 "last_change": last.get(name),
                 "rollout": self.control.rollouts.describe(name),

@@ -250,6 +250,10 @@ def render_status(status: dict[str, Any]) -> str:
                 f"{w['requests']:>8}{show_percent(w['error_rate']):>8}{show_seconds(w['p95_seconds']):>9}"
                 f"{show_money(w['cost_per_request_usd']):>10}  {v['model']}"
             )
+        blast = route.get("blast_radius") or {}
+        if route.get("candidate") and blast:  # a canary: how much traffic it reaches now
+            shares = ", ".join(f"{v} {show_percent(share)}" for v, share in blast.items())
+            lines.append(f"  blast radius (share of the last 60s): {shares}")
         if route.get("rollout"):
             lines.append("  " + _ramp_line(route["rollout"]))
         if route.get("waves"):

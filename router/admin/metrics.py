@@ -113,6 +113,7 @@ class _Route:
     fingerprinted: int
     client_system_prompts: int
     versions: tuple[_Version, ...]
+    blast_radius: tuple[tuple[str, float], ...]  # (version label, share of the last 60 s)
 
 
 def _copy(route: LiveRoute) -> _Route:
@@ -154,6 +155,7 @@ def _copy(route: LiveRoute) -> _Route:
         fingerprinted=counters.fingerprinted_requests,
         client_system_prompts=counters.client_system_prompts,
         versions=tuple(versions),
+        blast_radius=tuple((_label(v), share) for v, share in route.blast_radius().items()),
     )
 
 
@@ -308,6 +310,15 @@ PER_ROUTE: tuple[tuple[str, str, str, RouteLines], ...] = (
         "counter",
         "Requests turned away with 503 because the route was at limits.max_concurrent_per_route.",
         lambda n, r: f"{n}{{{r.label}}} {r.overloaded}\n",
+    ),
+    (
+        "router_blast_radius_ratio",
+        "gauge",
+        "Each version's share of the route's requests over the last 60 s, 0..1 (on a fleet's "
+        "controller: of the whole fleet's requests, from the pooled evidence).",
+        lambda n, r: "".join(
+            f'{n}{{{r.label},version="{v}"}} {_num(share)}\n' for v, share in r.blast_radius
+        ),
     ),
 )
 

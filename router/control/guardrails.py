@@ -87,11 +87,14 @@ class Verdict:
 
 
 class Guard:
-    """A route's rules, ready to judge (candidate, control) counts."""
+    """A route's rules, ready to judge (candidate, control) counts. `split` > 1 makes it a
+    floor (a fleet's sidecar, under the controller's pooled judge): each rule then judges at
+    alpha / split, so `split` such judges falsely trip no more often than one would."""
 
-    def __init__(self, rules: Guardrails) -> None:
+    def __init__(self, rules: Guardrails, split: int = 1) -> None:
         self.rules = rules
-        self.alpha = 1.0 - rules.confidence
+        self.split = split
+        self.alpha = (1.0 - rules.confidence) / split
 
     def judge(self, candidate: Totals, control: Totals) -> list[Verdict]:
         rules, verdicts = self.rules, []

@@ -31,8 +31,9 @@ from router.proxy.live import LiveRoute
 
 
 class ControlPlane:
-    """`follows_fleet`: a sidecar in fleet mode runs only the watcher (its own guardrails);
-    the controller of the fleet runs the warm window, drills and rollouts for everyone."""
+    """`follows_fleet`: a sidecar in fleet mode runs only the watcher (its own guardrails,
+    at alpha / `local_floor_split`: a floor under the controller's pooled judge); the
+    controller of the fleet runs the warm window, drills and rollouts for everyone."""
 
     def __init__(
         self,
@@ -41,11 +42,13 @@ class ControlPlane:
         notifier: Notifier,
         *,
         follows_fleet: bool = False,
+        local_floor_split: int = 1,
     ) -> None:
         self.store = store
         self.notifier = notifier
         self.core = ChangeCore(routes, store, notifier)
         self.watcher = Watcher(self.core, routes)
+        self.watcher.floor_split = local_floor_split
         self.warm = WarmWindow(self.core)
         self.drills = Drills(self.core, self.watcher)
         self.rollouts = Rollouts(self.core, self.watcher, routes)

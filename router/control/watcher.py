@@ -36,6 +36,9 @@ class Watcher(Component):
         self.guards: dict[str, Guard | None] = {}
         self.plans: dict[str, RolloutPlan] = {}
         self.check_interval = 0.1
+        # A fleet's sidecar judges at alpha / floor_split: a floor under the controller's
+        # pooled judge (config fleet.local_floor_split; 1 elsewhere).
+        self.floor_split = 1
         self.watches: dict[str, Watch] = {}
         self.trips: dict[tuple[str, str, str], int] = {}  # (route, version, rule) -> count
         # Routes another judge watches now: a fleet's rolling release judges each group.
@@ -47,7 +50,10 @@ class Watcher(Component):
         watch again, or the guardrails would judge counters no request updates. Called with
         the new routes already in place."""
         old_rules = {n: g.rules if g else None for n, g in self.guards.items()}
-        self.guards = dict(settings.guards)
+        self.guards = {
+            name: Guard(guard.rules, self.floor_split) if guard and self.floor_split > 1 else guard
+            for name, guard in settings.guards.items()
+        }
         self.plans = dict(settings.plans)
         self.check_interval = settings.check_interval
         for name, route in self.routes.items():
@@ -117,6 +123,8 @@ class Watcher(Component):
         it never stops the others' guardrails."""
         while True:
             await asyncio.sleep(self.check_interval)
+            if not self.core.decides():  # a fleet's standby controller: the leader judges
+                continue
             for name, watch in list(self.watches.items()):
                 if self.defers(name):
                     continue

@@ -9,6 +9,8 @@
     leader      the controller's lease and fencing token
     controller  the controller: publish every change, take in trips, re-seed an empty Redis
     status      the fleet as the controller sees it: who applied what, who is behind
+    evidence    a sidecar's counters, flushed to Redis for the pooled guardrails
+    pool        the controller's pool of those counters: its guardrails judge the fleet
 
 The controller's durable state and audit log (`router.control`) stay the truth; Redis only
 carries them to the sidecars.

@@ -91,7 +91,7 @@ def make_fleet(
     )
     if role == "controller":
         owner = f"{identity['instance']}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        return Controller(catalog, control, redis, blocking, keys, marker, owner)
+        return Controller(catalog, control, redis, blocking, keys, marker, owner, routes)
     return Follower(
         catalog,
         routes,

@@ -14,6 +14,8 @@ the truth (`router.control`, as for one router), and every change reaches the fl
     re-seed   when Redis comes back empty, the leader publishes its state again, above the
               highest epoch any sidecar reports (a heartbeat or two after Redis returns)
     deploy    refused for a version that is not published with the digest it has here
+    evidence  the sidecars' counters, pooled into this controller's own (router.fleet.pool):
+              its guardrails judge the whole fleet's traffic (`pool`)
 """
 
 from __future__ import annotations
@@ -44,10 +46,12 @@ from router.fleet.rolling import RollingReleases
 from router.fleet.scripts import Read, Scripts, StaleFence, last_event_id
 from router.fleet.snapshot import INGESTED_KEPT, encode, ingested_ids, pending_trips
 from router.fleet.status import fleet_view
+from router.proxy.live import LiveRoute
 
 log = logging.getLogger("router.fleet")
 BLOCK_SECONDS = 0.5
 PUBLISH_WAIT = 2.0  # an admin change waits this long for its snapshot to be published
+DRILL_WAIT = 5.0  # a fleet drill waits this long for every sidecar to apply its rollback
 
 
 class Controller:
@@ -60,6 +64,7 @@ class Controller:
         keys: Keys,
         marker: Marker,
         owner: str,
+        routes: Mapping[str, LiveRoute],
     ) -> None:
         fleet = catalog.config.fleet
         assert fleet is not None
@@ -81,6 +86,7 @@ class Controller:
         self.missing_since: float | None = None  # Redis was seen without the fleet's state
         self.adopted_token: int | None = None  # the lease whose takeover is complete
         self.background = Background()
+        self.pool = Pool(redis, keys, self.core.states, routes)
         self.closing = False  # see Follower.closing
         self._dirty = asyncio.Event()
         self._published = asyncio.Event()
@@ -88,7 +94,6 @@ class Controller:
         self.core.gate = self.gate
         self.core.decides = lambda: self.leading
         self.core.on_change(self.changed)
-        self.pool = Pool(redis, keys, control.core.routes)
         self.rolling = RollingReleases(
             self.core,
             self.pool,
@@ -198,14 +203,14 @@ class Controller:
         self.background.keep_running(self._lease_loop, "fleet-lease")
         self.background.keep_running(self._publish_loop, "fleet-publish")
         self.background.keep_running(self._follow, "fleet-follow")
-        self.pool.start()
+        self.background.keep_running(self.pool.run, "fleet-pool")
         self.rolling.start()
 
     async def close(self) -> None:
         self.closing = True
+        self.pool.closing = True
         self._dirty.set()  # the publish loop wakes, and sees it
         await self.rolling.close()
-        await self.pool.close()
         await self.background.stop()
         if self.lease.token is not None:
             with contextlib.suppress(RedisError):
@@ -457,12 +462,12 @@ class Controller:
                 self.ingested = [*self.ingested, uid][-INGESTED_KEPT:]
             self._dirty.set()  # publish the trip as taken in
 
-    async def everywhere(self, name: str, timeout: float = 5.0) -> tuple[str, int]:
+    async def everywhere(self, name: str) -> tuple[str, int]:
         """A drill's probe on the controller: wait until the change is published and every
         live sidecar has applied it (its acknowledgement follows its swap); the version the
         route's state makes active, and how many sidecars applied it. Raises RouterError
-        naming the sidecars that had not within `timeout`."""
-        deadline = time.monotonic() + timeout
+        naming the sidecars that had not within DRILL_WAIT."""
+        deadline = time.monotonic() + DRILL_WAIT
         published = await self.published()
         epoch = int(published["epoch"])
         behind: list[str] = []
@@ -475,7 +480,7 @@ class Controller:
             await asyncio.sleep(0.005)
         raise RouterError(
             f"the drill's rollback (epoch {epoch}) had not reached "
-            f"{', '.join(behind) or 'Redis'} within {timeout:g}s; see bundle-router status "
+            f"{', '.join(behind) or 'Redis'} within {DRILL_WAIT:g}s; see bundle-router status "
             "--fleet",
             code="drill_failed",
         )
@@ -493,4 +498,5 @@ class Controller:
             "epoch": self.epoch,
             "connected": self.connected,
             "state_missing_in_redis": self.missing_since is not None,
+            "evidence": self.pool.describe(),
         }

@@ -14,6 +14,8 @@
              unreachable it waits in the outbox on disk and still applies on top of
              anything read meanwhile
     report   a heartbeat every `heartbeat`: labels, applied epoch, lag, refusal, weights
+    evidence every `heartbeat` too, the counters of every version that served, for the
+             controller's pooled guardrails (router.fleet.evidence)
 
 Changes from the admin socket are refused here with the command that works: the fleet's
 changes are made on the controller. One exception, for an incident with the controller or Redis
@@ -46,6 +48,7 @@ from router.control.moves import RouteState
 from router.control.plane import ControlPlane
 from router.errors import Refused
 from router.fleet.depot import Unavailable, fetch
+from router.fleet.evidence import Flusher
 from router.fleet.keys import Keys
 from router.fleet.lkg import Marker
 from router.fleet.scripts import Read, Scripts, last_event_id
@@ -139,6 +142,7 @@ class Follower:
         self.missing_state = False
         self.in_redis: set[Any] = set()  # trip ids seen in Redis at the last read
         self.background = Background()
+        self.evidence = Flusher(redis, keys, routes, self.labels, fleet.heartbeat)
         self._wake = asyncio.Event()  # the outbox has something to write
         self._sync_lock = asyncio.Lock()
         self._marker_lock = asyncio.Lock()
@@ -238,12 +242,15 @@ class Follower:
         self.background.keep_running(self._follow, "fleet-follow")
         self.background.keep_running(self._heartbeat, "fleet-heartbeat")
         self.background.keep_running(self._outbox, "fleet-outbox")
+        self.background.keep_running(self.evidence.run, "fleet-evidence")
         if self.marker.outbox:
             self._wake.set()
 
     async def close(self) -> None:
         self.closing = True
+        self.evidence.closing = True
         await self.background.stop()
+        await self.evidence.close()  # the last counts: a stopped sidecar's evidence stays
         await self.redis.aclose()
         await self.blocking.aclose()
 

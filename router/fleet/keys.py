@@ -12,6 +12,9 @@ the fleet's keys one Redis Cluster hash slot, so a script may touch any of them.
     seen        zset   instance -> unix ms of its last heartbeat
     published   hash   "ROUTE/VERSION" -> the digest published for it
     bundle:R:V:D hash  file name -> content: version V of route R, whose digest is D
+    evidence:R:V hash  INSTANCE@BOOT -> one sidecar process's cumulative counters of version V
+                       of route R, with its labels (router.fleet.evidence); a day's TTL,
+                       refreshed by every write
 """
 
 from __future__ import annotations
@@ -68,3 +71,6 @@ class Keys:
 
     def bundle(self, route: str, version: str, digest: str) -> str:
         return self._key(f"bundle:{route}:{version}:{digest}")
+
+    def evidence(self, route: str, version: str) -> str:
+        return self._key(f"evidence:{route}:{version}")

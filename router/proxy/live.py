@@ -25,6 +25,8 @@ from router.proxy.routing import WeightTable
 from router.proxy.sessions import SessionMemory
 from router.proxy.telemetry import RouteCounters, VersionStats
 
+BLAST_RADIUS_SECONDS = 60  # the share of requests each version served over this window
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -84,6 +86,20 @@ class LiveRoute:
             {"X-Bundle-Version": bundle.version, "X-Bundle-Digest": bundle.short_digest},
             stats,
         )
+
+    def blast_radius(self, seconds: int = BLAST_RADIUS_SECONDS) -> dict[str, float]:
+        """Each version's share of the route's requests over the last `seconds`: versions
+        with weight or requests only, {} when none were served. On a fleet's controller the
+        counts are the fleet's (router.fleet.pool), so this is the fleet's blast radius."""
+        counts = {
+            version: target.stats.requests_within(seconds)
+            for version, target in list(self.targets.items())
+        }
+        total = sum(counts.values())
+        if total == 0:
+            return {}
+        weights = self.table.weights
+        return {v: n / total for v, n in counts.items() if n or weights.get(v, 0)}
 
     def session_key(self, request: web.Request, body: dict[str, Any]) -> str | None:
         if self.session_header:

@@ -318,6 +318,19 @@ class VersionStats:
             slot = slots[i] = WindowSlot(second)
         return slot
 
+    def window_slot(self) -> WindowSlot:
+        """The slot of the current second, for counts that were made elsewhere: a fleet's
+        controller adds its sidecars' counts here as they arrive (router.fleet.pool)."""
+        return self._slot()
+
+    def requests_within(self, seconds: int) -> int:
+        """Requests of the last `seconds` (at most the window), without the window's
+        latency sums: cheap enough to read for every version at every scrape."""
+        span = min(seconds, len(self.slots))
+        now = int(self.clock())
+        oldest = now - span + 1
+        return sum(slot.requests for slot in self.slots if oldest <= slot.second <= now)
+
     def record_request(
         self, outcome: Outcome, seconds: float, overhead: float, ttft: float | None = None
     ) -> None:

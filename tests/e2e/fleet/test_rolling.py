@@ -105,6 +105,10 @@ class Traffic:
             self._thread.join(timeout=15)
 
 
+def serves(member: Member, versions: set[str]) -> Callable[[], bool]:
+    return lambda: member.served("refund-agent", 5) == versions
+
+
 def records(fleet: Fleet, *actions: str) -> list[dict[str, Any]]:
     return [r for r in fleet.controller.router.audit() if r["action"] in actions]
 
@@ -151,9 +155,7 @@ def test_a_three_region_rolling_release_completes_in_order(
     assert sequence == ["wave_start", "wave_baked"] * 6 + ["ramp_promote"]
     # Every sidecar ends on the new version.
     for member in fleet.sidecars:
-        wait_for(
-            f"{member.name} serves {NEW}", lambda m=member: m.served("refund-agent", 5) == {NEW}
-        )
+        wait_for(f"{member.name} serves {NEW}", serves(member, {NEW}))
     assert not traffic.failures
 
 
@@ -187,7 +189,7 @@ def test_a_regression_in_one_region_halts_before_the_next_and_reverse_rolls(
     east, west, eu = fleet.sidecars[0:2], fleet.sidecars[2:4], fleet.sidecars[4:6]
     with Traffic(fleet.sidecars).running() as traffic:
         start_rollout(fleet)
-        wait_for("the halt", lambda: records(fleet, "wave_halt"), timeout=90)
+        wait_for("the halt", lambda: bool(records(fleet, "wave_halt")), timeout=90)
         if auto_rollback == "reverse":
             wait_for("the reverse-roll", lambda: len(records(fleet, "wave_reverse")) == 2)
         time.sleep(1.5)  # traffic after the halt, to see where it goes
@@ -211,7 +213,7 @@ def test_a_regression_in_one_region_halts_before_the_next_and_reverse_rolls(
         for member in [*east, *west]:
             wait_for(
                 f"{member.name} is back on {OLD}",
-                lambda m=member: m.served("refund-agent", 5) == {OLD},
+                serves(member, {OLD}),
             )
     else:
         assert state["rollout"]["status"] == "halted"

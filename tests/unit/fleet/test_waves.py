@@ -37,7 +37,7 @@ def test_region_order_puts_listed_groups_first_and_never_mixes_groups() -> None:
 
 
 def test_a_percent_size_is_a_share_of_each_group_rounded_up() -> None:
-    plan = plan_waves("r", SIDECARS, WavePlan(order="pool", size=0.25))
+    plan = plan_waves("r", SIDECARS, WavePlan(order="pool", size="25%"))
     assert [g for g, _ in plan][:2] == ["free", "free"]  # unlisted groups by name
     assert all(len(i) == 2 for g, i in plan if g == "paid")  # 25% of 6 -> 2
 
@@ -50,7 +50,7 @@ def test_hash_order_is_stable_and_a_permutation() -> None:
     assert sorted(i for _, w in first for i in w) == sorted(s["instance"] for s in SIDECARS)
 
 
-def _rolling(flipped: tuple[str, ...], **more: object) -> RouteState:
+def _rolling(flipped: tuple[str, ...], status: str = RUNNING) -> RouteState:
     state = RouteState("v1", "v2", {"v1": 10000, "v2": 0}, candidate_state="live")
     waves = Waves(
         to="v2",
@@ -63,7 +63,8 @@ def _rolling(flipped: tuple[str, ...], **more: object) -> RouteState:
         session_idle=60.0,
     )
     state = start_waves(replace(state, ramp=Ramp(RUNNING, 0, 0.0)), waves, "now")
-    return replace(state, ramp=replace(state.ramp, **more)) if more else state  # type: ignore[arg-type]
+    assert state.ramp is not None
+    return replace(state, ramp=replace(state.ramp, status=status))
 
 
 def test_a_flipped_instance_serves_the_new_version_and_holds_old_sessions() -> None:
@@ -98,7 +99,7 @@ def test_a_reverse_flip_holds_nothing() -> None:
 def test_rollback_rolling_needs_flipped_instances() -> None:
     with pytest.raises(Refused, match="nothing to walk back"):
         reverse_waves(_rolling(()))
-    with pytest.raises(Refused, match="no rolling release"):
+    with pytest.raises(Refused, match="rolling release in progress, and there is none"):
         reverse_waves(RouteState("v1", None, {"v1": 10000}))
 
 
