@@ -320,7 +320,7 @@ class RolloutPlan(Strict):
             if abs(step * 100 - round(step * 100)) > 1e-6:
                 raise fail(f"step {step}% is finer than 0.01%", "round it to two decimals")
         baking = len([s for s in self.steps if s < 100])
-        if len(self.bake) not in (1, baking):
+        if baking and len(self.bake) not in (1, baking):
             raise fail(
                 f"{len(self.bake)} bake times for {baking} steps below 100%",
                 "give one bake time per step below 100%, or a single one for all",

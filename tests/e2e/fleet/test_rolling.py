@@ -21,7 +21,6 @@ import yaml
 from testing.fleet import Fleet, Member, wait_for
 from testing.servers import EXAMPLE_BUNDLES, ProviderProcess
 
-pytestmark = pytest.mark.timeout(240)
 
 REGIONS = ["us-east", "us-west", "eu"]
 NEW, OLD = "v1.5", "v1.4"
@@ -128,13 +127,23 @@ def waves_of(fleet: Fleet) -> dict[str, Any]:
     return status.get("waves") or {}
 
 
-def test_a_three_region_rolling_release_completes_in_order(
+def test_a_canary_then_a_three_region_rolling_release_completes_in_order(
     start_fleet: Callable[..., Fleet],
 ) -> None:
-    sidecars = [(region, "paid") for region in REGIONS for _ in range(2)]
-    fleet = start_fleet(sidecars, config={"routes": rolling_route()})
+    # One plan: a canary at 50 % in the canary pool (one sidecar per region), then waves.
+    sidecars = [(region, pool) for region in REGIONS for pool in ("canary", "paid")]
+    routes = rolling_route()
+    routes["refund-agent"]["rollout"].update(
+        steps=[50, 100], bake=["3s"], min_samples=5, canary_pool="canary"
+    )
+    fleet = start_fleet(sidecars, config={"routes": routes})
     with Traffic(fleet.sidecars).running() as traffic:
         start_rollout(fleet)
+        ramp = fleet.controller.status()["routes"]["refund-agent"]["rollout"]
+        assert (ramp["phase"], ramp["percent"]) == ("canary", 50), ramp
+        # The canary's weights apply in the canary pool only.
+        assert NEW in fleet.sidecars[0].served("refund-agent", 20)
+        assert fleet.sidecars[1].served("refund-agent", 20) == {OLD}
         wait_for(
             "the release is promoted",
             lambda: fleet.controller.status()["routes"]["refund-agent"]["active"] == NEW,
@@ -142,6 +151,8 @@ def test_a_three_region_rolling_release_completes_in_order(
         )
     plan = records(fleet, "waves_start")
     assert len(plan) == 1, plan
+    assert plan[0]["reason"].startswith("canary baked"), plan[0]["reason"]
+    assert records(fleet, "rollout_start")[0]["after"]["ramp"]["scope"] == "canary"
     assert [w["group"] for w in plan[0]["details"]["plan"]] == [r for r in REGIONS for _ in (0, 1)]
     starts = records(fleet, "wave_start")
     assert [r["details"]["group"] for r in starts] == [r for r in REGIONS for _ in (0, 1)]
@@ -162,6 +173,7 @@ def test_a_three_region_rolling_release_completes_in_order(
 @pytest.fixture
 def bad_provider(tmp_path: Path) -> Iterator[ProviderProcess]:
     """A second provider, for one region: the new model fails there."""
+    (tmp_path / "bad").mkdir()
     running = ProviderProcess(tmp_path / "bad")
     try:
         yield running
