@@ -87,11 +87,14 @@ class Verdict:
 
 
 class Guard:
-    """A route's rules, ready to judge (candidate, control) counts."""
+    """A route's rules, ready to judge (candidate, control) counts. `split` divides each
+    rule's false-trip budget (alpha = 1 - confidence): see `local_floor`."""
 
-    def __init__(self, rules: Guardrails) -> None:
+    def __init__(self, rules: Guardrails, split: int = 1) -> None:
+        if split < 1:
+            raise ValueError(f"split {split} must be at least 1")
         self.rules = rules
-        self.alpha = 1.0 - rules.confidence
+        self.alpha = (1.0 - rules.confidence) / split
 
     def judge(self, candidate: Totals, control: Totals) -> list[Verdict]:
         rules, verdicts = self.rules, []
@@ -236,6 +239,16 @@ class Guard:
             return verdict
         tripped = surely_below(passed, judged, rule.min, self.alpha)
         return _tripped(verdict) if tripped else verdict
+
+
+def local_floor(rules: Guardrails, split: int) -> Guard:
+    """A sidecar's own guard in a fleet whose controller judges the pooled evidence: the
+    route's rules at alpha / split (fleet.local_floor_split). Up to `split` such judges,
+    each on its own slice, falsely trip a healthy canary with probability at most alpha
+    together (a union bound), so the floor adds at most the pooled judge's own alpha.
+    The price is log(split) more evidence before a sidecar trips on its own
+    (benchmarks/pooled.py measures it)."""
+    return Guard(rules, split)
 
 
 def _rate_of(counts: tuple[int, int]) -> float:
