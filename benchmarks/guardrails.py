@@ -118,9 +118,11 @@ def detect(candidate: Behaviour, seed: int) -> tuple[int | None, str | None]:
 
 
 def _latency_shares(behaviour: Behaviour) -> np.ndarray:
-    """P(answer in each GUARD_LATENCY_BOUNDS bucket) for a log-normal latency."""
+    """P(answer in each GUARD_LATENCY_BOUNDS bucket) for a log-normal latency (plus its
+    shift)."""
 
     def cdf(x: float) -> float:
+        x -= behaviour.latency_shift
         if x <= 0:
             return 0.0
         z = (math.log(x) - math.log(behaviour.latency_median)) / behaviour.latency_sigma

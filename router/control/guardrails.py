@@ -89,11 +89,13 @@ class Verdict:
 class Guard:
     """A route's rules, ready to judge (candidate, control) counts. `split` > 1 makes it a
     floor (a fleet's sidecar, under the controller's pooled judge): each rule then judges at
-    alpha / split, so `split` such judges falsely trip no more often than one would."""
+    alpha / split, so `split` such judges falsely trip no more often than one would (see
+    `local_floor`)."""
 
     def __init__(self, rules: Guardrails, split: int = 1) -> None:
+        if split < 1:
+            raise ValueError(f"split {split} must be at least 1")
         self.rules = rules
-        self.split = split
         self.alpha = (1.0 - rules.confidence) / split
 
     def judge(self, candidate: Totals, control: Totals) -> list[Verdict]:
@@ -239,6 +241,16 @@ class Guard:
             return verdict
         tripped = surely_below(passed, judged, rule.min, self.alpha)
         return _tripped(verdict) if tripped else verdict
+
+
+def local_floor(rules: Guardrails, split: int) -> Guard:
+    """A sidecar's own guard in a fleet whose controller judges the pooled evidence: the
+    route's rules at alpha / split (fleet.local_floor_split). Up to `split` such judges,
+    each on its own slice, falsely trip a healthy canary with probability at most alpha
+    together (a union bound), so the floor adds at most the pooled judge's own alpha.
+    The price is log(split) more evidence before a sidecar trips on its own
+    (benchmarks/pooled.py measures it)."""
+    return Guard(rules, split)
 
 
 def _rate_of(counts: tuple[int, int]) -> float:

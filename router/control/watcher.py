@@ -21,7 +21,7 @@ from router.background import Background, count_failure
 from router.config import RolloutPlan
 from router.control.core import ChangeCore, Component, Settings
 from router.control.durable import utc_now
-from router.control.guardrails import Guard, Verdict, Watch
+from router.control.guardrails import Guard, Verdict, Watch, local_floor
 from router.control.moves import RouteState, halt_on_breach, trip_candidate
 from router.errors import NotFound, Refused
 from router.proxy.live import LiveRoute
@@ -51,7 +51,9 @@ class Watcher(Component):
         the new routes already in place."""
         old_rules = {n: g.rules if g else None for n, g in self.guards.items()}
         self.guards = {
-            name: Guard(guard.rules, self.floor_split) if guard and self.floor_split > 1 else guard
+            name: local_floor(guard.rules, self.floor_split)
+            if guard and self.floor_split > 1
+            else guard
             for name, guard in settings.guards.items()
         }
         self.plans = dict(settings.plans)

@@ -21,7 +21,6 @@ import yaml
 from testing.fleet import Fleet, Member, wait_for
 from testing.servers import EXAMPLE_BUNDLES, ProviderProcess
 
-
 REGIONS = ["us-east", "us-west", "eu"]
 NEW, OLD = "v1.5", "v1.4"
 NEW_MODEL = "claude-opus-4-7-20260108"

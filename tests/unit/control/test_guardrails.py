@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from router.config import Guardrails, Route
-from router.control.guardrails import Guard, Watch
+from router.control.guardrails import Guard, Watch, local_floor
 from router.proxy.telemetry import (
     GUARD_LATENCY_BOUNDS,
     Outcome,
@@ -138,3 +138,22 @@ def test_a_watch_counts_only_what_happened_since_it_began() -> None:
         candidate.record_request(Outcome.PROVIDER_5XX, seconds=0.1, overhead=0.0)
     verdict = watch.check()
     assert verdict is not None and verdict.rule == "error_rate" and verdict.samples == 70
+
+
+def test_the_local_floor_judges_at_alpha_over_split() -> None:
+    rules = Guardrails()
+    floor = local_floor(rules, 1000)
+    assert floor.alpha == pytest.approx((1 - rules.confidence) / 1000)
+    # 8 errors in 40 answers is surely over 2 % at the route's confidence, not at the floor's.
+    candidate = totals(40, errors=8, priced=40, cost_usd=0.4)
+    assert tripped(rules, candidate, CONTROL) == ["error_rate"]
+    assert [v.rule for v in floor.judge(candidate, CONTROL) if v.tripped] == []
+    # A larger regression trips the floor too, only later.
+    worse = totals(80, errors=20, priced=80, cost_usd=0.8)
+    assert [v.rule for v in floor.judge(worse, CONTROL) if v.tripped] == ["error_rate"]
+    assert floor.judge(worse, CONTROL)[0].confidence == pytest.approx(1 - floor.alpha)
+
+
+def test_a_split_below_one_is_refused() -> None:
+    with pytest.raises(ValueError, match="split 0 must be at least 1"):
+        local_floor(Guardrails(), 0)

@@ -37,7 +37,7 @@ def test_region_order_puts_listed_groups_first_and_never_mixes_groups() -> None:
 
 
 def test_a_percent_size_is_a_share_of_each_group_rounded_up() -> None:
-    plan = plan_waves("r", SIDECARS, WavePlan(order="pool", size="25%"))
+    plan = plan_waves("r", SIDECARS, WavePlan.model_validate({"order": "pool", "size": "25%"}))
     assert [g for g, _ in plan][:2] == ["free", "free"]  # unlisted groups by name
     assert all(len(i) == 2 for g, i in plan if g == "paid")  # 25% of 6 -> 2
 
