@@ -5,6 +5,8 @@ and what each sidecar served from its X-Bundle-Version headers."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -121,6 +123,22 @@ def start_rollout(fleet: Fleet) -> None:
     fleet.controller.admin("POST", "/rollout", {"route": "refund-agent", "action": "start"})
 
 
+def cli(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
+    """`bundle-router ARGS` on the controller's socket, as an operator types it."""
+    config = str(fleet.controller.router.config_path)
+    return subprocess.run(
+        [sys.executable, "-m", "router", *args, "--config", config],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def state_of(fleet: Fleet) -> dict[str, Any]:
+    routes: dict[str, Any] = fleet.controller.status()["routes"]
+    return dict(routes["refund-agent"])
+
+
 def waves_of(fleet: Fleet) -> dict[str, Any]:
     status = fleet.controller.status()["routes"]["refund-agent"]
     return status.get("waves") or {}
@@ -143,11 +161,21 @@ def test_a_canary_then_a_three_region_rolling_release_completes_in_order(
         # The canary's weights apply in the canary pool only.
         assert NEW in fleet.sidecars[0].served("refund-agent", 20)
         assert fleet.sidecars[1].served("refund-agent", 20) == {OLD}
+        wait_for("the waves begin", lambda: (waves_of(fleet).get("wave") or 0) >= 1, timeout=60)
+        shown = cli(fleet, "rollout", "status", "refund-agent")
+        assert shown.returncode == 0, shown.stderr
+        assert "the fleet flips in waves" in shown.stdout and "us-east" in shown.stdout
+        assert "blast radius" in shown.stdout, shown.stdout
         wait_for(
             "the release is promoted",
             lambda: fleet.controller.status()["routes"]["refund-agent"]["active"] == NEW,
             timeout=120,
         )
+    # A fleet drill, timed to the last sidecar's swap.
+    drill = fleet.controller.admin("POST", "/drill", {"route": "refund-agent", "force": True})
+    assert drill["timed_to"] == "last sidecar's swap" and drill["sidecars"] == 6, drill
+    assert drill["rolled_back_to"] == OLD
+    assert all(m.served("refund-agent", 3) == {NEW} for m in fleet.sidecars)  # rolled forward
     plan = records(fleet, "waves_start")
     assert len(plan) == 1, plan
     assert plan[0]["reason"].startswith("canary baked"), plan[0]["reason"]
@@ -189,7 +217,7 @@ def test_a_regression_in_one_region_halts_before_the_next_and_reverse_rolls(
     bad_provider.behave(model=NEW_MODEL, error_rate=1.0)
     # The sidecars' own guardrails (the local floor) are off here, so that the group gauge
     # on the controller is the one that decides, and its halt is the one under test.
-    routes = rolling_route(auto_rollback=auto_rollback, bake="2s")
+    routes = rolling_route(auto_rollback=auto_rollback, bake="2s", reverse_bake="1s")
     unguarded = {name: {**route, "guardrails": "off"} for name, route in routes.items()}
     fleet = start_fleet(
         sidecars,
@@ -231,6 +259,17 @@ def test_a_regression_in_one_region_halts_before_the_next_and_reverse_rolls(
         # Halt only: the flipped instances stay flipped for a person to decide.
         assert east[0].served("refund-agent", 5) == {NEW}
         assert west[1].served("refund-agent", 5) == {OLD}
+        # ... who walks them back wave by wave, the newest wave first.
+        walk = cli(fleet, "rollback", "refund-agent", "--rolling")
+        assert walk.returncode == 0, walk.stderr
+        assert "walking 3 flipped instance(s) back" in walk.stdout
+        wait_for(
+            "the walk back", lambda: state_of(fleet)["candidate_state"] == "rolled_back", timeout=30
+        )
+        walked = [r["details"]["instances"] for r in records(fleet, "wave_reverse")]
+        assert walked == [["sidecar-2"], ["sidecar-1"], ["sidecar-0"]], walked
+        for member in [*east, *west]:
+            wait_for(f"{member.name} is back on {OLD}", serves(member, {OLD}))
 
 
 def test_restarts_mid_wave_resume_the_same_wave(start_fleet: Callable[..., Fleet]) -> None:
