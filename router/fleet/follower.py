@@ -150,7 +150,13 @@ class Follower:
         self.core.on_record(self.recorded)
         # This sidecar's own view: flipped or not in a rolling release, in the canary pool
         # or not (router.fleet.view).
-        self.core.table_of = lambda _, state: table_for(state, self.labels)
+        self.core.table_of = lambda name, state: table_for(
+            state, self.labels, remember=self._has_waves(name)
+        )
+
+    def _has_waves(self, name: str) -> bool:
+        route = self.catalog.config.routes.get(name)
+        return route is not None and route.rollout.waves is not None
 
     @property
     def applied(self) -> int:

@@ -7,7 +7,8 @@ Every sidecar holds the same snapshot; what it serves depends on who it is:
     flipped       in a rolling release, an instance that has flipped serves the new version
                   alone; sessions it saw before the flip stay on the old version until idle
                   for `session_idle` or `session_max_age` after the flip
-    unflipped     serves the old version alone, and remembers its sessions for that hold
+    unflipped     serves the old version alone; on a route whose plan has waves it
+                  remembers its sessions, from before the release starts, for that hold
     reverse       a flip back holds nothing: stop the bleed
 
 The snapshot itself (`ChangeCore.states`) stays the fleet's; only the table differs.
@@ -19,39 +20,45 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from router.control.moves import CANARY, FORWARD, PAUSED, RUNNING, RouteState, Waves
+from router.control.moves import CANARY, FORWARD, WAVES, RouteState, Waves
 from router.proxy.routing import BASIS_POINTS, SessionHold, WeightTable
 
 
 def table_for(
     state: RouteState,
     labels: Mapping[str, str],
+    *,
+    remember: bool = False,
     wall: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> WeightTable:
-    """The table this sidecar (`labels`: region, pool, instance) serves `state` with."""
+    """The table this sidecar (`labels`: region, pool, instance) serves `state` with.
+    `remember`: the route's plan has waves, so an instance that has not flipped remembers its
+    sessions (from before the release starts, so that its first flip can hold them)."""
     ramp = state.ramp
-    candidate = state.candidate
-    if ramp is None or not ramp.active or not state.canary_live or candidate is None:
-        return state.table()
-    if ramp.phase == CANARY:
-        if ramp.scope is None or labels.get("pool") == ramp.scope:
-            return state.table()
-        return WeightTable.build(_all_on(state, state.active), state.active, candidate)
-    waves = ramp.waves
-    if waves is None:
-        return state.table()
-    instance = labels.get("instance", "")
-    if instance in waves.flipped:
-        return WeightTable.build(
-            _all_on(state, waves.to),
-            state.active,
-            candidate,
-            hold=_hold(waves, instance, wall, monotonic),
-        )
-    remember = waves.direction == FORWARD and ramp.status in (RUNNING, PAUSED)
+    weights: Mapping[str, int] = state.weights
+    hold = None
+    live = ramp is not None and ramp.active and state.canary_live and state.candidate is not None
+    waves = ramp.waves if ramp is not None and ramp.phase == WAVES else None
+    if live and ramp is not None and ramp.phase == CANARY:
+        if ramp.scope is not None and labels.get("pool") != ramp.scope:
+            weights = _all_on(state, state.active)
+    elif live and waves is not None:
+        instance = labels.get("instance", "")
+        if instance in waves.flipped:
+            weights = _all_on(state, waves.to)
+            hold = _hold(waves, instance, wall, monotonic)
+            remember = False
+        else:
+            weights = _all_on(state, waves.leaving)
+            remember = remember and waves.direction == FORWARD
     return WeightTable.build(
-        _all_on(state, waves.leaving), state.active, candidate, remember_sessions=remember
+        weights,
+        state.active,
+        state.candidate,
+        candidate_live=state.canary_live,
+        hold=hold,
+        remember_sessions=remember,
     )
 
 

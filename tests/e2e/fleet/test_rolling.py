@@ -272,12 +272,37 @@ def test_a_regression_in_one_region_halts_before_the_next_and_reverse_rolls(
             wait_for(f"{member.name} is back on {OLD}", serves(member, {OLD}))
 
 
-def test_restarts_mid_wave_resume_the_same_wave(start_fleet: Callable[..., Fleet]) -> None:
+def version_for(member: Member, session: str) -> str:
+    """The version that answers one turn of `session` on this sidecar."""
+    answer = httpx.post(
+        f"{member.router.url}/v1/messages",
+        json={
+            "model": "refund-agent",
+            "max_tokens": 16,
+            "messages": [{"role": "user", "content": "hello"}],
+        },
+        headers={"X-Session-Id": session},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    return answer.headers["X-Bundle-Version"]
+
+
+def test_sessions_stick_across_a_flip_and_restarts_mid_wave_resume_the_same_wave(
+    start_fleet: Callable[..., Fleet],
+) -> None:
     sidecars = [(region, "paid") for region in REGIONS[:2] for _ in range(2)]
     fleet = start_fleet(sidecars, config={"routes": rolling_route(bake="60s")})
+    first = fleet.sidecars[0]  # wave 1: us-east's first instance by name
+    ongoing = f"ongoing-{uuid.uuid4().hex}"
+    assert version_for(first, ongoing) == OLD  # a session that began before the release
     with Traffic(fleet.sidecars).running():
         start_rollout(fleet)
         wait_for("wave 1 flips", lambda: waves_of(fleet).get("wave") == 1, timeout=30)
+        wait_for("sidecar-0 flips", serves(first, {NEW}))
+        # The session that began on the old version keeps it; a new one gets the new version.
+        assert version_for(first, ongoing) == OLD
+        assert version_for(first, f"new-{uuid.uuid4().hex}") == NEW
         wait_for(
             "the bake is checkpointed", lambda: waves_of(fleet).get("baked", 0) >= 6, timeout=30
         )
@@ -294,5 +319,7 @@ def test_restarts_mid_wave_resume_the_same_wave(start_fleet: Callable[..., Fleet
             "the flipped sidecar serves the new version",
             lambda: flipped.served("refund-agent", 5) == {NEW},
         )
+        # A restarted sidecar has forgotten its sessions: it sends them to its role's version.
+        assert version_for(flipped, ongoing) == NEW
         assert unflipped.served("refund-agent", 5) == {OLD}
         assert fleet.sidecars[2].served("refund-agent", 5) == {OLD}

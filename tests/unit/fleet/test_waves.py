@@ -8,7 +8,6 @@ import pytest
 
 from router.config import WavePlan
 from router.control.moves import (
-    HALTED,
     REVERSE,
     RUNNING,
     WAVES,
@@ -50,7 +49,7 @@ def test_hash_order_is_stable_and_a_permutation() -> None:
     assert sorted(i for _, w in first for i in w) == sorted(s["instance"] for s in SIDECARS)
 
 
-def _rolling(flipped: tuple[str, ...], status: str = RUNNING) -> RouteState:
+def _rolling(flipped: tuple[str, ...]) -> RouteState:
     state = RouteState("v1", "v2", {"v1": 10000, "v2": 0}, candidate_state="live")
     waves = Waves(
         to="v2",
@@ -62,9 +61,7 @@ def _rolling(flipped: tuple[str, ...], status: str = RUNNING) -> RouteState:
         session_max_age=600.0,
         session_idle=60.0,
     )
-    state = start_waves(replace(state, ramp=Ramp(RUNNING, 0, 0.0)), waves, "now")
-    assert state.ramp is not None
-    return replace(state, ramp=replace(state.ramp, status=status))
+    return start_waves(replace(state, ramp=Ramp(RUNNING, 0, 0.0)), waves, "now")
 
 
 def test_a_flipped_instance_serves_the_new_version_and_holds_old_sessions() -> None:
@@ -81,11 +78,15 @@ def test_a_flipped_instance_serves_the_new_version_and_holds_old_sessions() -> N
 
 
 def test_an_unflipped_instance_serves_the_old_version_and_remembers_sessions() -> None:
-    table = table_for(_rolling(("a", "b")), {"instance": "c"})
+    table = table_for(_rolling(("a", "b")), {"instance": "c"}, remember=True)
     assert table.choose(0) == table.choose(9999) == "v1"
     assert table.remember_sessions and table.hold is None
-    halted = table_for(_rolling(("a",), status=HALTED), {"instance": "c"})
-    assert not halted.remember_sessions
+    assert not table_for(_rolling(("a", "b")), {"instance": "c"}).remember_sessions
+    # Before the release starts, too: the first flip holds what was seen before it.
+    plain = RouteState("v1", "v2", {"v1": 10000, "v2": 0}, candidate_state="live")
+    assert table_for(plain, {"instance": "c"}, remember=True).remember_sessions
+    walking_back = reverse_waves(_rolling(("a",)))
+    assert not table_for(walking_back, {"instance": "c"}, remember=True).remember_sessions
 
 
 def test_a_reverse_flip_holds_nothing() -> None:
