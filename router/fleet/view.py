@@ -52,6 +52,9 @@ def table_for(
         else:
             weights = _all_on(state, waves.leaving)
             remember = remember and waves.direction == FORWARD
+    # The memory records no version: a session it keeps is assumed to be on the active one,
+    # so only a table that sends every session there may remember (not a canary's split).
+    remember = remember and weights.get(state.active, 0) == BASIS_POINTS
     return WeightTable.build(
         weights,
         state.active,

@@ -85,6 +85,9 @@ def test_an_unflipped_instance_serves_the_old_version_and_remembers_sessions() -
     # Before the release starts, too: the first flip holds what was seen before it.
     plain = RouteState("v1", "v2", {"v1": 10000, "v2": 0}, candidate_state="live")
     assert table_for(plain, {"instance": "c"}, remember=True).remember_sessions
+    # A table that splits sessions does not remember: the memory keeps no version.
+    canary = RouteState("v1", "v2", {"v1": 9500, "v2": 500}, candidate_state="live")
+    assert not table_for(canary, {"instance": "c"}, remember=True).remember_sessions
     walking_back = reverse_waves(_rolling(("a",)))
     assert not table_for(walking_back, {"instance": "c"}, remember=True).remember_sessions
 
