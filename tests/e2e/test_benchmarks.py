@@ -68,6 +68,17 @@ def test_the_sessions_benchmark_prints_its_rows() -> None:
         assert row in done.stdout, done.stdout
 
 
+def test_the_pooled_guardrail_simulation_prints_its_tables() -> None:
+    done = run_benchmark("benchmarks.pooled", "--quick")
+    for row in (
+        "| 10 | error rate 1% -> 10% |",
+        "| 100 | tool-call failures 0% -> 20% |",
+        "- false trips at N=100: 0 in 20",
+        "pooled at N=10 >= 5x sooner than local-only, error rate 1% -> 10%",
+    ):
+        assert row in done.stdout, done.stdout
+
+
 def test_the_fleet_benchmark_prints_its_tables() -> None:
     require_redis()
     done = run_benchmark("benchmarks.fleet", "--quick")
