@@ -67,6 +67,7 @@ class Waves:
     halted_group: str | None = None
     session_max_age: float = 0.0
     session_idle: float = 0.0
+    walked: int = 0  # waves walked back so far by `rollback --rolling`
 
     def groups(self) -> list[str]:
         """Every group of the plan, in order, once."""
@@ -91,6 +92,7 @@ class Waves:
             "halted_group": self.halted_group,
             "session_max_age": self.session_max_age,
             "session_idle": self.session_idle,
+            "walked": self.walked,
         }
 
     @classmethod
@@ -108,6 +110,7 @@ class Waves:
             halted_group=data.get("halted_group"),
             session_max_age=float(data.get("session_max_age", 0.0)),
             session_idle=float(data.get("session_idle", 0.0)),
+            walked=int(data.get("walked", 0)),
         )
 
 

@@ -169,6 +169,7 @@ class RollingReleases:
                     self._forget(name)
                     continue
                 if ramp.status != RUNNING:
+                    self.progress.pop(name, None)  # a pause does not count as bake
                     continue
                 try:
                     await self._tick(name, state, ramp.waves)
@@ -211,8 +212,8 @@ class RollingReleases:
                 await self._baked(name, waves, progress)
                 return
             progress.waiting_for = waiting if progress.baked >= plan.bake else None
-        elif progress.baked >= plan.reverse_bake or waves.done == len(waves.plan):
-            await self._walk_back(name, waves)
+        elif waves.walked == 0 or progress.baked >= plan.reverse_bake:
+            await self._walk_back(name, waves)  # the first wave at once, then one a bake
             return
         if now - progress.last_checkpoint >= CHECKPOINT:
             progress.last_checkpoint = now
@@ -393,30 +394,32 @@ class RollingReleases:
         )
 
     async def _walk_back(self, name: str, waves: Waves) -> None:
-        """`rollback --rolling`: the newest flipped wave flips back; the last one drains."""
-        remaining = [w for w in waves.plan[: waves.done] if set(w[1]) & set(waves.flipped)]
-        if not remaining:
-            trip = {"rule": "manual", "at": utc_now(), "description": "rolled back wave by wave"}
-            await self.core.change(
-                name,
-                lambda current: drain_candidate(current, trip),
-                actor="rollout",
-                action="rollback",
-                reason=f"every wave is back on {waves.leaving}; {waves.to} is rolled back",
-            )
-            return
-        group, instances = remaining[-1]
+        """`rollback --rolling`: the newest flipped wave flips back; with the last one, the
+        candidate is drained (marked rolled back)."""
+        flipped = set(waves.flipped)
+        remaining = [w for w in waves.plan[: waves.done] if set(w[1]) & flipped]
+        group, instances = remaining[-1] if remaining else ("", ())
         back = replace(
             waves,
-            done=waves.done - 1,
+            done=max(0, waves.done - 1),
             flipped=tuple(i for i in waves.flipped if i not in instances),
+            walked=waves.walked + 1,
         )
+        last = not back.flipped
+        trip = {"rule": "manual", "at": utc_now(), "description": "rolled back wave by wave"}
+
+        def move(current: RouteState) -> RouteState:
+            walked = with_waves(current, back)
+            return drain_candidate(walked, trip) if last else walked
+
+        what = f"{group} flips {', '.join(instances)} back to {waves.leaving}" if group else ""
         await self.core.change(
             name,
-            lambda current: with_waves(current, back),
+            move,
             actor="rollout",
             action="wave_reverse",
-            reason=f"rolling back: {group} flips {', '.join(instances)} back to {waves.leaving}",
+            reason=f"rolling back: {what or 'nothing left flipped'}"
+            + (f"; every wave is back, {waves.to} is rolled back" if last else ""),
             details={"group": group, "instances": list(instances), "direction": "reverse"},
         )
 
