@@ -521,8 +521,19 @@ def start_waves(state: RouteState, waves: Waves, now: str) -> RouteState:
     """The canary passed: the rolling phase begins. The per-request weights go back to the
     active version (an unflipped instance serves it alone); the first wave flips next."""
     ramp = state.ramp
-    if ramp is None:  # a plan whose first step is 100: the waves are the whole rollout
-        ramp = Ramp(RUNNING, 0, 0.0, started=now)
+    if ramp is None or not ramp.active:  # a plan whose first step is 100: `rollout start`
+        if state.candidate is None or not state.canary_live:  # as start_ramp refuses
+            raise Refused(
+                "there is no live candidate to roll out; deploy one first (bundle-router "
+                "deploy), or give a rolled-back one weight again (bundle-router weights)",
+                code="no_candidate",
+            )
+        ramp = Ramp(RUNNING, 0, 0.0, started=now)  # a rollout that ended is over
+    elif ramp.phase != CANARY:  # `rollout start` again would flip every instance back
+        raise Refused(
+            f"a rolling release of {state.candidate} is already {ramp.status}",
+            code="ramp_exists",
+        )
     ramp = _require_ramp(replace(state, ramp=ramp), RUNNING)
     return replace(
         state,

@@ -98,6 +98,18 @@ def test_the_fleet_benchmark_prints_its_tables() -> None:
     ), done.stdout
 
 
+def test_the_rolling_benchmark_prints_its_table() -> None:
+    require_redis()
+    done = run_benchmark("benchmarks.rolling", "--quick")
+    for row in (
+        "| halt decision -> last flipped sidecar's reverse swap, 3 sidecars in 2 regions (n=2) |",
+        "of which the controller: halt -> its last wave_reverse record (n=2) |",
+        "Flipped sidecars per trial: 3, 3 (halted in us-west).",
+        "/proc/loadavg before:",
+    ):
+        assert row in done.stdout, done.stdout
+
+
 def test_the_locustfile_runs_headless(
     fake: ProviderProcess, start_router: Callable[..., Router]
 ) -> None:

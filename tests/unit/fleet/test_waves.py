@@ -8,7 +8,10 @@ import pytest
 
 from router.config import WavePlan
 from router.control.moves import (
+    ABORTED,
+    HALTED,
     REVERSE,
+    ROLLED_BACK,
     RUNNING,
     WAVES,
     Ramp,
@@ -49,7 +52,7 @@ def test_hash_order_is_stable_and_a_permutation() -> None:
     assert sorted(i for _, w in first for i in w) == sorted(s["instance"] for s in SIDECARS)
 
 
-def _rolling(flipped: tuple[str, ...]) -> RouteState:
+def _rolling(flipped: tuple[str, ...], status: str = RUNNING) -> RouteState:
     state = RouteState("v1", "v2", {"v1": 10000, "v2": 0}, candidate_state="live")
     waves = Waves(
         to="v2",
@@ -61,7 +64,9 @@ def _rolling(flipped: tuple[str, ...]) -> RouteState:
         session_max_age=600.0,
         session_idle=60.0,
     )
-    return start_waves(replace(state, ramp=Ramp(RUNNING, 0, 0.0)), waves, "now")
+    state = start_waves(replace(state, ramp=Ramp(RUNNING, 0, 0.0)), waves, "now")
+    assert state.ramp is not None
+    return replace(state, ramp=replace(state.ramp, status=status))
 
 
 def test_a_flipped_instance_serves_the_new_version_and_holds_old_sessions() -> None:
@@ -122,3 +127,32 @@ def test_a_canary_pool_keeps_the_canary_to_its_pool() -> None:
 def test_waves_survive_the_state_file() -> None:
     state = _rolling(("a",))
     assert RouteState.from_dict(state.as_dict()) == state
+
+
+def _waves() -> Waves:
+    return Waves(to="v2", leaving="v1", plan=(("us-east", ("a", "b")),))
+
+
+@pytest.mark.parametrize("ended", [ROLLED_BACK, ABORTED])
+def test_a_plan_of_waves_only_starts_again_after_a_rollout_ended(ended: str) -> None:
+    # `rollout start` of a plan whose first step is 100 starts the waves at once; the last
+    # rollout of the same candidate (aborted, or rolled back and given weight again) is over.
+    ramp = Ramp(ended, 0, 0.0, phase=WAVES, waves=replace(_waves(), flipped=("a",)))
+    state = RouteState("v1", "v2", {"v1": 10000, "v2": 0}, candidate_state="live", ramp=ramp)
+    started = start_waves(state, _waves(), "later")
+    assert started.ramp is not None
+    assert (started.ramp.status, started.ramp.started) == (RUNNING, "later")
+    assert started.ramp.waves == _waves()
+
+
+def test_waves_do_not_start_for_a_rolled_back_candidate() -> None:
+    state = RouteState("v1", "v2", {"v1": 10000, "v2": 0}, candidate_state=ROLLED_BACK)
+    with pytest.raises(Refused, match="no live candidate"):
+        start_waves(state, _waves(), "now")
+
+
+@pytest.mark.parametrize("status", [RUNNING, HALTED])
+def test_waves_do_not_start_over_a_rolling_release_in_progress(status: str) -> None:
+    with pytest.raises(Refused, match="already") as refused:
+        start_waves(_rolling(("a",), status), _waves(), "now")
+    assert refused.value.code == "ramp_exists"
