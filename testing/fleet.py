@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from router.admin.client import call
-from testing.servers import Router, router_config
+from testing.servers import EXAMPLE_BUNDLES, Router, router_config
 
 REDIS_ENV = "BUNDLE_ROUTER_REDIS_URL"
 
@@ -151,3 +152,36 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 10.0) -> flo
             return time.monotonic() - start
         time.sleep(0.02)
     raise AssertionError(f"{what}: not within {timeout}s")
+
+
+NEW, OLD = "v1.5", "v1.4"  # refund-agent's candidate and active in the example
+
+
+def rolling_routes(**waves: Any) -> dict[str, Any]:
+    """refund-agent with v1.5 deployed at 0 %, rolled out in waves only (no canary steps),
+    with guardrails that judge on few answers (light test traffic)."""
+    example = yaml.safe_load((EXAMPLE_BUNDLES.parent / "router.yaml").read_text())
+    route = example["routes"]["refund-agent"]
+    route["bundles"] = str(EXAMPLE_BUNDLES / "refund-agent")
+    route["weights"] = {OLD: 100, NEW: 0}
+    route["guardrails"] = {
+        "error_rate": {"max": "5%", "min_samples": 5},
+        "p95_latency": "off",
+        "cost_per_request": "off",
+        "tool_call_failure_rate": "off",
+        "refusal_rate": "off",
+    }
+    route["rollout"] = {
+        "steps": [100],
+        "waves": {
+            "order": "region",
+            "groups": ["us-east", "us-west", "eu"],
+            "size": 1,
+            "bake": "1s",
+            "min_samples": 5,
+            **waves,
+        },
+    }
+    support = example["routes"]["support-agent"]
+    support["bundles"] = str(EXAMPLE_BUNDLES / "support-agent")
+    return {"refund-agent": route, "support-agent": support}

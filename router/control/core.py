@@ -59,7 +59,9 @@ DURABILITY_RETRY_SECONDS = 1.0
 # Changes that take risk away. If the disk cannot take their audit record, they stay in
 # force in memory and are written as soon as it can: a rollback is never undone by a full
 # disk. Every other change is refused whole instead.
-KEPT_IN_MEMORY = frozenset({"trip", "ramp_halt", "rollback", "rollout_abort"})
+KEPT_IN_MEMORY = frozenset(
+    {"trip", "ramp_halt", "rollback", "rollout_abort", "wave_halt", "wave_reverse"}
+)
 # Changes swapped in before their record is written: the ones above, and a drill, which times
 # that path. Every other change is written first and swapped in after, so a change the disk
 # refuses never serves a request.

@@ -301,6 +301,12 @@ def set_weights(state: RouteState, points: Mapping[str, int]) -> RouteState:
             "(bundle-router rollout pause|abort ROUTE)",
             code="ramp_running",
         )
+    if state.ramp and state.ramp.active and state.ramp.phase == WAVES:
+        raise Refused(
+            "a rolling release is in progress: its instances serve by wave, not by weight. "
+            "End it first (bundle-router rollout abort ROUTE, or rollback ROUTE)",
+            code="rolling_release",
+        )
     if sum(points.values()) != BASIS_POINTS:
         raise BadRequest(
             f"the weights add up to {sum(points.values()) / 100:g}%, not 100%",
@@ -338,6 +344,14 @@ def deploy(state: RouteState, version: str, digest: str) -> RouteState:
             code="digest_changed",
         )
     current = state.candidate
+    ramp = state.ramp
+    if ramp is not None and ramp.active and ramp.phase == WAVES:
+        raise Refused(
+            f"a rolling release of {current} is {ramp.status}: its flipped instances serve it. "
+            "End it first: bundle-router rollout abort ROUTE (every instance back at once), "
+            "rollback ROUTE, or rollback ROUTE --rolling",
+            code="rolling_release",
+        )
     if current and current != version and state.canary_live and state.weights.get(current):
         raise Refused(
             f"candidate {current} is live at {state.weights[current] / 100:g}%; promote it or "
@@ -542,19 +556,33 @@ def start_waves(state: RouteState, waves: Waves, now: str) -> RouteState:
     )
 
 
-def with_waves(state: RouteState, waves: Waves, *, baked: float = 0.0) -> RouteState:
-    """The rolling phase's next position (a flip, a flip back); the bake starts over."""
+def expect_waves(state: RouteState, expected: Waves, *statuses: str) -> RouteState:
+    """`state` if its rolling release is still the one a decision was made on (the same
+    waves, in one of `statuses`); else Refused: a person, or another controller, moved
+    first, and the decision is dropped."""
     ramp = state.ramp
-    if ramp is None or ramp.phase != WAVES or not ramp.active:
-        raise Refused("the rolling release ended while the wave was decided", code="ramp_state")
-    return replace(state, ramp=replace(ramp, waves=waves, baked=baked))
+    if ramp is None or ramp.phase != WAVES or ramp.waves != expected or ramp.status not in statuses:
+        raise Refused(
+            "the rolling release changed while its next move was decided", code="ramp_state"
+        )
+    return state
 
 
-def halt_waves(state: RouteState, waves: Waves, reason: str) -> RouteState:
-    """A group's gauge breached: the rolling release stops where it is."""
-    ramp = state.ramp
-    if ramp is None or ramp.phase != WAVES or not ramp.active:
-        raise Refused("the rolling release ended while the wave was judged", code="ramp_state")
+def with_waves(
+    state: RouteState, waves: Waves, *, expected: Waves, statuses: tuple[str, ...] = (RUNNING,)
+) -> RouteState:
+    """The rolling phase's next position (a flip, a flip back), decided on `expected`; the
+    bake starts over."""
+    ramp = expect_waves(state, expected, *statuses).ramp
+    assert ramp is not None
+    return replace(state, ramp=replace(ramp, waves=waves, baked=0.0))
+
+
+def halt_waves(state: RouteState, waves: Waves, reason: str, *, expected: Waves) -> RouteState:
+    """A group's gauge breached (while running or paused): the rolling release stops where
+    it is. `waves` says whether it walks back (direction reverse) or waits for a person."""
+    ramp = expect_waves(state, expected, RUNNING, PAUSED).ramp
+    assert ramp is not None
     return replace(state, ramp=replace(ramp, status=HALTED, note=reason, waves=waves))
 
 

@@ -37,11 +37,15 @@ from router.control.durable import utc_now
 from router.control.guardrails import Guard, Verdict
 from router.control.moves import (
     FORWARD,
+    HALTED,
+    PAUSED,
+    REVERSE,
     RUNNING,
     WAVES,
     RouteState,
     Waves,
     drain_candidate,
+    expect_waves,
     halt_waves,
     promote,
     start_waves,
@@ -111,6 +115,7 @@ class RollingReleases:
         self.baselines: dict[tuple[str, str], Baseline] = {}
         self.progress: dict[str, WaveProgress] = {}
         self.health: dict[str, dict[str, list[Verdict]]] = {}  # route -> group -> verdicts
+        self.decided: dict[str, float] = {}  # route -> when its halt was decided (perf_counter)
         self.background = Background()
 
     def start(self) -> None:
@@ -168,14 +173,33 @@ class RollingReleases:
                 if ramp is None or ramp.phase != WAVES or not ramp.active or ramp.waves is None:
                     self._forget(name)
                     continue
-                if ramp.status != RUNNING:
-                    self.progress.pop(name, None)  # a pause does not count as bake
-                    continue
                 try:
-                    await self._tick(name, state, ramp.waves)
+                    await self._step(name, state, ramp.status, ramp.waves)
+                except Refused as exc:  # a person (or a takeover) moved first: decide again
+                    log.info("rolling release of %s: %s", name, exc)
                 except Exception:  # one route's trouble must not stop the others' waves
                     count_failure("waves")
                     log.exception("rolling release of %s: tick failed", name)
+
+    async def _step(self, name: str, state: RouteState, status: str, waves: Waves) -> None:
+        plan = self.plans(name).waves or WavePlan()
+        if status == HALTED:
+            self.progress.pop(name, None)
+            if waves.direction == REVERSE and waves.halted_group is not None:
+                await self._reverse_halted(name, waves)  # a halt's reverse-roll, to the end
+            else:
+                self._forget(name)  # a person decides; a resume judges afresh
+            return
+        if status == PAUSED:
+            # A pause stops the waves and their bake, not the judging.
+            self.progress.pop(name, None)
+            if waves.direction == FORWARD:
+                breach = self._judge(name, waves)
+                if breach is not None:
+                    await self._breach(name, waves, plan, *breach)
+            return
+        if status == RUNNING:
+            await self._tick(name, state, waves, plan)
 
     def _forget(self, name: str) -> None:
         self.progress.pop(name, None)
@@ -183,8 +207,7 @@ class RollingReleases:
         for key in [k for k in self.baselines if k[0] == name]:
             del self.baselines[key]
 
-    async def _tick(self, name: str, state: RouteState, waves: Waves) -> None:
-        plan = self.plans(name).waves or WavePlan()
+    async def _tick(self, name: str, state: RouteState, waves: Waves, plan: WavePlan) -> None:
         now = time.monotonic()
         progress = self.progress.get(name)
         if progress is None or (progress.done, progress.direction) != (
@@ -205,7 +228,7 @@ class RollingReleases:
                 await self._breach(name, waves, plan, *breach)
                 return
             if waves.done == 0:
-                await self._flip(name, waves, None)
+                await self._flip(name, waves)
                 return
             waiting = self._waiting_for(name, waves, plan, progress)
             if progress.baked >= plan.bake and waiting is None:
@@ -231,11 +254,11 @@ class RollingReleases:
     # -- evidence -----------------------------------------------------------------------------
 
     def _samples(self, name: str, waves: Waves) -> int:
-        """Answers of the new version in the current wave's group so far."""
+        """Answers of the new version on the current wave's own instances so far."""
         if waves.done == 0:
             return 0
-        group = waves.plan[waves.done - 1][0]
-        return self.evidence.totals(name, waves.to, _in(waves.planned(group))).requests
+        instances = list(waves.plan[waves.done - 1][1])
+        return self.evidence.totals(name, waves.to, _in(instances)).requests
 
     def _verdicts(self, name: str, waves: Waves, group: str) -> list[Verdict] | None:
         guard = self.guards(name)
@@ -279,7 +302,7 @@ class RollingReleases:
         samples = self._samples(name, waves) - progress.samples_at_start
         reasons = []
         if samples < plan.min_samples:
-            reasons.append(f"{samples}/{plan.min_samples} answers on {waves.to} in {group}")
+            reasons.append(f"{samples}/{plan.min_samples} answers on {waves.to} in this wave")
         for verdict in self.health.get(name, {}).get(group, []):
             if verdict.waiting and not verdict.silent:
                 reasons.append(f"{verdict.rule} {verdict.samples}/{verdict.min_samples}")
@@ -287,7 +310,7 @@ class RollingReleases:
 
     # -- moves ----------------------------------------------------------------------------------
 
-    async def _flip(self, name: str, waves: Waves, baked_note: str | None) -> None:
+    async def _flip(self, name: str, waves: Waves) -> None:
         group, instances = waves.plan[waves.done]
         now = utc_now()
         flipped = (*waves.flipped, *(i for i in instances if i not in waves.flipped))
@@ -297,14 +320,13 @@ class RollingReleases:
             flipped=flipped,
             flipped_at={**waves.flipped_at, **dict.fromkeys(instances, now)},
         )
-        wave = f"wave {waves.done + 1}/{len(waves.plan)}"
         await self.core.change(
             name,
-            lambda current: with_waves(current, after),
+            lambda current: with_waves(current, after, expected=waves),
             actor="rollout",
             action="wave_start",
-            reason=f"{wave}: {group} flips {', '.join(instances)} to {waves.to}"
-            + (f" ({baked_note})" if baked_note else ""),
+            reason=f"wave {waves.done + 1}/{len(waves.plan)}: {group} flips "
+            f"{', '.join(instances)} to {waves.to}",
             details={"wave": waves.done + 1, "group": group, "instances": list(instances)},
         )
 
@@ -320,7 +342,7 @@ class RollingReleases:
         self.progress.pop(name, None)
         await self.core.change(
             name,
-            lambda current: with_waves(current, waves, baked=progress.baked),
+            lambda current: expect_waves(current, waves, RUNNING),
             actor="rollout",
             action="wave_baked",
             reason=note,
@@ -333,12 +355,12 @@ class RollingReleases:
             },
         )
         if waves.done < len(waves.plan):
-            await self._flip(name, waves, None)
+            await self._flip(name, waves)
             return
         now = utc_now()
         await self.core.change(
             name,
-            lambda current: promote(current, now),
+            lambda current: promote(expect_waves(current, waves, RUNNING), now),
             actor="rollout",
             action="ramp_promote",
             reason=f"all {len(waves.plan)} waves baked; {waves.to} is active everywhere",
@@ -347,49 +369,64 @@ class RollingReleases:
     async def _breach(
         self, name: str, waves: Waves, plan: WavePlan, group: str, verdict: Verdict
     ) -> None:
-        decided = time.perf_counter()
+        """Halt before the next wave. With `auto_rollback: reverse` the halted release walks
+        back at once (`_reverse_halted`, also after a restart or a takeover)."""
         never = [g for g in waves.groups() if not waves.flipped_in(g)]
         reason = (
             f"{group}: guardrail {verdict.describe()} on {waves.to}; halted before wave "
             f"{waves.done + 1}" + (f"; {', '.join(never)} never received it" if never else "")
         )
         log.error("rolling release of %s halted: %s", name, reason)
-        halted = replace(waves, halted_group=group)
+        reverse = plan.auto_rollback == "reverse"
+        halted = replace(waves, halted_group=group, direction=REVERSE if reverse else FORWARD)
+        self.decided[name] = time.perf_counter()
         await self.core.change(
             name,
-            lambda current: halt_waves(current, halted, reason),
+            lambda current: halt_waves(current, halted, reason, expected=waves),
             actor="guardrail",
             action="wave_halt",
-            reason=reason,
+            reason=reason + ("; flipping back" if reverse else "; auto_rollback is halt"),
             details={"group": group, "verdict": verdict.as_dict(), "never_flipped": never},
-            decided=decided,
+            decided=self.decided[name],
         )
-        if plan.auto_rollback != "reverse":
-            return
-        # The breached group first, then every other flipped group: two swaps, sub-second.
-        first = [i for i in halted.flipped if i not in halted.planned(group)]
-        back = replace(halted, flipped=tuple(first))
+        if reverse:
+            state = self.core.states[name]
+            if state.ramp is not None and state.ramp.waves is not None:
+                await self._reverse_halted(name, state.ramp.waves)
+
+    async def _reverse_halted(self, name: str, waves: Waves) -> None:
+        """A halt's reverse-roll: the breached group's flipped instances first, then every
+        other one with the candidate drained. Each step is decided on the state as it is,
+        so a controller that restarts or takes over in between finishes it."""
+        group = str(waves.halted_group)
+        decided = self.decided.pop(name, time.perf_counter())
+        breached = waves.flipped_in(group)
+        if breached:
+            back = replace(waves, flipped=tuple(i for i in waves.flipped if i not in breached))
+            await self.core.change(
+                name,
+                lambda current: with_waves(current, back, expected=waves, statuses=(HALTED,)),
+                actor="guardrail",
+                action="wave_reverse",
+                reason=f"{group} flips back to {waves.leaving}: {', '.join(breached)}",
+                details={"group": group, "instances": breached},
+                decided=decided,
+            )
+            waves = back
+        rest = list(waves.flipped)
+        done = replace(waves, flipped=())
+        trip = {"rule": "wave_halt", "at": utc_now(), "description": f"halted in {group}"}
         await self.core.change(
             name,
-            lambda current: with_waves(current, back),
-            actor="guardrail",
-            action="wave_reverse",
-            reason=f"{group} flips back to {waves.leaving}: "
-            + ", ".join(i for i in halted.flipped if i not in first),
-            details={"group": group, "instances": [i for i in halted.flipped if i not in first]},
-            decided=decided,
-        )
-        trip = {**verdict.as_dict(), "at": utc_now(), "description": reason, "group": group}
-        done = replace(back, flipped=())
-        await self.core.change(
-            name,
-            lambda current: drain_candidate(with_waves(current, done), trip),
+            lambda current: drain_candidate(
+                with_waves(current, done, expected=waves, statuses=(HALTED,)), trip
+            ),
             actor="guardrail",
             action="wave_reverse",
             reason=f"every other flipped instance flips back to {waves.leaving}"
-            + (f": {', '.join(first)}" if first else " (none)")
+            + (f": {', '.join(rest)}" if rest else " (none)")
             + f"; {waves.to} is rolled back",
-            details={"instances": first},
+            details={"instances": rest},
             decided=decided,
         )
 
@@ -409,7 +446,7 @@ class RollingReleases:
         trip = {"rule": "manual", "at": utc_now(), "description": "rolled back wave by wave"}
 
         def move(current: RouteState) -> RouteState:
-            walked = with_waves(current, back)
+            walked = with_waves(current, back, expected=waves)
             return drain_candidate(walked, trip) if last else walked
 
         what = f"{group} flips {', '.join(instances)} back to {waves.leaving}" if group else ""

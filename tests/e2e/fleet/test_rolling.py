@@ -18,44 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from testing.fleet import Fleet, Member, wait_for
-from testing.servers import EXAMPLE_BUNDLES, ProviderProcess
+from testing.fleet import NEW, OLD, Fleet, Member, rolling_routes, wait_for
+from testing.servers import ProviderProcess
 
 REGIONS = ["us-east", "us-west", "eu"]
-NEW, OLD = "v1.5", "v1.4"
 NEW_MODEL = "claude-opus-4-7-20260108"
-
-
-def rolling_route(**waves: Any) -> dict[str, Any]:
-    """refund-agent with v1.5 deployed at 0 %, rolled out in waves only (no canary steps),
-    with guardrails that judge on few answers (light test traffic)."""
-    example = yaml.safe_load((EXAMPLE_BUNDLES.parent / "router.yaml").read_text())
-    route = example["routes"]["refund-agent"]
-    route["bundles"] = str(EXAMPLE_BUNDLES / "refund-agent")
-    route["weights"] = {OLD: 100, NEW: 0}
-    route["guardrails"] = {
-        "error_rate": {"max": "5%", "min_samples": 5},
-        "p95_latency": "off",
-        "cost_per_request": "off",
-        "tool_call_failure_rate": "off",
-        "refusal_rate": "off",
-    }
-    route["rollout"] = {
-        "steps": [100],
-        "waves": {
-            "order": "region",
-            "groups": REGIONS,
-            "size": 1,
-            "bake": "1s",
-            "min_samples": 5,
-            **waves,
-        },
-    }
-    support = example["routes"]["support-agent"]
-    support["bundles"] = str(EXAMPLE_BUNDLES / "support-agent")
-    return {"refund-agent": route, "support-agent": support}
 
 
 class Traffic:
@@ -149,7 +117,7 @@ def test_a_canary_then_a_three_region_rolling_release_completes_in_order(
 ) -> None:
     # One plan: a canary at 50 % in the canary pool (one sidecar per region), then waves.
     sidecars = [(region, pool) for region in REGIONS for pool in ("canary", "paid")]
-    routes = rolling_route()
+    routes = rolling_routes()
     routes["refund-agent"]["rollout"].update(
         steps=[50, 100], bake=["3s"], min_samples=5, canary_pool="canary"
     )
@@ -217,7 +185,7 @@ def test_a_regression_in_one_region_halts_before_the_next_and_reverse_rolls(
     bad_provider.behave(model=NEW_MODEL, error_rate=1.0)
     # The sidecars' own guardrails (the local floor) are off here, so that the group gauge
     # on the controller is the one that decides, and its halt is the one under test.
-    routes = rolling_route(auto_rollback=auto_rollback, bake="2s", reverse_bake="1s")
+    routes = rolling_routes(auto_rollback=auto_rollback, bake="2s", reverse_bake="1s")
     unguarded = {name: {**route, "guardrails": "off"} for name, route in routes.items()}
     fleet = start_fleet(
         sidecars,
@@ -292,7 +260,7 @@ def test_sessions_stick_across_a_flip_and_restarts_mid_wave_resume_the_same_wave
     start_fleet: Callable[..., Fleet],
 ) -> None:
     sidecars = [(region, "paid") for region in REGIONS[:2] for _ in range(2)]
-    fleet = start_fleet(sidecars, config={"routes": rolling_route(bake="60s")})
+    fleet = start_fleet(sidecars, config={"routes": rolling_routes(bake="60s")})
     first = fleet.sidecars[0]  # wave 1: us-east's first instance by name
     ongoing = f"ongoing-{uuid.uuid4().hex}"
     assert version_for(first, ongoing) == OLD  # a session that began before the release
