@@ -10,8 +10,14 @@ with no change of their own: the pooled judge is the controller's guardrail watc
                controller ran: nothing of theirs is added. So do fields of a version first
                read later whose last write is older than the pool's start. A field that
                appears later (a new sidecar, or a restarted one's new BOOT) is added whole
-    down       a field whose counts went down (it cannot; but Redis may be replaced) is read
-               as a new baseline, and nothing is added
+    down       a field whose counts went down (it cannot; but Redis may be replaced, or
+               restored from an older copy) adds nothing, and its highest counts stay the
+               mark: the sidecar's next write, above the mark, adds only what is new
+    retire     a field that has not changed for RETIRE_AFTER, by this process's clock (its
+               process is gone: a live sidecar rewrites its fields at least once a minute),
+               is deleted from Redis; what the pool added of it stays in the totals, per
+               instance. Should it come back (a sidecar cut off that long), it is a baseline
+               again: what it counted meanwhile is lost, nothing is counted twice
     totals     what the pool added, per version and restricted to fields whose labels pass a
                test (a region, a pool): the rolling release's per-group gauges
 
@@ -38,6 +44,8 @@ from router.proxy.telemetry import Totals
 
 log = logging.getLogger("router.fleet")
 POOL_SECONDS = 0.5
+RETIRE_AFTER = 600.0  # seconds without a change before a field is deleted
+TOMBSTONES_KEPT = 100_000  # names of retired fields remembered, newest kept
 Labels = Mapping[str, str]
 
 
@@ -46,8 +54,9 @@ class Field:
     """One sidecar process's field of one version, as the pool last read it."""
 
     labels: Labels
-    last: Counts  # the counts read last time
+    last: Counts  # the highest counts read so far
     added: Counts  # what the pool added of them since it started
+    changed: float = 0.0  # when this process last saw it change (monotonic seconds)
     raw: bytes = b""  # as read last time: an unchanged field is not decoded again
 
 
@@ -77,6 +86,12 @@ class Pool:
         self.routes = routes
         self.interval = interval
         self.fields: dict[tuple[str, str], dict[str, Field]] = {}  # (route, version) -> field
+        # What retired fields added, per (route, version) and instance: (labels, counts).
+        self.retired: dict[tuple[str, str], dict[str, tuple[Labels, Counts]]] = {}
+        # Per (route, version): the counts added per instance, made when first asked after
+        # a read added something (the rolling release asks several times a tick).
+        self._by_instance: dict[tuple[str, str], dict[str, tuple[Labels, Counts]]] = {}
+        self.tombstones: dict[str, None] = {}  # retired field names, oldest first
         self.started = time.time()
         self.reads = 0  # full reads done
         self.closing = False
@@ -118,7 +133,34 @@ class Pool:
         for (name, version), found in zip(wanted, results, strict=True):
             count += self._absorb(name, version, found, first)
         self.reads += 1
+        await self._retire(time.monotonic() - RETIRE_AFTER)
         return count
+
+    async def _retire(self, before: float) -> None:
+        """Delete the fields not written since `before`; keep what they added."""
+        gone = [
+            (key, field_name)
+            for key, known in self.fields.items()
+            for field_name, entry in known.items()
+            if entry.changed < before
+        ]
+        if not gone:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for (name, version), field_name in gone:
+                pipe.hdel(self.keys.evidence(name, version), field_name)
+            await pipe.execute()
+        for key, field_name in gone:
+            entry = self.fields[key].pop(field_name)
+            self.tombstones[field_name] = None
+            if len(self.tombstones) > TOMBSTONES_KEPT:
+                del self.tombstones[next(iter(self.tombstones))]
+            kept = self.retired.setdefault(key, {})
+            instance = entry.labels.get("instance", field_name)
+            _, before_counts = kept.get(instance, (entry.labels, Counts()))
+            kept[instance] = (entry.labels, before_counts.plus(entry.added))
+            self._by_instance.pop(key, None)
+        log.info("fleet: retired %d evidence field(s) of sidecars gone for 10 min", len(gone))
 
     def _absorb(self, name: str, version: str, found: Mapping[bytes, bytes], first: bool) -> int:
         target = self.routes[name].targets.get(version)
@@ -145,13 +187,15 @@ class Pool:
                     )
                 continue
             history = first or (new_key and reading.at < self.started)
+            history = history or field_name in self.tombstones  # retired, and back
             added = self._increase(known, field_name, reading, history)
-            known[field_name].raw = raw
+            entry = known[field_name]
+            entry.raw, entry.changed = raw, time.monotonic()
             if added is None or added.empty:
                 continue
             added.add_to(target.stats)
-            entry = known[field_name]
             entry.added = entry.added.plus(added)
+            self._by_instance.pop((name, version), None)
         return len(found)
 
     def _increase(
@@ -164,9 +208,11 @@ class Pool:
             known[name] = Field(reading.labels, reading.counts, Counts())
             return None if history else reading.counts  # a new process: all of it is new
         added = reading.counts.since(seen.last)
-        seen.labels, seen.last = reading.labels, reading.counts
-        if added is None:
-            log.warning("fleet: the evidence field %s went down; read as a new baseline", name)
+        seen.labels = reading.labels
+        if added is None:  # below the mark: keep the mark, add nothing (no double count)
+            log.warning("fleet: the evidence field %s went down; waiting for it to pass", name)
+            return None
+        seen.last = reading.counts
         return added
 
     # -- what the rolling release reads ---------------------------------------------------
@@ -177,18 +223,28 @@ class Pool:
         """The counts the pool added for this version since it started, of the fields
         whose labels pass `where` (all without it)."""
         summed = Counts()
-        for entry in self.fields.get((route, version), {}).values():
-            if where is None or where(entry.labels):
-                summed = summed.plus(entry.added)
+        for labels, counts in self.by_instance(route, version).values():
+            if where is None or where(labels):
+                summed = summed.plus(counts)
         return summed.totals()
+
+    def by_instance(self, route: str, version: str) -> dict[str, tuple[Labels, Counts]]:
+        """What the pool added per sidecar instance (its restarts and retired fields
+        summed), with the instance's labels."""
+        key = (route, version)
+        found = self._by_instance.get(key)
+        if found is None:
+            found = dict(self.retired.get(key, {}))
+            for entry in self.fields.get(key, {}).values():
+                instance = entry.labels.get("instance", "")
+                _, counts = found.get(instance, (entry.labels, Counts()))
+                found[instance] = (entry.labels, counts.plus(entry.added))
+            self._by_instance[key] = found
+        return found
 
     def instances(self, route: str, version: str) -> dict[str, int]:
         """Requests since the pool started, per sidecar instance (its restarts summed)."""
-        found: dict[str, int] = {}
-        for entry in self.fields.get((route, version), {}).values():
-            instance = entry.labels["instance"]
-            found[instance] = found.get(instance, 0) + entry.added.requests
-        return found
+        return {i: counts.requests for i, (_, counts) in self.by_instance(route, version).items()}
 
     def describe(self) -> dict[str, object]:
         return {

@@ -225,7 +225,7 @@ async def test_a_sidecar_first_seen_later_is_added_whole(
     assert (stats.totals().requests, stats.totals().errors) == (9, 9)
 
 
-async def test_counts_that_go_down_are_a_new_baseline(
+async def test_counts_that_go_down_add_nothing_until_they_pass_the_mark(
     catalog: Catalog, redis: fakeredis.FakeAsyncRedis, fleet: tuple[Pool, LiveRoute]
 ) -> None:
     pool, route = fleet
@@ -235,16 +235,46 @@ async def test_counts_that_go_down_are_a_new_baseline(
     await flusher.flush()
     await pool.read()
     key, name = KEYS.evidence(ROUTE, CANDIDATE), "east-1@b"
-    fewer = VersionStats(ROUTE, CANDIDATE, None, 60)
-    serve(fewer, 3)
-    await redis.hset(key, name, encode(EAST, 1.0, Counts.of(fewer)))  # a replaced Redis
+    older = VersionStats(ROUTE, CANDIDATE, None, 60)
+    serve(older, 3)
+    await redis.hset(key, name, encode(EAST, 1.0, Counts.of(older)))  # Redis from an old copy
     await pool.read()
     stats = route.targets[CANDIDATE].stats
     assert stats.totals().requests == 10  # nothing added, nothing taken away
-    serve(fewer, 2)
-    await redis.hset(key, name, encode(EAST, 2.0, Counts.of(fewer)))
+    # The sidecar's counters only rise: its next write is above the mark, by what is new.
+    serve(candidate(routes), 2)
+    await flusher.flush()
     await pool.read()
-    assert stats.totals().requests == 12  # the increase over the new baseline
+    assert stats.totals().requests == 12  # not 10 + (12 - 3): nothing counted twice
+
+
+async def test_a_field_gone_quiet_is_retired_and_its_counts_stay(
+    catalog: Catalog,
+    redis: fakeredis.FakeAsyncRedis,
+    fleet: tuple[Pool, LiveRoute],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool, route = fleet
+    await pool.read()
+    flusher, routes = sidecar(catalog, redis, EAST, "b")
+    serve(candidate(routes), 10)
+    await flusher.flush()
+    monkeypatch.setattr("router.fleet.pool.RETIRE_AFTER", 0.0)  # every field is old at once
+    await pool.read()
+    key = KEYS.evidence(ROUTE, CANDIDATE)
+    assert await redis.hkeys(key) == []  # deleted from Redis
+    assert pool.totals(ROUTE, CANDIDATE).requests == 10  # what it added stays
+    assert pool.instances(ROUTE, CANDIDATE) == {"east-1": 10}
+    # The same process comes back (cut off that long): a baseline, never counted twice.
+    serve(candidate(routes), 2)
+    await flusher.flush()
+    monkeypatch.setattr("router.fleet.pool.RETIRE_AFTER", 600.0)
+    await pool.read()
+    assert route.targets[CANDIDATE].stats.totals().requests == 10
+    serve(candidate(routes), 3)
+    await flusher.flush()
+    await pool.read()
+    assert pool.totals(ROUTE, CANDIDATE).requests == 13
 
 
 async def test_totals_where_keeps_the_fields_whose_labels_pass(
