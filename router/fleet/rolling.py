@@ -261,9 +261,12 @@ class RollingReleases:
         return self.evidence.totals(name, waves.to, _in(instances)).requests
 
     def _verdicts(self, name: str, waves: Waves, group: str) -> list[Verdict] | None:
-        guard = self.guards(name)
-        if guard is None:
+        route_guard = self.guards(name)
+        if route_guard is None:
             return None
+        # The groups share one false-trip budget: each judges at alpha / (groups + 1), so
+        # all of them together stay under the route's alpha (docs/fleet.md).
+        guard = Guard(route_guard.rules, split=len(waves.groups()) + 1)
         planned = waves.planned(group)
         candidate = self.evidence.totals(name, waves.to, _in(planned))
         control_group = self.evidence.totals(name, waves.leaving, _in(planned))

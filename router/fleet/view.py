@@ -9,6 +9,8 @@ Every sidecar holds the same snapshot; what it serves depends on who it is:
                   for `session_idle` or `session_max_age` after the flip
     unflipped     serves the old version alone; on a route whose plan has waves it
                   remembers its sessions, from before the release starts, for that hold
+    promoted      the release is done: every instance serves the new version; the sessions
+                  a flip held stay held until their max age
     reverse       a flip back holds nothing: stop the bleed
 
 The snapshot itself (`ChangeCore.states`) stays the fleet's; only the table differs.
@@ -20,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from router.control.moves import CANARY, FORWARD, WAVES, RouteState, Waves
+from router.control.moves import CANARY, FORWARD, PROMOTED, WAVES, RouteState, Waves
 from router.proxy.routing import BASIS_POINTS, SessionHold, WeightTable
 
 
@@ -43,6 +45,11 @@ def table_for(
     if live and ramp is not None and ramp.phase == CANARY:
         if ramp.scope is not None and labels.get("pool") != ramp.scope:
             weights = _all_on(state, state.active)
+    elif ramp is not None and ramp.status == PROMOTED and waves is not None:
+        # Promoted after the last wave: sessions a flip held stay held to their max age.
+        if labels.get("instance", "") in waves.flipped:
+            hold = _hold(waves, labels.get("instance", ""), wall, monotonic)
+            remember = False
     elif live and waves is not None:
         instance = labels.get("instance", "")
         if instance in waves.flipped:

@@ -17,6 +17,7 @@ from router.control.moves import (
     Ramp,
     RouteState,
     Waves,
+    promote,
     reverse_waves,
     start_waves,
 )
@@ -80,6 +81,15 @@ def test_a_flipped_instance_serves_the_new_version_and_holds_old_sessions() -> N
     assert table.hold.until == pytest.approx(100.0 + 540.0)
     expired = table_for(state, {"instance": "a"}, wall=lambda: flip + 601, monotonic=lambda: 1.0)
     assert expired.hold is None
+
+
+def test_a_promotion_keeps_the_holds_of_the_last_flips() -> None:
+    flip = 1_795_773_600.0  # 2026-11-27T10:00:00Z
+    state = promote(_rolling(("a", "b")), "now")
+    table = table_for(state, {"instance": "a"}, wall=lambda: flip + 60, monotonic=lambda: 0.0)
+    assert table.choose(0) == table.choose(9999) == "v2"
+    assert table.hold is not None and table.hold.version == "v1"
+    assert table_for(state, {"instance": "c"}).hold is None  # never flipped: nothing held
 
 
 def test_an_unflipped_instance_serves_the_old_version_and_remembers_sessions() -> None:
