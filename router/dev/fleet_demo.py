@@ -9,7 +9,7 @@ v1.5 as a canary at 50 % in the `canary` pool (two sidecars of us-west), then a 
 release by region, us-west first, two sidecars a wave, each wave baking a few seconds.
 
 The regression: us-east's sidecars use a provider of their own (as a region uses its own
-endpoint). While us-west's last wave bakes, the demo makes that provider fail half of v1.5's
+endpoint). While us-west's last wave bakes, the demo makes that provider fail 80 % of v1.5's
 model's answers; no us-east sidecar serves v1.5 yet. us-east's first wave meets it, the
 controller's gauge for us-east halts the release before the next wave, and (auto_rollback
 reverse) flips us-east back, then us-west. eu and apac never receive v1.5. `--halt-only`
@@ -62,7 +62,7 @@ POOLS = {"us-west": ("canary", "canary", "free", "paid", "enterprise")}
 OTHER_POOLS = ("internal", "free", "paid", "paid", "enterprise")
 CANARY_STEPS = [50, 100]  # in the canary pool: 2 sidecars of 20, so 5 % of the fleet's traffic
 RATE = 3.0  # requests a second to each sidecar: 60 in all, light for 2 shared cores
-REGRESSION = {"error_rate": 0.5, "error_kind": "500"}
+REGRESSION = {"error_rate": 0.8, "error_kind": "500"}  # sure to be seen in the first wave
 STORY_TIMEOUT = 120.0  # seconds from `rollout start` to the halt (or the promotion)
 AFTER_THE_END = 3.0  # seconds of traffic after the halt, to see where it goes
 REDIS_ENV = "BUNDLE_ROUTER_REDIS_URL"
@@ -502,8 +502,8 @@ class FleetDemo:
             answer.raise_for_status()
         self.screen.say("")
         self.screen.say(
-            f">>> injecting a regression in {BAD_REGION}: its provider now fails 50% of "
-            f"{CANARY_MODEL} ({NEW}) answers."
+            f">>> injecting a regression in {BAD_REGION}: its provider now fails "
+            f"{REGRESSION['error_rate']:.0%} of {CANARY_MODEL} ({NEW}) answers with a 500."
         )
         self.screen.say(
             f"    {NEW} stays healthy in us-west; no {BAD_REGION} sidecar serves it until its "
