@@ -332,11 +332,13 @@ class FleetDemo:
         )
 
     async def wait_reporting(self) -> None:
-        """Until every sidecar has reported to the fleet: the waves are planned from them."""
+        """Until every sidecar reports to the fleet (not missing): the waves are planned from
+        the sidecars that report when the canary has passed."""
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             fleet = await self.admin("GET", "/fleet")
-            if len(fleet["sidecars"]) >= len(self.sidecars):
+            live = [s for s in fleet["sidecars"] if s["mark"] != "missing"]
+            if len(live) >= len(self.sidecars):
                 return
             await asyncio.sleep(0.2)
         raise SystemExit(f"not every sidecar reported to the controller; see {self.folder}")
@@ -587,6 +589,7 @@ class FleetDemo:
         else:
             trip = next((r for r in mine if r["action"] == "trip"), None)
             say(f"ROLLED BACK: {trip['reason'] if trip else self.story.outcome}")
+        self.print_unplanned(mine)
         self.print_regions(halt)
         self.print_blast_radius(mine)
         say("")
@@ -600,6 +603,20 @@ class FleetDemo:
             say(
                 f"  {record['seq']:>3} {record['at'][11:23]}Z {record['action']:<13} "
                 f"by {record['actor']}: {record['reason']}"
+            )
+
+    def print_unplanned(self, records: list[dict[str, Any]]) -> None:
+        """A sidecar whose heartbeat was missing when the waves were planned is in no wave: it
+        stays on the old version until the release is promoted (router/fleet/waves.py)."""
+        plan = next((r for r in records if r["action"] == "waves_start"), None)
+        if plan is None:
+            return
+        planned = {i for wave in plan["details"]["plan"] for i in wave["instances"]}
+        left_out = [s.name for s in self.sidecars if s.name not in planned]
+        if left_out:
+            self.screen.say(
+                f"  not in any wave (no heartbeat for 3 s when the waves were planned, so they "
+                f"stay on {OLD} until a promotion): {', '.join(left_out)}"
             )
 
     def print_regions(self, halt: dict[str, Any] | None) -> None:
