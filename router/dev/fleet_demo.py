@@ -120,11 +120,11 @@ class Story:
 
     started: float = 0.0  # time.time() of `rollout start`
     injected: float | None = None
-    outcome: str = ""  # halted, rolled_back, promoted, tripped
+    outcome: str = ""  # halted, rolled_back or promoted
     samples: list[Sample] = field(default_factory=list)
 
 
-def need_redis_server() -> str | None:
+def redis_server_binary() -> str | None:
     return shutil.which("redis-server")
 
 
@@ -235,7 +235,7 @@ class FleetDemo:
         return path
 
     def start_redis(self) -> None:
-        binary = need_redis_server()
+        binary = redis_server_binary()
         assert binary is not None
         (self.folder / "redis").mkdir()
         self.children.start(
@@ -728,7 +728,7 @@ def _interrupted(signum: int, frame: FrameType | None) -> None:
 
 
 def run_fleet_demo(bake: float, regression: bool, halt_only: bool) -> int:
-    if need_redis_server() is None:
+    if redis_server_binary() is None:
         print(MISSING_REDIS, file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _interrupted)
