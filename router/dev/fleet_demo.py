@@ -678,7 +678,11 @@ class FleetDemo:
         metric = [s.metric for s in samples]
         agents = [s.agents for s in samples]
         top = max(_peak(metric) or 0.0, _peak(agents) or 0.0) or 1.0
-        ruler = "".join(f"{t}s".ljust(10) for t in range(0, len(samples), 10))[: len(samples)]
+        ruler = "".join(  # a label every 10 s, where it fits whole
+            f"{t}s".ljust(10)
+            for t in range(0, len(samples), 10)
+            if t + len(f"{t}s") <= len(samples)
+        )
         say("")
         say(f"the blast radius of {NEW} (its share of the fleet's requests), one sample a second:")
         say(f"  seconds                 {ruler}")
