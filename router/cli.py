@@ -83,7 +83,18 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--no-regression", action="store_true", help="a healthy ramp through to promotion"
     )
-    demo.add_argument("--bake", type=float, default=3.0, help="seconds each step bakes")
+    demo.add_argument(
+        "--bake", type=float, default=3.0, help="seconds each step (and each wave) bakes"
+    )
+    demo.add_argument(
+        "--fleet",
+        action="store_true",
+        help="a canary, then a rolling release across 20 sidecars in 4 regions, a regression "
+        "in one region, the halt and the reverse-roll (needs redis-server)",
+    )
+    demo.add_argument(
+        "--halt-only", action="store_true", help="with --fleet: halt, without the reverse-roll"
+    )
 
     validate = commands.add_parser("validate", help="check the config and every bundle")
     validate.add_argument("config", nargs="?", type=Path, default=DEFAULT_CONFIG)
@@ -154,7 +165,10 @@ def _admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo" and args.halt_only and not args.fleet:
+        parser.error("demo --halt-only is for the fleet's rolling release: add --fleet")
     if args.command in ADMIN_COMMANDS:
         return _admin(args)
     import logging
@@ -185,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "audit":
             return _audit(args)
         if args.command == "demo":
+            if args.fleet:
+                from router.dev.fleet_demo import run_fleet_demo
+
+                return run_fleet_demo(args.bake, not args.no_regression, args.halt_only)
             from router.dev.demo import run_demo
 
             return run_demo(args.bake, regression=not args.no_regression)

@@ -104,7 +104,7 @@ def show_money(value: float | None) -> str:
     return "-" if value is None else f"${value:.4f}"
 
 
-def _margin(verdict: dict[str, Any]) -> str:
+def show_margin(verdict: dict[str, Any]) -> str:
     rule = verdict["rule"]
     if verdict.get("silent"):
         return f"{rule} silent (no such events yet)"
@@ -150,7 +150,7 @@ def _waves_lines(waves: dict[str, Any]) -> list[str]:
     lines = [line]
     for group, g in waves["groups"].items():
         health = "healthy" if g["healthy"] else "BREACHED"
-        margins = "; ".join(_margin(v) for v in g["verdicts"] if not v.get("silent"))
+        margins = "; ".join(show_margin(v) for v in g["verdicts"] if not v.get("silent"))
         lines.append(
             f"  {group:<14} {g['flipped']}/{g['planned']} flipped  {health}"
             + (f"  {margins}" if margins else "")
@@ -263,7 +263,7 @@ def render_status(status: dict[str, Any]) -> str:
                 f"  rolled back: {route['trip'].get('description')} at {route['trip']['at']}"
             )
         if route["guardrails"]:
-            margins = "; ".join(_margin(v) for v in route["guardrails"])
+            margins = "; ".join(show_margin(v) for v in route["guardrails"])
             lines += textwrap.wrap(
                 margins, 100, initial_indent="  guardrails: ", subsequent_indent="    "
             )

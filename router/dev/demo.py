@@ -11,13 +11,8 @@ exits 0. `--no-regression` shows a healthy ramp through to promotion instead.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,9 +22,17 @@ from typing import Any
 import aiohttp
 import orjson
 import yaml
-from aiohttp import web
 
 from router.admin.client import AdminError, call, show_money, show_percent, show_seconds
+from router.dev.stage import (
+    USER_TURNS,
+    Children,
+    Screen,
+    Webhook,
+    free_port,
+    router_command,
+    wait_ready,
+)
 
 EXAMPLE_BUNDLES = Path(__file__).resolve().parents[2] / "config" / "bundles"  # the checkout's
 CANARY_MODEL = "claude-opus-4-7-20260108"
@@ -37,42 +40,6 @@ CONTROL_MODEL = "claude-sonnet-4-6-20260215"
 REGRESSION = {"error_rate": 0.3, "error_kind": "500", "latency_ms": 400}
 REFUND_AGENTS = 24  # concurrent Anthropic-dialect sessions
 SUPPORT_AGENTS = 6  # concurrent OpenAI-dialect sessions
-START_TIMEOUT = 20.0
-USER_TURNS = [
-    "My order A-1234 arrived damaged. Can I get a refund?",
-    "It was the blue kettle, the lid is cracked.",
-    "Yes, the full amount please.",
-    "Thanks. How long until I see the money?",
-    "One more thing: can you email me the confirmation?",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Screen:
-    """Redraws a block in place on a terminal; elsewhere prints only what changed."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stdout.isatty()
-        self.drawn = 0
-        self.last = ""
-
-    def say(self, text: str = "") -> None:
-        self.drawn = 0
-        print(text, flush=True)
-
-    def draw(self, block: str) -> None:
-        if self.tty:
-            up = f"\x1b[{self.drawn}F\x1b[J" if self.drawn else ""
-            print(up + block, flush=True)
-            self.drawn = block.count("\n") + 1
-        elif block.splitlines()[0] != self.last:  # in a log: one line per step change
-            self.last = block.splitlines()[0]
-            print(block, flush=True)
 
 
 class Demo:
@@ -81,13 +48,12 @@ class Demo:
         self.bake = bake
         self.regression = regression
         self.screen = Screen()
-        self.provider_port = _free_port()
-        self.listen = f"127.0.0.1:{_free_port()}"
-        self.metrics = f"127.0.0.1:{_free_port()}"
-        self.webhook_port = _free_port()
+        self.provider_port = free_port()
+        self.listen = f"127.0.0.1:{free_port()}"
+        self.metrics = f"127.0.0.1:{free_port()}"
+        self.webhook = Webhook()
         self.socket = folder / "run" / "admin.sock"
-        self.announcements: list[dict[str, Any]] = []
-        self.processes: list[subprocess.Popen[bytes]] = []
+        self.children = Children(folder)
         self.counts: dict[str, int] = {"requests": 0, "errors": 0, "tool_results": 0}
         self.stop_agents = asyncio.Event()
 
@@ -115,7 +81,7 @@ class Demo:
                 CONTROL_MODEL: {"input": 3.0, "output": 15.0, "cached_input": 0.3},
                 "gpt-5.4-2026-03-05": {"input": 1.25, "output": 10.0, "cached_input": 0.125},
             },
-            "notify": {"webhook_url": f"http://127.0.0.1:{self.webhook_port}/hooks/demo"},
+            "notify": {"webhook_url": self.webhook.url},
             "routes": {
                 "refund-agent": {
                     "bundles": str(EXAMPLE_BUNDLES / "refund-agent"),
@@ -156,43 +122,6 @@ class Demo:
 
     def _provider_url(self) -> str:
         return f"http://127.0.0.1:{self.provider_port}"
-
-    def _spawn(self, *args: str, log: str) -> None:
-        output = (self.folder / log).open("wb")
-        self.processes.append(
-            subprocess.Popen(  # noqa: S603 - our own console script, our own arguments
-                [sys.executable, "-m", "router", *args],
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                env={k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
-            )
-        )
-        output.close()
-
-    async def _wait_ready(self, session: aiohttp.ClientSession, url: str, what: str) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(url) as answer:
-                    if answer.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-        raise SystemExit(f"the {what} did not start; see {self.folder}")
-
-    async def _webhook(self, request: web.Request) -> web.Response:
-        self.announcements.append(orjson.loads(await request.read()))
-        return web.Response(text="ok")
-
-    def stop_processes(self) -> None:
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
     # -- the agents ------------------------------------------------------------------------
 
@@ -278,25 +207,24 @@ class Demo:
         config = self.write_config()
         say("bundle-router demo: a canary rollout of refund-agent v1.4 -> v1.5, on this machine")
         say(f"  workspace        {self.folder}")
-        self._spawn(
-            "fake-provider",
-            "--port",
-            str(self.provider_port),
-            "--profile",
-            str(self.folder / "profile.yaml"),
+        self.children.start(
+            router_command(
+                "fake-provider",
+                "--port",
+                str(self.provider_port),
+                "--profile",
+                str(self.folder / "profile.yaml"),
+            ),
             log="fake-provider.log",
         )
-        self._spawn("serve", "--config", str(config), log="router.log")
-        hook = web.Application()
-        hook.router.add_post("/hooks/demo", self._webhook)
-        hook_runner = web.AppRunner(hook, access_log=None)
-        await hook_runner.setup()
-        await web.TCPSite(hook_runner, "127.0.0.1", self.webhook_port).start()
+        self.children.start(router_command("serve", "--config", str(config)), log="router.log")
+        await self.webhook.start()
         connector = aiohttp.TCPConnector(limit=REFUND_AGENTS + SUPPORT_AGENTS + 4)
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            await self._wait_ready(session, f"{self._provider_url()}/_fake/profile", "provider")
-            await self._wait_ready(session, f"http://{self.metrics}/readyz", "router")
+            profile_url = f"{self._provider_url()}/_fake/profile"
+            await wait_ready(session, profile_url, "fake provider", self.folder)
+            await wait_ready(session, f"http://{self.metrics}/readyz", "router", self.folder)
             say(f"  fake provider    {self._provider_url()}  (both dialects, 40 +- 20 ms)")
             say(f"  router           http://{self.listen}  metrics http://{self.metrics}/metrics")
             say(
@@ -315,7 +243,7 @@ class Demo:
             finally:
                 self.stop_agents.set()
                 await asyncio.gather(*agents, return_exceptions=True)
-                await hook_runner.cleanup()
+                await self.webhook.stop()
 
     async def story(self, session: aiohttp.ClientSession) -> int:
         say = self.screen.say
@@ -400,7 +328,7 @@ class Demo:
         await asyncio.sleep(1.0)  # the announcement goes out off the data path
         say("")
         say("the webhook received (Slack-compatible):")
-        for message in self.announcements:
+        for message in self.webhook.received:
             if message.get("action") in ("trip", "ramp_promote"):
                 say(f"  {message['text']}")
         say("")
@@ -443,4 +371,4 @@ def run_demo(bake: float, regression: bool) -> int:
         except KeyboardInterrupt:
             return 130
         finally:
-            demo.stop_processes()
+            demo.children.stop()
