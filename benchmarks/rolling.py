@@ -51,15 +51,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from benchmarks.fleet import ACTIVE, CANARY, CANARY_MODEL, ROUTE, ms, row, set_weights
 from benchmarks.harness import BODY, pct
 from router.control.moves import ROLLED_BACK, RouteState
 from router.fleet.view import flipped, table_for
-from testing.fleet import Fleet, Member
+from testing.fleet import Fleet, Member, rolling_routes
 from testing.redis import RedisServer
-from testing.servers import EXAMPLE_BUNDLES, ProviderProcess
+from testing.servers import ProviderProcess
 
 REGIONS = ["us-east", "us-west", "eu", "apac"]
 POOL = "paid"
@@ -79,36 +78,13 @@ def layout(sidecars: int, regions: int) -> list[tuple[str, str]]:
 
 
 def routes(regions: Sequence[str], bake: float, guarded: bool) -> dict[str, Any]:
-    """The example config's routes: refund-agent with v1.5 at 0 %, rolled out in waves only,
-    guardrails that judge on few answers (the controller's) or none (the sidecars')."""
-    example = yaml.safe_load((EXAMPLE_BUNDLES.parent / "router.yaml").read_text())
-    refund = example["routes"][ROUTE]
-    refund["bundles"] = str(EXAMPLE_BUNDLES / ROUTE)
-    refund["weights"] = {ACTIVE: 100, CANARY: 0}
-    refund["guardrails"] = "off"
-    if guarded:
-        refund["guardrails"] = {
-            "error_rate": {"max": "5%", "min_samples": 5},
-            "p95_latency": "off",
-            "cost_per_request": "off",
-            "tool_call_failure_rate": "off",
-            "refusal_rate": "off",
-        }
-    refund["rollout"] = {
-        "steps": [100],
-        "waves": {
-            "order": "region",
-            "groups": list(regions),
-            "size": 1,
-            "bake": f"{bake:g}s",
-            "min_samples": 5,
-            "auto_rollback": "reverse",
-        },
-    }
-    support = example["routes"]["support-agent"]
-    support["bundles"] = str(EXAMPLE_BUNDLES / "support-agent")
-    support["guardrails"] = "off"
-    return {ROUTE: refund, "support-agent": support}
+    """The tests' waves-only plan (testing.fleet.rolling_routes) over `regions`, guardrails
+    that judge on few answers (the controller's) or none (the sidecars')."""
+    found = rolling_routes(groups=list(regions), bake=f"{bake:g}s", auto_rollback="reverse")
+    if not guarded:
+        found = {name: {**route, "guardrails": "off"} for name, route in found.items()}
+    found["support-agent"]["guardrails"] = "off"
+    return found
 
 
 @contextmanager
