@@ -26,6 +26,19 @@ REGIONS = ["us-east", "us-west", "eu"]
 NEW_MODEL = "claude-opus-4-7-20260108"
 
 
+def turn(client: httpx.Client, member: Member, session: str) -> httpx.Response:
+    """One turn of refund-agent's `session` on this sidecar."""
+    return client.post(
+        f"{member.router.url}/v1/messages",
+        json={
+            "model": "refund-agent",
+            "max_tokens": 16,
+            "messages": [{"role": "user", "content": "hello"}],
+        },
+        headers={"X-Session-Id": session},
+    )
+
+
 class Traffic:
     """Requests to every sidecar, each with a new session, until stopped (bounded): what
     each sidecar served, in order."""
@@ -43,15 +56,7 @@ class Traffic:
             while not self._stop.is_set() and time.monotonic() < self.deadline:
                 for member in self.sidecars:
                     try:
-                        answer = client.post(
-                            f"{member.router.url}/v1/messages",
-                            json={
-                                "model": "refund-agent",
-                                "max_tokens": 16,
-                                "messages": [{"role": "user", "content": "hello"}],
-                            },
-                            headers={"X-Session-Id": uuid.uuid4().hex},
-                        )
+                        answer = turn(client, member, uuid.uuid4().hex)
                     except httpx.HTTPError as exc:  # a sidecar being restarted
                         self.failures.append(f"{member.name}: {exc}")
                         continue
@@ -242,16 +247,8 @@ def test_a_regression_in_one_region_halts_before_the_next_and_reverse_rolls(
 
 def version_for(member: Member, session: str) -> str:
     """The version that answers one turn of `session` on this sidecar."""
-    answer = httpx.post(
-        f"{member.router.url}/v1/messages",
-        json={
-            "model": "refund-agent",
-            "max_tokens": 16,
-            "messages": [{"role": "user", "content": "hello"}],
-        },
-        headers={"X-Session-Id": session},
-        timeout=10,
-    )
+    with httpx.Client(timeout=10) as client:
+        answer = turn(client, member, session)
     answer.raise_for_status()
     return answer.headers["X-Bundle-Version"]
 
