@@ -78,6 +78,7 @@ def events(router: Router) -> Iterator[queue.Queue[tuple[float, str, str]]]:
                 elif not line and event:
                     received.put((time.monotonic(), event, data))
                     event = data = ""
+        received.put((time.monotonic(), "end of stream", ""))
 
     thread = threading.Thread(target=read, daemon=True)
     thread.start()
@@ -177,11 +178,15 @@ def test_a_rollback_on_the_admin_socket_reaches_an_open_event_stream_within_a_se
         at, event, data = received.get(timeout=10)
         assert event == "change", (event, data)
         assert at - asked < 1.0, f"the change reached the stream {at - asked:.3f}s after"
-    route = state(router)["routes"][ROUTE]
-    candidate = next(v for v in route["stack"] if v["version"] == "v1.5")
-    assert candidate["role"] == "rolled_back" and candidate["weight_percent"] == 0
-    assert candidate["trip"]["rule"] == "manual" and candidate["trip"]["at"]
-    assert route["stack"][0]["version"] == "v1.4", "the active version comes first"
+        route = state(router)["routes"][ROUTE]
+        candidate = next(v for v in route["stack"] if v["version"] == "v1.5")
+        assert candidate["role"] == "rolled_back" and candidate["weight_percent"] == 0
+        assert candidate["trip"]["rule"] == "manual" and candidate["trip"]["at"]
+        assert route["stack"][0]["version"] == "v1.4", "the active version comes first"
+        # A router that stops ends the open stream rather than wait out its 30 s drain
+        # for it (past the test's 15 s, Process.stop kills it: no exit code 0).
+        assert router.stop() == 0
+        assert received.get(timeout=20)[1] == "end of stream"
 
 
 def test_series_hold_points_per_version_after_traffic_and_marks_from_the_audit(
