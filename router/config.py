@@ -417,11 +417,15 @@ class Telemetry(Strict):
     window: Duration = 60.0  # the sliding window guardrails read, in 1 s slots
     feedback_capacity: int = Field(default=100_000, ge=1)  # request ids kept for feedback
     feedback_ttl: Duration = 3600.0  # how long a request id accepts feedback
+    series_step: Duration = 10.0  # the fleet view page's time series: one point per step
 
     @model_validator(mode="after")
     def _whole_seconds(self) -> Telemetry:
         if self.window < 1 or self.window != int(self.window) or self.window > 3600:
             raise fail(f"window {self.window:g}s", "use whole seconds from 1s to 1h, e.g. 60s")
+        step = self.series_step
+        if step < 1 or step != int(step) or step > 300:
+            raise fail(f"series_step {step:g}s", "use whole seconds from 1s to 5m, e.g. 10s")
         return self
 
 

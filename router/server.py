@@ -1,8 +1,9 @@
 """Composition root: build the apps, bind the sites, run on uvloop, drain on a signal.
 
 Two listeners: the proxy (`listen`) and the operator side (`metrics_listen`: /metrics,
-/windows, /healthz, /readyz). On SIGTERM or SIGINT the router first reports unready, then
-stops accepting and gives in-flight requests and streams up to DRAIN_TIMEOUT s to finish.
+/windows, /healthz, /readyz and the fleet view page, /ui). On SIGTERM or SIGINT the router
+first reports unready, then stops accepting and gives in-flight requests and streams up to
+DRAIN_TIMEOUT s to finish.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiohttp import web
 from router import heap
 from router.admin.api import Admin, AdminSocket, prepare_socket, unreachable
 from router.admin.metrics import ConnectionCollector, FleetCollector, MetricsEndpoints
+from router.admin.page import Page
 from router.catalog import Catalog, load_catalog
 from router.config import Limits, RouterConfig, split_address
 from router.control.build import build_routes, build_settings, build_upstreams
@@ -112,12 +114,14 @@ def build_proxy_app(
 
 
 def build_metrics_app(
+    config: RouterConfig,
     health: Health,
     routes: dict[str, LiveRoute],
     control: ControlPlane,
     connections: list[ConnectionStats] | None = None,
     fleet: FleetPart | None = None,
 ) -> web.Application:
+    """/metrics, /windows, /rollouts, the health checks and the fleet view page (/ui)."""
     app = web.Application()
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
@@ -126,6 +130,7 @@ def build_metrics_app(
     if fleet is not None:
         endpoints.registry.register(FleetCollector(fleet))
     endpoints.add_routes(app)
+    Page(config, routes, control, fleet).add_routes(app)
     return app
 
 
@@ -298,7 +303,9 @@ async def serve(config_path: Path, *, also: Sequence[Extra] = (), controller: bo
     # Two listeners, two connection budgets: a proxy at its cap still answers /healthz.
     proxy_conns, metrics_conns = ConnectionStats("proxy"), ConnectionStats("metrics")
     runners.append(await _start(proxy_app, config.listen, config.limits, proxy_conns, capped=True))
-    metrics_app = build_metrics_app(health, routes, control, [proxy_conns, metrics_conns], fleet)
+    metrics_app = build_metrics_app(
+        config, health, routes, control, [proxy_conns, metrics_conns], fleet
+    )
     runners.append(await _start(metrics_app, config.metrics_listen, config.limits, metrics_conns))
     admin = Admin(config, routes, control, reloader, fleet)
     runners.append(await _start_unix(admin, admin_socket))

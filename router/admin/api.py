@@ -29,10 +29,9 @@ import os
 import pwd
 import socket
 import stat
-import statistics
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from router.admin import views
 from router.config import RouterConfig, split_address
 from router.control.durable import DurabilityError, StateError, utc_now
 from router.control.moves import RouteState, promote, reverse_waves, rollback, set_weights
@@ -403,23 +403,18 @@ class Admin:
         return _json(records[-n:] if n else records)
 
     async def status(self, request: web.Request) -> web.Response:
-        last = _last_records(self.control.store.records())
+        last = views.last_records(self.control.store.records())
         watcher = self.control.watcher
         routes = {}
         for name, state in self.core.states.items():
             route = self.routes[name]
             verdicts = watcher.verdicts(name) or []
             versions = []
-            for version in _ordered(state, route):
-                target = route.targets[version]
-                window = target.stats.window()
+            for version in views.ordered(state, route):
+                window = route.targets[version].stats.window()
                 versions.append(
                     {
-                        "version": version,
-                        "role": state.role(version),
-                        "weight_percent": state.weights.get(version, 0) / 100,
-                        "model": target.bundle.model,
-                        "digest": target.bundle.short_digest,
+                        **views.version_row(state, route, version),
                         "window": {
                             "seconds": window.seconds,
                             "requests": window.requests,
@@ -429,7 +424,8 @@ class Admin:
                         },
                     }
                 )
-            drills = [float(d["seconds"]) for d in state.drills]
+            drills = views.drills(state)
+            del drills["history"]  # status shows the summary; the page draws the history
             routes[name] = {
                 "dialect": route.dialect.name,
                 "guarded": watcher.guarded(name),
@@ -442,16 +438,9 @@ class Admin:
                 "blast_radius": route.blast_radius(),
                 "guardrails": [v.as_dict() for v in verdicts],
                 "last_change": last.get(name),
-                "rollout": self.control.rollouts.describe(name),
-                "waves": self.fleet.rolling.describe(name)
-                if isinstance(self.fleet, Controller)
-                else None,
-                "drills": {
-                    "count": len(drills),
-                    "median_seconds": statistics.median(drills) if drills else None,
-                    "last_seconds": drills[-1] if drills else None,
-                    "trend": _trend(drills),
-                },
+                "rollout": views.rollout(self.control, name),
+                "waves": views.waves(self.fleet, name),
+                "drills": drills,
             }
         return _json(
             {
@@ -681,33 +670,3 @@ class Admin:
             actor=request["actor"], reason=self._reason(body, "reload")
         )
         return _json(summary)
-
-
-def _ordered(state: RouteState, route: LiveRoute) -> list[str]:
-    """Candidate, active, warm (newest first), then the rest."""
-    first = [v for v in (state.candidate, state.active) if v]
-    warm = [w.version for w in reversed(state.warm)]
-    rest = sorted(v for v in route.targets if v not in first and v not in warm)
-    return [v for v in [*first, *warm, *rest] if v in route.targets]
-
-
-def _trend(seconds: list[float]) -> str | None:
-    """How the last three drills compare with the three before them."""
-    if len(seconds) < 4:
-        return None
-    recent, earlier = statistics.median(seconds[-3:]), statistics.median(seconds[-6:-3])
-    if recent < earlier * 0.8:
-        return "faster"
-    if recent > earlier * 1.25:
-        return "slower"
-    return "steady"
-
-
-def _last_records(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    last: dict[str, dict[str, Any]] = {}
-    for record in records:
-        if record.get("route"):
-            last[record["route"]] = {
-                key: record.get(key) for key in ("seq", "at", "action", "actor", "reason")
-            }
-    return last
