@@ -64,7 +64,8 @@ TYPES = {
     ".txt": "text/plain; charset=utf-8",
     ".md": "text/plain; charset=utf-8",
 }
-FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # no folders, no dot files
+# Each part of a static path: no dot files, so no "..", and nothing but these characters.
+FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 AUDIT_SHOWN = 50
 ROLLOUT_KEYS = (
     "phase",
@@ -131,7 +132,7 @@ class Page:
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.root)
         app.router.add_get("/ui", self.index)
-        app.router.add_get("/ui/static/{name}", self.static_file)
+        app.router.add_get("/ui/static/{name:.+}", self.static_file)  # vendor/uplot/ too
         app.router.add_get("/ui/state", self.state)
         app.router.add_get("/ui/series", self.series_of)
         app.router.add_get("/ui/events", self.changes.handle)
@@ -168,7 +169,9 @@ class Page:
     def _file(self, name: str) -> web.StreamResponse:
         path = self.static / name
         kind = TYPES.get(path.suffix)
-        if not FILE_NAME.fullmatch(name) or kind is None or not path.is_file():
+        parts = name.split("/")
+        safe = len(parts) <= 3 and all(FILE_NAME.fullmatch(part) for part in parts)
+        if not safe or kind is None or not path.is_file():
             return self._error(NotFound(f"the page has no file {name!r}", code="not_found"))
         return web.FileResponse(path, headers={"Content-Type": kind, "Cache-Control": "no-cache"})
 

@@ -105,6 +105,12 @@ def test_every_page_answer_carries_the_strict_csp_and_nosniff(page_router: Route
     missing = httpx.get(f"{base}/ui/static/no-such-file.js")
     climbing = httpx.get(f"{base}/ui/static/..%2Fpage.py")
     assert missing.status_code == climbing.status_code == 404
+    # The vendored chart library is in a folder of its own.
+    for name, kind in [("uPlot.min.css", "text/css"), ("uPlot.iife.min.js", "text/javascript")]:
+        vendored = httpx.get(f"{base}/ui/static/vendor/uplot/{name}")
+        assert vendored.status_code == 200, vendored.text
+        assert vendored.headers["content-type"].startswith(kind), vendored.headers
+    assert httpx.get(f"{base}/ui/static/vendor/.hidden.js").status_code == 404
     for answer in (page, root, missing, climbing, httpx.get(f"{base}/ui/state")):
         assert answer.headers["content-security-policy"] == CSP, answer.url
         assert answer.headers["x-content-type-options"] == "nosniff", answer.url
