@@ -2,7 +2,8 @@
 
     python -m testing.screenshots [--out docs/images] [--seconds 25]
 
-page-router.png: a router (no fleet) with the fake provider under light agent traffic, after
+page-router.png: a router (no fleet) with the fake provider under light agent traffic (a series
+point every 2 s instead of 10, so that a short run draws lines), after
 two rollback drills, with refund-agent's rollout under way. page-fleet.png (only where
 redis-server is installed): a controller and 6 sidecars in 2 regions on a real Redis, a rolling
 release a few waves in. Debian's chromium takes them, headless (testing/browser.py); nothing is
@@ -25,7 +26,7 @@ import aiohttp
 from playwright.async_api import Browser, Page
 
 from router.admin.client import call
-from testing.browser import chromium, chromium_binary, watch
+from testing.browser import VIEWPORT, chromium, chromium_binary, watch
 from testing.fleet import Fleet, Member, rolling_routes, wait_for
 from testing.redis import RedisServer, redis_server_binary
 from testing.servers import REPO, ProviderProcess, Router, router_config
@@ -41,6 +42,8 @@ EVERYDAY: dict[str, Any] = {
     "tool_call_rate": 0.3,
     "error_rate": 0.01,
 }
+# A point every 2 s instead of 10, so that a short run draws lines (telemetry.series_step).
+SERIES = {"series_step": "2s"}
 _sessions = itertools.count()
 
 
@@ -50,8 +53,7 @@ async def traffic(urls: list[str], routes: list[str], concurrency: int = 4) -> A
     block ends. Errors are part of the picture (the fake provider injects some)."""
 
     async def worker(session: aiohttp.ClientSession) -> None:
-        for n in itertools.count():
-            url, route = urls[n % len(urls)], routes[n % len(routes)]
+        for url, route in itertools.cycle(itertools.product(urls, routes)):
             body = {
                 "model": route,
                 "max_tokens": 64,
@@ -77,14 +79,23 @@ async def admin(socket: Path, method: str, path: str, body: dict[str, Any]) -> A
     return await asyncio.to_thread(call, socket, method, path, body, "screenshots")
 
 
-async def shoot(page: Page, path: Path) -> None:
-    """The whole page as a PNG at `path`; an error if it is too big for the docs."""
+async def shoot(page: Page, path: Path, route: str = "refund-agent") -> None:
+    """The page from its top down to the end of `route`'s section (the banner, the answers to
+    the three questions, the stack, the margins, the charts, the grid, the drills) as a PNG at
+    `path`; an error if it is too big for the docs."""
     await page.wait_for_function(
         "() => /^live\\b/i.test(document.querySelector('#connection')?.textContent.trim() ?? '')",
         timeout=SHOWN_TIMEOUT_MS,
     )
-    await page.wait_for_timeout(500)  # the last state fetch drawn
-    png = await page.screenshot(full_page=True)
+    section = page.locator(f'#routes > [data-route="{route}"]')  # audit items have one too
+    await section.wait_for(timeout=SHOWN_TIMEOUT_MS)
+    await page.wait_for_timeout(1000)  # the last state and series fetches drawn
+    box = await section.bounding_box()
+    assert box is not None, f"{route}'s section is not shown"
+    bottom = box["y"] + box["height"] + 12
+    png = await page.screenshot(
+        full_page=True, clip={"x": 0, "y": 0, "width": VIEWPORT["width"], "height": bottom}
+    )
     size = len(png)
     if size > MAX_BYTES:
         raise RuntimeError(f"{path} is {size} bytes, over {MAX_BYTES}: show less of the page")
@@ -96,7 +107,7 @@ async def router_scene(browser: Browser, tmp: Path, out: Path, seconds: float) -
     provider = ProviderProcess(tmp / "provider")
     try:
         provider.behave(**EVERYDAY)
-        config = router_config(provider.url)
+        config = router_config(provider.url, telemetry=SERIES)
         config["routes"]["refund-agent"]["rollout"] = {
             "steps": [5, 25, 50, 100],
             "bake": ["10s", "10m", "10m"],
@@ -129,7 +140,13 @@ async def fleet_scene(browser: Browser, tmp: Path, out: Path, seconds: float) ->
         provider.behave(**EVERYDAY)
         sidecars = [(region, pool) for region in REGIONS for pool in ("paid", "paid", "free")]
         routes = rolling_routes(groups=REGIONS, bake="8s")
-        fleet = Fleet(tmp / "fleet", provider.url, redis.url, sidecars, config={"routes": routes})
+        fleet = Fleet(
+            tmp / "fleet",
+            provider.url,
+            redis.url,
+            sidecars,
+            config={"routes": routes, "telemetry": SERIES},
+        )
         try:
             control = fleet.controller
             await asyncio.to_thread(
@@ -161,18 +178,18 @@ def wave(control: Member) -> int:
     return int(waves.get("wave") or 0)
 
 
-async def main_async(out: Path, seconds: float) -> int:
+async def main_async(out: Path, seconds: float, work: Path) -> int:
+    """Both scenes; `work` holds a folder for each (made beforehand: the loop never blocks)."""
     binary = chromium_binary()
     if binary is None:
         print("screenshots: chromium is not installed (Debian: apt-get install chromium)")
         return 1
-    with tempfile.TemporaryDirectory(prefix="screenshots-") as folder:
-        async with chromium(binary) as browser:
-            await router_scene(browser, Path(folder) / "router", out, seconds)
-            if redis_server_binary() is None:
-                print("screenshots: no redis-server, so no fleet (apt-get install redis-server)")
-            else:
-                await fleet_scene(browser, Path(folder) / "fleet", out, seconds)
+    async with chromium(binary) as browser:
+        await router_scene(browser, work / "router", out, seconds)
+        if redis_server_binary() is None:
+            print("screenshots: no redis-server, so no fleet (apt-get install redis-server)")
+        else:
+            await fleet_scene(browser, work / "fleet", out, seconds)
     return 0
 
 
@@ -184,7 +201,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    sys.exit(asyncio.run(main_async(args.out, args.seconds)))
+    with tempfile.TemporaryDirectory(prefix="screenshots-") as folder:
+        work = Path(folder)
+        for scene in ("router", "fleet"):
+            (work / scene / "provider").mkdir(parents=True)
+        code = asyncio.run(main_async(args.out, args.seconds, work))
+    sys.exit(code)
 
 
 if __name__ == "__main__":

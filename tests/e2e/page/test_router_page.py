@@ -19,15 +19,16 @@ from tests.e2e.control.test_core import CANARY_MODEL, drive_until_trip, half_can
 from tests.e2e.page.conftest import OpenPage
 from tests.e2e.page.view import (
     LOAD_TIMEOUT_MS,
+    NUMBER_JS,
     audit_seqs,
     grid,
-    guardrail,
     route_scope,
     row_text,
     stack_row,
     until_shown,
     weights,
 )
+from tests.e2e.traffic import burst
 
 SHOWN_WITHIN_S = 1.0  # the issue: a change made with the CLI shows on an open page within 1 s
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -141,39 +142,59 @@ async def test_a_cli_rollback_shows_on_the_open_page_within_a_second(
     assert watched.problems() == []
 
 
+def shown_as(unit: str, value: float) -> float:
+    """A verdict's value in the unit the page shows: a rate in percent, seconds in ms."""
+    return {"rate": value * 100, "seconds": value * 1000}.get(unit, value)
+
+
 async def test_a_trip_from_an_injected_regression_shows_its_rule_and_margin(
     fake: ProviderProcess, start_router: Callable[..., Router], open_page: OpenPage
 ) -> None:
-    fake.behave(CANARY_MODEL, error_rate=1.0)
     router = start_router(half_canary(fake.url))
     watched = await open_page(f"{router.metrics_url}/ui")
     page = watched.page
     await until_shown(page, "refund-agent", "v1.5")
-    trip = await drive_until_trip(router)
-    assert trip["rule"] == "error_rate", trip
-    # The stack row of the tripped canary gives the reason, the banner says something is wrong.
-    await page.wait_for_function(
-        """(selector) => {
-            const row = document.querySelector(selector);
-            return row !== null && row.textContent.includes('error_rate');
-        }""",
-        arg=stack_row("refund-agent", "v1.5"),
-        timeout=LOAD_TIMEOUT_MS,
-    )
-    assert (await weights(page, "refund-agent"))["v1.5"] == 0.0
-    banner = await page.locator("#status-banner").inner_text()
-    assert "error_rate" in banner and "refund-agent" in banner, banner
-    # The rule's margin: the observed value against the threshold, as the router judged them.
+    # Healthy traffic first: the margins the page shows are the router's verdicts.
+    await burst(router.url, 60)
     verdict = next(
         v for v in router.rollouts()["refund-agent"]["verdicts"] if v["rule"] == "error_rate"
     )
-    shown = await guardrail(page, "refund-agent", "error_rate")
-    assert shown["observed"] is not None and shown["threshold"] is not None, shown
-    assert shown["observed"] > shown["threshold"], shown
-    # Whatever the unit shown (a ratio or percent), the margin is the router's.
-    assert shown["observed"] / shown["threshold"] == pytest.approx(
-        verdict["observed"] / verdict["threshold"], rel=0.05
-    ), (shown, verdict)
+    expected = [shown_as(verdict["unit"], verdict[k]) for k in ("observed", "threshold")]
+    await page.wait_for_function(  # the page refetches its state every few seconds
+        f"""([selector, expected]) => {{
+            const number = {NUMBER_JS};
+            const rule = document.querySelector(selector);
+            if (rule === null) return false;
+            const shown = ['observed', 'threshold'].map((name) =>
+                number(rule.querySelector(`[data-field="${{name}}"]`).textContent));
+            return shown.every((value, i) => Math.abs(value - expected[i]) < 0.1);
+        }}""",
+        arg=[f'{route_scope("refund-agent")} .guardrail[data-rule="error_rate"]', expected],
+        timeout=LOAD_TIMEOUT_MS,
+    )
+    # Then the regression: every answer of the canary's model fails, and the rule trips.
+    fake.behave(CANARY_MODEL, error_rate=1.0)
+    trip = await drive_until_trip(router)
+    assert trip["rule"] == "error_rate", trip
+    # The tripped canary's row gives the rule and its margin, the observed value against
+    # the threshold ("error_rate (100.0% > 2.0%, n=23)"), within seconds and without a reload.
+    trip_cell = f'{stack_row("refund-agent", "v1.5")} [data-field="trip"]'
+    margin = [f"{shown_as(trip['unit'], trip[k]):.1f}%" for k in ("observed", "threshold")]
+    await page.wait_for_function(
+        """([selector, words]) => {
+            const cell = document.querySelector(selector);
+            return cell !== null && words.every((word) => cell.textContent.includes(word));
+        }""",
+        arg=[trip_cell, ["error_rate", *margin]],
+        timeout=LOAD_TIMEOUT_MS,
+    )
+    shown = await page.locator(trip_cell).inner_text()
+    assert f"error_rate ({margin[0]} > {margin[1]}" in shown, shown
+    assert (await weights(page, "refund-agent"))["v1.5"] == 0.0
+    # The banner says something is wrong, and which rule.
+    banner = page.locator("#status-banner")
+    assert "error_rate" in await banner.inner_text()
+    assert await banner.get_attribute("data-state") == "wrong"
     assert watched.problems() == []
 
 

@@ -78,28 +78,6 @@ async def grid(page: Page, route: str | None = None) -> list[dict[str, Any]]:
     return cells
 
 
-async def guardrail(page: Page, route: str, rule: str) -> dict[str, Any]:
-    """The numbers a guardrail's observed and threshold cells show, and its whole text."""
-    selector = f'{route_scope(route)} .guardrail[data-rule="{rule}"]'
-    await page.wait_for_selector(selector, timeout=LOAD_TIMEOUT_MS)
-    shown: dict[str, Any] = await page.evaluate(
-        f"""(selector) => {{
-            const number = {NUMBER_JS};
-            const rule = document.querySelector(selector);
-            const field = (name) => rule.querySelector(`[data-field="${{name}}"]`);
-            return {{
-                observed: number(field('observed').textContent),
-                threshold: number(field('threshold').textContent),
-                observed_text: field('observed').textContent,
-                threshold_text: field('threshold').textContent,
-                text: rule.textContent,
-            }};
-        }}""",
-        selector,
-    )
-    return shown
-
-
 async def audit_seqs(page: Page) -> list[int]:
     """The audit trail's sequence numbers, in the page's order."""
     seqs: list[int] = await page.evaluate(
