@@ -23,6 +23,8 @@ const METRICS = [
   ['eval_pass_rate', 'eval pass rate', pct, axisPct],
 ];
 
+const SPARSE = new Set(['eval_pass_rate', 'tool_failure_rate']);
+
 const MARK_KINDS = [
   ['trip', 'trip / halt', '--mark-trip'],
   ['rollback', 'rollback / reverse / abort / drill', '--mark-rollback'],
@@ -669,7 +671,7 @@ class RouteView {
         chart.plot = null;
         chart.versionsKey = '';
         if (!chart.empty) {
-          chart.empty = el('div', 'empty', 'no data in the last hour (silent signal)');
+          chart.empty = el('div', 'empty', 'no data in the last hour');
           chart.holder.append(chart.empty);
         }
         continue;
@@ -685,11 +687,11 @@ class RouteView {
       }
       if (chart.plot) chart.plot.destroy();
       chart.versionsKey = versionsKey;
-      chart.plot = this.makePlot(chart, versions, data, format, axisFormat);
+      chart.plot = this.makePlot(chart, versions, data, format, axisFormat, SPARSE.has(metric));
     }
   }
 
-  makePlot(chart, versions, data, format, axisFormat) {
+  makePlot(chart, versions, data, format, axisFormat, sparse) {
     const view = this;
     const drawMarks = (u) => {
       const ctx = u.ctx;
@@ -731,6 +733,7 @@ class RouteView {
       ],
       series: [{}, ...versions.map((v) => ({
         label: v, stroke: cssVar(`--v${this.colour(v)}`), width: 1.5, points: { show: false },
+        spanGaps: sparse, // feedback and tool calls come now and then: join their samples
       }))],
       hooks: { draw: [drawMarks], setCursor: [readout] },
     };
