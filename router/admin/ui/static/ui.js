@@ -207,7 +207,8 @@ function routeProblems(name, route) {
   }
   for (const entry of route.stack || []) {
     const trip = entry.trip;
-    if (trip && trip.at && Date.now() - Date.parse(trip.at) < RECENT_TRIP_MS) {
+    // A person's rollback ("manual") was a decision already taken, not news for the banner.
+    if (trip && trip.rule !== 'manual' && trip.at && Date.now() - Date.parse(trip.at) < RECENT_TRIP_MS) {
       problems.push(`${name}: ${entry.version} tripped ${ago(trip.at)}: ${trip.description || trip.rule}`);
     }
   }
@@ -433,9 +434,10 @@ class RouteView {
       else if (v.silent) status = 'silent: no signal on either version';
       else if (v.waiting) status = `waiting: ${v.samples}/${v.min_samples} samples`;
       tr.append(td(v.rule, 'rule'), td(verdictValue(v.unit, v.observed), 'observed', 'num'),
-        td(`${lowerIsWorse(v.rule) ? '>= ' : '<= '}${verdictValue(v.unit, v.threshold)}`, 'threshold', 'num'),
+        td(v.threshold === null || v.threshold === undefined ? 'n/a'
+          : `${lowerIsWorse(v.rule) ? '>= ' : '<= '}${verdictValue(v.unit, v.threshold)}`, 'threshold', 'num'),
         margin, td(`${v.samples} / min ${v.min_samples}`, 'samples', 'num'),
-        td(v.confidence ? `${Math.round(v.confidence * 1000) / 10}%` : 'n/a', 'confidence', 'num'),
+        td(v.confidence ? `${Number((v.confidence * 100).toPrecision(4))}%` : 'n/a', 'confidence', 'num'),
         td(status, 'state'));
       body.append(tr);
     }
