@@ -23,6 +23,8 @@ const METRICS = [
   ['eval_pass_rate', 'eval pass rate', pct, axisPct],
 ];
 
+const SPARSE = new Set(['eval_pass_rate', 'tool_failure_rate']);
+
 const MARK_KINDS = [
   ['trip', 'trip / halt', '--mark-trip'],
   ['rollback', 'rollback / reverse / abort / drill', '--mark-rollback'],
@@ -205,7 +207,8 @@ function routeProblems(name, route) {
   }
   for (const entry of route.stack || []) {
     const trip = entry.trip;
-    if (trip && trip.at && Date.now() - Date.parse(trip.at) < RECENT_TRIP_MS) {
+    // A person's rollback ("manual") was a decision already taken, not news for the banner.
+    if (trip && trip.rule !== 'manual' && trip.at && Date.now() - Date.parse(trip.at) < RECENT_TRIP_MS) {
       problems.push(`${name}: ${entry.version} tripped ${ago(trip.at)}: ${trip.description || trip.rule}`);
     }
   }
@@ -431,9 +434,10 @@ class RouteView {
       else if (v.silent) status = 'silent: no signal on either version';
       else if (v.waiting) status = `waiting: ${v.samples}/${v.min_samples} samples`;
       tr.append(td(v.rule, 'rule'), td(verdictValue(v.unit, v.observed), 'observed', 'num'),
-        td(`${lowerIsWorse(v.rule) ? '>= ' : '<= '}${verdictValue(v.unit, v.threshold)}`, 'threshold', 'num'),
+        td(v.threshold === null || v.threshold === undefined ? 'n/a'
+          : `${lowerIsWorse(v.rule) ? '>= ' : '<= '}${verdictValue(v.unit, v.threshold)}`, 'threshold', 'num'),
         margin, td(`${v.samples} / min ${v.min_samples}`, 'samples', 'num'),
-        td(v.confidence ? `${Math.round(v.confidence * 1000) / 10}%` : 'n/a', 'confidence', 'num'),
+        td(v.confidence ? `${Number((v.confidence * 100).toPrecision(4))}%` : 'n/a', 'confidence', 'num'),
         td(status, 'state'));
       body.append(tr);
     }
@@ -669,7 +673,7 @@ class RouteView {
         chart.plot = null;
         chart.versionsKey = '';
         if (!chart.empty) {
-          chart.empty = el('div', 'empty', 'no data in the last hour (silent signal)');
+          chart.empty = el('div', 'empty', 'no data in the last hour');
           chart.holder.append(chart.empty);
         }
         continue;
@@ -685,11 +689,11 @@ class RouteView {
       }
       if (chart.plot) chart.plot.destroy();
       chart.versionsKey = versionsKey;
-      chart.plot = this.makePlot(chart, versions, data, format, axisFormat);
+      chart.plot = this.makePlot(chart, versions, data, format, axisFormat, SPARSE.has(metric));
     }
   }
 
-  makePlot(chart, versions, data, format, axisFormat) {
+  makePlot(chart, versions, data, format, axisFormat, sparse) {
     const view = this;
     const drawMarks = (u) => {
       const ctx = u.ctx;
@@ -731,6 +735,7 @@ class RouteView {
       ],
       series: [{}, ...versions.map((v) => ({
         label: v, stroke: cssVar(`--v${this.colour(v)}`), width: 1.5, points: { show: false },
+        spanGaps: sparse, // feedback and tool calls come now and then: join their samples
       }))],
       hooks: { draw: [drawMarks], setCursor: [readout] },
     };
