@@ -229,6 +229,8 @@ class Page:
             "routes": routes,
             "grid": grid,
             "audit": {"records": self.trail.last(AUDIT_SHOWN), "chain": chain},
+            # As in `status`: changes in force that the disk has not taken yet.
+            "durability": self.control.store.durability(),
         }
 
     def _process(self) -> dict[str, Any]:
