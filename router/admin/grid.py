@@ -64,11 +64,13 @@ class Grid:
         control: ControlPlane,
         fleet: FleetPart | None,
         changed: Callable[[], None],
+        watched: Callable[[], bool] = lambda: True,
     ) -> None:
         self.routes = routes
         self.states = control.core.states
         self.fleet = fleet
         self.changed = changed
+        self.watched = watched  # whether any page listens: no page, no reads
         self.hostname = socket.gethostname()
         self._cells: list[Cell] = []
         self._read_at = -POLL_SECONDS  # monotonic time of the last read from Redis
@@ -90,6 +92,10 @@ class Grid:
         """The controller's loop: read the grid every second, tell of any change."""
         last: Hashable = None
         while True:
+            if not self.watched():
+                last = None  # a page that opens gets a fresh signal
+                await asyncio.sleep(POLL_SECONDS)
+                continue
             await self._read()
             now = signature(self._cells)
             if now != last:

@@ -122,7 +122,9 @@ class Page:
         self.changes = Changes()
         self.series = SeriesRecorder(routes, config.telemetry.series_step)
         self.trail = AuditTrail(config.state_dir / AUDIT_FILE)
-        self.grid = Grid(routes, control, fleet, self.changes.signal)
+        self.grid = Grid(
+            routes, control, fleet, self.changes.signal, lambda: bool(self.changes.streams)
+        )
         self.background = Background()
         # The core calls these under its change lock: `signal` only numbers the change and
         # queues it for each open stream.
@@ -154,6 +156,7 @@ class Page:
 
     async def _stop(self, app: web.Application) -> None:
         await self.background.stop()
+        await self.trail.close()
 
     # -- the page -----------------------------------------------------------------------------
 
@@ -243,6 +246,8 @@ class Page:
                 "fleet": seen["fleet"],
                 "epoch": seen["epoch"],
                 "leading": seen["leading"],
+                # Without Redis the grid is the last one read: the banner says so.
+                "redis_connected": seen["connected"],
             }
         if isinstance(fleet, Follower):
             return {
@@ -251,6 +256,7 @@ class Page:
                 "fleet": fleet.fleet.name,
                 "epoch": fleet.applied,
                 "leading": None,
+                "redis_connected": fleet.connected,
             }
         return {
             "role": "router",

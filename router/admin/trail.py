@@ -17,6 +17,7 @@ seconds and only when the log's size changed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections import deque
@@ -109,7 +110,10 @@ def concerned(before: Any, after: Any) -> str | None:
         a, b = old.get(version, 0), new.get(version, 0)
         if isinstance(a, int) and isinstance(b, int):
             moves[str(version)] = abs(b - a)
-    moved = max(sorted(moves), key=lambda v: moves[v], default=None)
+    # On a tie (a drain moves both versions alike) the candidate is the one concerned.
+    candidate = _text(after.get("candidate") or _mapping(before).get("candidate"))
+    ordered = sorted(moves, key=lambda v: (v != candidate, v))
+    moved = max(ordered, key=lambda v: moves[v], default=None)
     if moved is not None and moves[moved] > 0:
         return moved
     return _text(after.get("candidate") or _mapping(before).get("candidate") or after.get("active"))
@@ -153,8 +157,13 @@ def digest(lines: list[bytes]) -> Read:
         for version in serving(after) - serving(before):
             began.append((route, version, at))
         was = set(_mapping(before).get("rolled_back") or [])
+        earlier_trip = _mapping(before).get("trip")
         for version in set(after.get("rolled_back") or []) - was:
-            trip = {"rule": "manual", "description": _text(record.get("reason")), "at": at}
+            if version == _mapping(before).get("candidate") and earlier_trip:
+                # A rolled-back candidate that a deploy moved aside: its own trip, kept.
+                trip = dict(earlier_trip)
+            else:
+                trip = {"rule": "manual", "description": _text(record.get("reason")), "at": at}
             rolled.append((route, str(version), trip))
     return Read(entries, began, rolled)
 
@@ -170,6 +179,7 @@ class AuditTrail:
         self._reading = asyncio.Lock()
         self._checking = asyncio.Lock()
         self._check: tuple[int, float, Verification] | None = None  # size, when, result
+        self._rechecking: asyncio.Task[None] | None = None  # a check in the background
 
     async def refresh(self) -> None:
         """Take in the records appended since the last call."""
@@ -229,20 +239,37 @@ class AuditTrail:
         ]
 
     async def chain(self) -> dict[str, Any]:
-        """Whether the hash chain holds: checked again only when the log grew, at most
-        every CHECK_EVERY seconds."""
-        async with self._checking:
-            try:
-                size = os.stat(self.path).st_size
-            except FileNotFoundError:
-                size = 0
-            now = time.monotonic()
-            cached = self._check
-            if cached is None or (cached[0] != size and now - cached[1] >= CHECK_EVERY):
-                result = await asyncio.to_thread(verify, self.path)
-                self._check = cached = (size, now, result)
-            found = cached[2]
-            problem = found.problem
-            if problem is not None and found.line is not None:
-                problem = f"line {found.line}: {problem}"
-            return {"ok": found.ok, "records": found.records, "problem": problem}
+        """Whether the hash chain holds, as last checked. The first call checks; later ones
+        answer at once from the last check, and start a new one in the background when the
+        log grew (at most every CHECK_EVERY seconds): a long log never delays the page."""
+        try:
+            size = os.stat(self.path).st_size
+        except FileNotFoundError:
+            size = 0
+        if self._check is None:
+            async with self._checking:
+                if self._check is None:
+                    await self._verify(size)
+        else:
+            grown = self._check[0] != size
+            due = time.monotonic() - self._check[1] >= CHECK_EVERY
+            idle = self._rechecking is None or self._rechecking.done()
+            if grown and due and idle:
+                self._rechecking = asyncio.ensure_future(self._verify(size))
+        assert self._check is not None
+        found = self._check[2]
+        problem = found.problem
+        if problem is not None and found.line is not None:
+            problem = f"line {found.line}: {problem}"
+        return {"ok": found.ok, "records": found.records, "problem": problem}
+
+    async def _verify(self, size: int) -> None:
+        result = await asyncio.to_thread(verify, self.path)
+        self._check = (size, time.monotonic(), result)
+
+    async def close(self) -> None:
+        """Stop a check in the background, if one runs."""
+        if self._rechecking is not None and not self._rechecking.done():
+            self._rechecking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._rechecking

@@ -44,7 +44,9 @@ def version_row(state: RouteState, route: LiveRoute, version: str) -> dict[str, 
     return {
         "version": version,
         "role": state.role(version),
-        "weight_percent": state.weights.get(version, 0) / 100,
+        # What this process serves: a sidecar's own table (flipped or not, in the canary
+        # pool or not); the state's weights elsewhere.
+        "weight_percent": route.table.weights.get(version, 0) / 100,
         "model": bundle.model,
         "digest": bundle.short_digest,
     }
@@ -142,7 +144,7 @@ def next_step(
     following = [p for i, p in enumerate(plan.steps) if i > ramp.step and p < 100]
     if following:
         what = f"up to {following[0]:g}%"
-    elif plan.waves is not None and waves_view is not None:
+    elif plan.waves is not None:  # fleet mode only: the controller starts the waves
         what = "the fleet flips in waves"
     elif plan.auto_promote:
         what = "promote to 100%"

@@ -180,6 +180,10 @@ function problemsOf(state) {
     problems.push(`Changes in force are not durable (${pending} pending)` +
       (durability.error ? `: ${durability.error}` : ''));
   }
+  if (state.process && state.process.redis_connected === false) {
+    problems.push('Redis is not reachable: the fleet grid is the last one read, and the ' +
+      'fleet\'s changes wait (bundle-router status --fleet says more)');
+  }
   const chain = state.audit && state.audit.chain;
   if (chain && chain.ok === false) {
     problems.push(`The audit chain is broken: ${chain.problem || 'unknown problem'}`);
