@@ -42,6 +42,7 @@ from router.control.moves import (
     step_ramp,
 )
 from router.control.watcher import Watcher
+from router.errors import Refused
 from router.proxy.live import LiveRoute
 
 log = logging.getLogger("router.ramp")
@@ -190,7 +191,11 @@ class Rollouts(Component):
         self.progress.pop(name, None)
         if not following and self._waves(plan):
             assert self.next_phase is not None
-            await self.next_phase(name, plan, f"canary {baked}, every gate passed")
+            try:
+                await self.next_phase(name, plan, f"canary {baked}, every gate passed")
+            except Refused as exc:  # no sidecar to flip yet: wait at this step, and say why
+                progress.waiting_for = str(exc)
+                self.progress[name] = progress
         elif following:
             step, percent = following[0]
             await self.core.change(

@@ -137,8 +137,9 @@ class RollingReleases:
         planned = plan_waves(name, sidecars, waves_plan)
         if not planned:
             raise Refused(
-                "no live sidecar reports to this fleet, so there is nothing to flip; start "
-                "the sidecars, then `bundle-router rollout resume ROUTE`",
+                "no live sidecar reports to this fleet, so there is nothing to flip yet: "
+                "start the sidecars (a rollout whose canary passed tries again on its own; "
+                "otherwise run rollout start again)",
                 code="no_sidecars",
             )
         waves = Waves(
