@@ -24,7 +24,7 @@ from typing import Any
 
 from router.pacing import Pacer
 from router.proxy.live import LiveRoute
-from router.proxy.telemetry import LATENCY_BOUNDS, TOOL_INDEX, VersionStats, quantile
+from router.proxy.telemetry import LATENCY_BOUNDS, VersionStats, quantile
 
 HOUR = 3600.0
 FIELDS = (
@@ -61,21 +61,20 @@ class Reading:
     @classmethod
     def of(cls, stats: VersionStats, at: float) -> Reading:
         """No await in here: the counters are read in one step on the loop."""
-        tools = stats.tool_calls
-        calls = sum(tools) - tools[TOOL_INDEX["client_tool"]]
+        totals = stats.totals()  # the guardrails' counts: bundle tools only, as judged
         return cls(
             at=at,
-            requests=sum(stats.outcomes),
-            errors=stats.errors,
+            requests=totals.requests,
+            errors=totals.errors,
             latency=array("q", stats.latency.counts),
             ttft=array("q", stats.ttft.counts),
-            cost_usd=stats.cost_usd,
-            priced=stats.priced,
-            tool_calls=calls,
-            tool_failures=calls - tools[TOOL_INDEX["valid"]],
-            refusals=stats.refusals,
-            eval_pass=stats.eval_pass,
-            eval_fail=stats.eval_fail,
+            cost_usd=totals.cost_usd,
+            priced=totals.priced,
+            tool_calls=totals.tool_calls,
+            tool_failures=totals.tool_failures,
+            refusals=totals.refusals,
+            eval_pass=totals.eval_pass,
+            eval_fail=totals.eval_fail,
         )
 
     def went_down_from(self, earlier: Reading) -> bool:

@@ -242,10 +242,6 @@ class Pool:
             self._by_instance[key] = found
         return found
 
-    def instances(self, route: str, version: str) -> dict[str, int]:
-        """Requests since the pool started, per sidecar instance (its restarts summed)."""
-        return {i: counts.requests for i, (_, counts) in self.by_instance(route, version).items()}
-
     def describe(self) -> dict[str, object]:
         return {
             "reads": self.reads,
