@@ -9,6 +9,8 @@ DRAIN_TIMEOUT s to finish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import logging
 import os
 import resource
@@ -200,7 +202,11 @@ async def _start(
     )
     await runner.setup()
     host, port = split_address(address)
-    await ListenerSite(runner, host, port).start()
+    try:
+        await ListenerSite(runner, host, port).start()
+    except OSError:
+        await runner.cleanup()  # the app's start-up ran: its upstream pools close again
+        raise
     return runner
 
 
@@ -277,13 +283,35 @@ async def serve(config_path: Path, *, also: Sequence[Extra] = (), controller: bo
         catalog = with_fetched_bundles(catalog)
     for warning in catalog.warnings:
         log.warning("%s", warning)
+    # Whatever starts is stopped again in reverse order, on a signal or when a later part
+    # fails to start: the fleet's loops and the upstream pools must not outlive a start-up
+    # that failed (a sidecar whose port was taken hung there, its follow loop still running).
+    async with contextlib.AsyncExitStack() as started:
+        health = await _start_all(config_path, catalog, fleet_role, also, started)
+        await wait_for_signal()
+        log.info("draining: unready, then finishing in-flight requests")
+        health.ready = False
+    log.info("stopped")
+    return 0
+
+
+async def _start_all(
+    config_path: Path,
+    catalog: Catalog,
+    fleet_role: Role | None,
+    also: Sequence[Extra],
+    started: contextlib.AsyncExitStack,
+) -> Health:
+    """Start every part of the router, each registered in `started` to be stopped; the
+    health the probes read, ready once the listeners are up."""
     # First: another router on this socket is refused before anything else is touched, and
     # the socket's folder, when missing, is made private before state_dir makes it public.
     admin_socket = prepare_socket(catalog.config)
+    started.callback(admin_socket.remove)
+    started.callback(admin_socket.sock.close)
     raise_open_file_limit(catalog.config)
-    runners: list[web.AppRunner] = []
     for name, app, address in also:
-        runners.append(await _start(app, address))
+        await _listen(started, config_path, name, app, address)
         log.info("%s on http://%s", name, address)
     upstreams = build_upstreams(catalog.config)
     config = catalog.config
@@ -295,20 +323,41 @@ async def serve(config_path: Path, *, also: Sequence[Extra] = (), controller: bo
     fleet = make_fleet(fleet_role, catalog, routes, upstreams, control) if fleet_role else None
     health = Health(control.store, fleet)
     await notifier.start()
+    started.push_async_callback(notifier.close)
     await control.start(restored)
+    started.push_async_callback(control.close)
     if fleet is not None:
+        started.push_async_callback(fleet.close)  # before start: it may fail half way
         await fleet.start()  # a sidecar with no last-known-good syncs first
     reloader = Reloader(config_path, catalog, routes, upstreams, control)
+    started.push_async_callback(reloader.close)
     proxy_app = build_proxy_app(catalog, routes, upstreams)
     # Two listeners, two connection budgets: a proxy at its cap still answers /healthz.
     proxy_conns, metrics_conns = ConnectionStats("proxy"), ConnectionStats("metrics")
-    runners.append(await _start(proxy_app, config.listen, config.limits, proxy_conns, capped=True))
+    await _listen(
+        started,
+        config_path,
+        "listen",
+        proxy_app,
+        config.listen,
+        config.limits,
+        proxy_conns,
+        capped=True,
+    )
     metrics_app = build_metrics_app(
         config, health, routes, control, [proxy_conns, metrics_conns], fleet
     )
-    runners.append(await _start(metrics_app, config.metrics_listen, config.limits, metrics_conns))
+    await _listen(
+        started,
+        config_path,
+        "metrics_listen",
+        metrics_app,
+        config.metrics_listen,
+        config.limits,
+        metrics_conns,
+    )
     admin = Admin(config, routes, control, reloader, fleet)
-    runners.append(await _start_unix(admin, admin_socket))
+    started.push_async_callback((await _start_unix(admin, admin_socket)).cleanup)
     heap.built()
     health.ready = True
     log.info(
@@ -318,18 +367,44 @@ async def serve(config_path: Path, *, also: Sequence[Extra] = (), controller: bo
         config.metrics_listen,
         config.admin_socket,
     )
-    await wait_for_signal()
-    log.info("draining: unready, then finishing in-flight requests")
-    health.ready = False
-    for runner in reversed(runners):
-        await runner.cleanup()
-    await reloader.close()
-    if fleet is not None:
-        await fleet.close()
-    await control.close()
-    await notifier.close()
-    log.info("stopped")
-    return 0
+    return health
+
+
+async def _listen(
+    started: contextlib.AsyncExitStack,
+    config_path: Path,
+    key: str,
+    app: web.Application,
+    address: str,
+    limits: Limits | None = None,
+    stats: ConnectionStats | None = None,
+    *,
+    capped: bool = False,
+) -> None:
+    """`_start`, with an address that cannot be bound told as a problem of the config's
+    `key`, and the runner registered in `started` to be cleaned up."""
+    try:
+        runner = await _start(app, address, limits, stats, capped=capped)
+    except OSError as exc:
+        raise ConfigError([_cannot_listen(str(config_path), key, address, exc)]) from None
+    started.push_async_callback(runner.cleanup)
+
+
+def _cannot_listen(file: str, key: str, address: str, exc: OSError) -> Problem:
+    if exc.errno == errno.EADDRINUSE:
+        return Problem(
+            file,
+            key,
+            f"{address} is in use by another process",
+            f"stop the process that listens there, or set {key} to a free address",
+        )
+    return Problem(
+        file,
+        key,
+        f"cannot listen on {address}: {exc.strerror or exc}",
+        f"set {key} to an address of this machine that this user may bind "
+        "(ports under 1024 need privileges)",
+    )
 
 
 async def serve_app(name: str, app: web.Application, address: str) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,11 @@ import httpx
 import yaml
 
 from router.control.durable import read_records
+from router.dev.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_BUNDLES = REPO / "config" / "bundles"
 START_TIMEOUT = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Process:

@@ -24,12 +24,12 @@ import orjson
 import yaml
 
 from router.admin.client import AdminError, call, show_money, show_percent, show_seconds
+from router.dev.ports import free_port
 from router.dev.stage import (
     USER_TURNS,
     Children,
     Screen,
     Webhook,
-    free_port,
     router_command,
     wait_ready,
 )
@@ -223,8 +223,8 @@ class Demo:
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             profile_url = f"{self._provider_url()}/_fake/profile"
-            await wait_ready(session, profile_url, "fake provider", self.folder)
-            await wait_ready(session, f"http://{self.metrics}/readyz", "router", self.folder)
+            await wait_ready(session, profile_url, "fake provider", self.children)
+            await wait_ready(session, f"http://{self.metrics}/readyz", "router", self.children)
             say(f"  fake provider    {self._provider_url()}  (both dialects, 40 +- 20 ms)")
             say(f"  router           http://{self.listen}  metrics http://{self.metrics}/metrics")
             say(

@@ -45,12 +45,12 @@ import yaml
 
 from router.admin.client import AdminError, call, show_margin
 from router.dev.demo import CANARY_MODEL, CONTROL_MODEL, EXAMPLE_BUNDLES
+from router.dev.ports import free_port
 from router.dev.stage import (
     USER_TURNS,
     Children,
     Screen,
     Webhook,
-    free_port,
     router_command,
     wait_ready,
 )
@@ -299,12 +299,12 @@ class FleetDemo:
         self.start_provider(self.bad_provider, "fake-provider-us-east")
         await self.wait_redis()
         for url in (self.provider, self.bad_provider):
-            await wait_ready(session, f"{url}/_fake/profile", "fake provider", self.folder)
+            await wait_ready(session, f"{url}/_fake/profile", "fake provider", self.children)
         await self.webhook.start()
         listen = f"127.0.0.1:{free_port()}"  # the controller's proxy listener stays idle
         self.start_router("control", "controller", "control", "control", self.provider, listen)
         await wait_ready(
-            session, f"http://{self.controller_metrics}/readyz", "controller", self.folder
+            session, f"http://{self.controller_metrics}/readyz", "controller", self.children
         )
         say(f"  redis-server     {self.redis_url} (in memory)")
         say(f"  controller       metrics http://{self.controller_metrics}/metrics")
@@ -316,7 +316,9 @@ class FleetDemo:
             self.start_router("serve", s.name, s.region, s.pool, provider, listen)
         await asyncio.gather(
             *(
-                wait_ready(session, f"http://{s.metrics}/readyz", f"sidecar {s.name}", self.folder)
+                wait_ready(
+                    session, f"http://{s.metrics}/readyz", f"sidecar {s.name}", self.children
+                )
                 for s in self.sidecars
             )
         )

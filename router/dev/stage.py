@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from router.dev.ports import free_port
+
 START_TIMEOUT = 30.0  # seconds for a child to answer; 20 routers starting at once on 2 cores
 STOP_TIMEOUT = 15.0  # seconds for every child to exit after SIGTERM, before SIGKILL
 USER_TURNS = [
@@ -32,12 +33,6 @@ USER_TURNS = [
     "Thanks. How long until I see the money?",
     "One more thing: can you email me the confirmation?",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def router_command(*args: str) -> list[str]:
@@ -52,6 +47,7 @@ class Children:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.logs: dict[int, str] = {}  # pid -> its log, in the workspace
 
     def start(self, command: list[str], log: str, env: dict[str, str] | None = None) -> int:
         """Start `command`; its pid."""
@@ -65,10 +61,20 @@ class Children:
                 start_new_session=True,
             )
         self.processes.append(process)
+        self.logs[process.pid] = log
         return process.pid
 
     def exited(self) -> list[subprocess.Popen[bytes]]:
         return [p for p in self.processes if p.poll() is not None]
+
+    def first_exit(self) -> str | None:
+        """The first child that exited and the last lines it wrote, or None while all run."""
+        for process in self.exited():
+            log = self.folder / self.logs[process.pid]
+            lines = log.read_text(errors="replace").strip().splitlines() or ["(no output)"]
+            last = "\n".join(f"    {line}" for line in lines[-3:])
+            return f"the process logging to {log} exited with code {process.returncode}:\n{last}"
+        return None
 
     def stop(self) -> None:
         """SIGTERM to every child's group (the last started first), then SIGKILL to a group
@@ -91,22 +97,22 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 async def wait_ready(
-    session: aiohttp.ClientSession,
-    url: str,
-    what: str,
-    folder: Path,
+    session: aiohttp.ClientSession, url: str, what: str, children: Children
 ) -> None:
     """Poll `url` until it answers 200, for at most START_TIMEOUT; SystemExit naming `what`
-    and the workspace if not."""
+    and the workspace if not, at once when one of the children has exited."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
+        ended = children.first_exit()
+        if ended is not None:
+            raise SystemExit(f"the {what} did not start: {ended}")
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
             async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as answer:
                 if answer.status == 200:
                     return
         await asyncio.sleep(0.1)
     raise SystemExit(
-        f"the {what} did not start within {START_TIMEOUT:g} s; see its log in {folder}"
+        f"the {what} did not start within {START_TIMEOUT:g} s; see its log in {children.folder}"
     )
 
 

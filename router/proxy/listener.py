@@ -61,11 +61,15 @@ class ListenerSite(web.BaseSite):
         found = await loop.getaddrinfo(
             self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
-        for family, _, _, _, address in dict.fromkeys(found):  # one socket per address
-            sock = socket.create_server(address, family=family, backlog=self._backlog)
-            sock.setblocking(False)
-            self._sockets.append(sock)
-            loop.add_reader(sock.fileno(), self._accept, sock)
+        try:
+            for family, _, _, _, address in dict.fromkeys(found):  # one socket per address
+                sock = socket.create_server(address, family=family, backlog=self._backlog)
+                sock.setblocking(False)
+                self._sockets.append(sock)
+                loop.add_reader(sock.fileno(), self._accept, sock)
+        except OSError:  # e.g. the second of two addresses is taken: none stays open
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
         loop = asyncio.get_running_loop()
