@@ -107,12 +107,10 @@ class Reloader:
             if changed:
                 raise Refused("; ".join(changed) + "; nothing was changed", code="digest_changed")
             notes += found
-        # 2. Build the new pieces; start new upstream pools.
+        # 2. Build the new pieces (new upstream pools start just before the commit).
         old_upstreams = dict(self.upstreams)
         upstreams = build_upstreams(config, old_upstreams)
         started = [u for u in upstreams.values() if u not in old_upstreams.values()]
-        for upstream in started:
-            await upstream.start()
         routes: dict[str, LiveRoute] = {}
         for name, spec in catalog.routes.items():
             routes[name] = build_route(config, spec, upstreams, self.routes.get(name))
@@ -172,11 +170,15 @@ class Reloader:
             "notes": notes,
         }
 
+        installed = False
+
         def install() -> None:
             """The swap, one assignment per name; runs once the record is durable, under
             the change lock, so no trip lands between reading a table and replacing it.
             The control plane is configured with the new routes in place (the watcher
             watches again where a route's rules or a watched version's counters changed)."""
+            nonlocal installed
+            installed = True  # from here the new pools may carry requests
             for name, route in routes.items():
                 if name in self.routes:
                     route.table = self.routes[name].table
@@ -193,17 +195,21 @@ class Reloader:
 
         # 4. Durable first, then in force: a full disk leaves the old config serving.
         note = {"action": "reload", "actor": actor, "route": None, "reason": reason}
+        for upstream in started:
+            await upstream.start()
         try:
             await core.commit(
                 changes, actor=actor, install=install, note={**note, "details": summary}
             )
         except DurabilityError as exc:
-            for upstream in started:
-                await upstream.close()
             raise StateNotDurable(
                 f"{exc}; the reload was not applied, the old configuration keeps serving",
                 code="state_not_durable",
             ) from None
+        finally:  # not installed (a full disk, a sidecar's refusal): the new pools close again
+            if not installed:
+                for upstream in started:
+                    await upstream.close()
         heap.settle()  # so are the new routes; the old ones went by reference counting
         if retired:
             self.background.start(self._retire(retired), "retire-upstreams")

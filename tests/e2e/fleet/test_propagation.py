@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from testing.bundles import new_version, own_bundles, with_bundles
 from testing.fleet import Fleet, Member, wait_for
@@ -364,6 +365,24 @@ def test_a_sidecars_socket_refuses_changes_with_the_command_that_works(
     assert shown.returncode == 1 and "reload the controller" in shown.stderr, shown.stderr
     assert stack(sidecar.status()) == before
     assert len(sidecar.router.audit()) == records  # nothing changed, nothing recorded
+
+
+def test_a_refused_reload_leaves_no_provider_pool_open(
+    start_fleet: Callable[..., Fleet],
+) -> None:
+    """A sidecar refuses a reload, whose config changed a provider: the pool started for
+    the new provider settings is closed again, not left for the garbage collector."""
+    fleet = start_fleet(EIGHT[:1])
+    sidecar = fleet.sidecars[0]
+    config = dict(sidecar.router.config)
+    config["providers"]["anthropic"]["max_connections"] = 8
+    sidecar.router.config_path.write_text(yaml.safe_dump(config))
+    code, refused = sidecar.answer("POST", "/reload", {})
+    assert code == 409 and refused["error"]["code"] == "fleet_follower", refused
+    assert sidecar.served(ROUTE, n=2)  # still serving, on the old pool
+    assert sidecar.router.stop() == 0
+    log = sidecar.router.process.output()
+    assert "Unclosed client session" not in log, log
 
 
 def test_a_rollback_on_a_sidecars_socket_drains_the_canary_fleet_wide_with_redis_down(
