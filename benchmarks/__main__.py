@@ -43,7 +43,8 @@ from benchmarks.harness import (
     streams,
     wrk,
 )
-from testing.servers import ProviderProcess, Router, free_port, router_config
+from router.dev.ports import free_port
+from testing.servers import ProviderProcess, Router, router_config
 
 TARGETS = {
     "p50": 0.25e-3,

@@ -45,7 +45,8 @@ import httpx
 import yaml
 
 from benchmarks.harness import LOAD_CORE, ROUTER_CORE, pin, rss_mb
-from testing.servers import REPO, ProviderProcess, free_port
+from router.dev.ports import free_port
+from testing.servers import REPO, ProviderProcess
 
 TARGETS = {"load": 2.0, "stall": 0.050, "scrape": 1.0}
 MODELS = {  # model -> provider: every route speaks one dialect

@@ -22,7 +22,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from testing.servers import free_port
+from router.dev.ports import free_port
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0

@@ -21,7 +21,8 @@ from anthropic.types import MessageParam
 from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
-from testing.servers import REPO, ProviderProcess, Router, free_port, router_config
+from router.dev.ports import free_port
+from testing.servers import REPO, ProviderProcess, Router, router_config
 from tests.e2e.traffic import leave_mid_stream
 
 HI: list[MessageParam] = [{"role": "user", "content": "hi"}]

@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from testing.servers import ProviderProcess, Router, free_port
+from router.dev.ports import free_port
+from testing.servers import ProviderProcess, Router
 from tests.e2e.admin.test_metrics import scrape, value
 from tests.e2e.control.test_core import CANARY_MODEL, drive_until_trip, half_canary
 from tests.e2e.traffic import burst, served_by

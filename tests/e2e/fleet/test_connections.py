@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from router.dev.ports import free_port
 from testing.fleet import Fleet, wait_for
 from testing.redis import HOST, RedisServer, SentinelServer, require_redis
-from testing.servers import ProviderProcess, free_port
+from testing.servers import ProviderProcess
 
 
 def make_certificates(folder: Path) -> tuple[Path, Path, Path]:

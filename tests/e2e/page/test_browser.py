@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from testing.servers import free_port
+from router.dev.ports import free_port
 from tests.e2e.page.conftest import OpenPage
 
 

@@ -12,7 +12,8 @@ import httpx
 import orjson
 import pytest
 
-from testing.servers import ProviderProcess, Router, free_port, router_config
+from router.dev.ports import free_port
+from testing.servers import ProviderProcess, Router, router_config
 from tests.e2e.admin.test_metrics import scrape, value
 from tests.e2e.faults import FaultProxy
 

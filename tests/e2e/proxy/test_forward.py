@@ -10,7 +10,8 @@ import httpx
 import openai
 import pytest
 
-from testing.servers import ProviderProcess, free_port, router_config
+from router.dev.ports import free_port
+from testing.servers import ProviderProcess, router_config
 from tests.e2e.traffic import leave_mid_stream
 
 HI = [{"role": "user", "content": "hi"}]
