@@ -485,15 +485,24 @@ class Fleet(Strict):
     heartbeat: Duration = 1.0  # sidecar heartbeats; missing after 3 of them
     lease: Duration = 3.0  # the controller's leader lease; a standby takes over after it
     first_sync: Duration = 5.0  # a sidecar with no last-known-good waits this long for Redis
+    # A sidecar with no heartbeat for this long leaves the roster (status --fleet, the page's
+    # grid) until it beats again: pods replaced under new names are not listed for ever.
+    forget_after: Duration = 3600.0
     # A sidecar's own guardrails are a floor under the controller's pooled judge: each judges
     # at alpha / local_floor_split, so up to that many sidecars together falsely trip a
     # healthy canary no more often than one judge would (docs/fleet.md, "Pooled guardrails").
     local_floor_split: int = Field(default=1000, ge=1)
 
     @model_validator(mode="after")
-    def _lease_over_heartbeat(self) -> Fleet:
+    def _timings(self) -> Fleet:
         if self.lease < 0.3:
             raise fail(f"lease {self.lease:g}s is too short", "use at least 300ms, e.g. 3s")
+        if self.forget_after < 60.0 or self.forget_after < 10 * self.heartbeat:
+            raise fail(
+                f"forget_after {self.forget_after:g}s is too short: a sidecar would leave the "
+                "roster before the on-call sees it missing",
+                "use at least 1m and 10 heartbeats, e.g. 1h",
+            )
         return self
 
 

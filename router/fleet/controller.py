@@ -259,6 +259,21 @@ class Controller:
         # lease holds: otherwise this controller would renew a lease it never leads with.
         if became or (self.lease.leading and self.adopted_token != self.lease.token):
             await self._take_over()
+        if self.leading:
+            await self._forget_gone()
+
+    async def _forget_gone(self) -> None:
+        """Sidecars silent for `forget_after` leave the roster; one beat brings one back."""
+        gone = await self.scripts.forget(time.time() - self.fleet.forget_after)
+        if gone:
+            names = ", ".join(gone[:10]) + (f" and {len(gone) - 10} more" if len(gone) > 10 else "")
+            log.info(
+                "fleet %s: forgot %d sidecar(s) with no heartbeat for %gs: %s",
+                self.fleet.name,
+                len(gone),
+                self.fleet.forget_after,
+                names,
+            )
 
     async def _take_over(self) -> None:
         """Adopt what the previous leader published if it is newer, then publish."""

@@ -10,6 +10,7 @@ the fleet's keys one Redis Cluster hash slot, so a script may touch any of them.
     acks        hash   instance -> the epoch it applied
     sidecars    hash   instance -> its last heartbeat (JSON: labels, epoch, lag, refusal)
     seen        zset   instance -> unix ms of its last heartbeat
+                       (these three lose a sidecar silent for `fleet.forget_after`)
     published   hash   "ROUTE/VERSION" -> the digest published for it
     bundle:R:V:D hash  file name -> content: version V of route R, whose digest is D
     evidence:R:V hash  INSTANCE@BOOT -> one sidecar process's cumulative counters of version V

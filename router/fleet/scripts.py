@@ -7,6 +7,8 @@
     acquire  take the leader lease if it is free; returns a new, higher fencing token
     renew    extend the lease, only while this controller still holds it
     resign   give the lease up at a clean stop
+    forget   drop sidecars whose last heartbeat is too old from the roster (seen, sidecars,
+             acks)
 
 Epochs only go up. Every write takes the next one from `epoch`, but never at or below the
 highest epoch a sidecar has acknowledged, nor the caller's own floor: after Redis comes
@@ -128,6 +130,19 @@ end
 return 0
 """
 
+# KEYS: seen sidecars acks; ARGV: cutoff_ms limit
+# In one step, so a heartbeat lands before (the sidecar stays) or after (it registers again).
+FORGET = """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1],
+                        'LIMIT', 0, tonumber(ARGV[2]))
+for _, name in ipairs(gone) do
+  redis.call('ZREM', KEYS[1], name)
+  redis.call('HDEL', KEYS[2], name)
+  redis.call('HDEL', KEYS[3], name)
+end
+return gone
+"""
+
 
 def last_event_id(reply: Any, default: bytes | str) -> bytes | str:
     """The id of the newest entry in a RESP2 reply (the protocol the fleet's clients speak)
@@ -173,6 +188,7 @@ class Scripts:
         self._acquire = redis.register_script(ACQUIRE)
         self._renew = redis.register_script(RENEW)
         self._resign = redis.register_script(RESIGN)
+        self._forget = redis.register_script(FORGET)
 
     async def publish(
         self, token: int, owner: str, floor: int, body: bytes, taken: Sequence[str] = ()
@@ -244,3 +260,12 @@ class Scripts:
 
     async def resign(self, owner: str) -> None:
         await self._resign(keys=[self.keys.leader], args=[owner])
+
+    async def forget(self, last_seen_before: float, limit: int = 1000) -> list[str]:
+        """Drop the sidecars whose last heartbeat is older than `last_seen_before` (unix
+        seconds), at most `limit` of them; their names."""
+        k = self.keys
+        gone = await self._forget(
+            keys=[k.seen, k.sidecars, k.acks], args=[int(last_seen_before * 1000), limit]
+        )
+        return [name.decode() if isinstance(name, bytes) else str(name) for name in gone]

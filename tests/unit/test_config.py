@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from router.catalog import load_catalog
-from router.config import load_config, parse_duration
+from router.config import Fleet, load_config, parse_duration
 from router.errors import ConfigError
 from testing.servers import router_config
 
@@ -119,3 +119,11 @@ def test_a_bad_plan_is_refused_at_load(plan: dict[str, Any], message: str, tmp_p
 
     with pytest.raises(ValueError, match=message):
         RolloutPlan.model_validate({"steps": [1, 5, 25, 50, 100], "bake": ["1s"], **plan})
+
+
+def test_forget_after_must_leave_the_on_call_time_to_see_a_sidecar_missing() -> None:
+    with pytest.raises(ValueError, match="forget_after 30s is too short"):
+        Fleet(name="f", forget_after=30)
+    with pytest.raises(ValueError, match="use at least 1m and 10 heartbeats"):
+        Fleet(name="f", heartbeat=10, forget_after=60)
+    assert Fleet(name="f").forget_after == 3600.0

@@ -6,6 +6,7 @@ sidecar's own admin socket refuses changes."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -268,6 +269,36 @@ def sidecars_marked(controller: Member) -> dict[str, dict[str, Any]]:
     """`status --fleet` on the controller's socket, by instance."""
     view = controller.admin("GET", "/fleet")
     return {car["instance"]: car for car in view["sidecars"]}
+
+
+def test_the_controller_forgets_sidecars_silent_for_forget_after(
+    redis_server: RedisServer, start_fleet: Callable[..., Fleet]
+) -> None:
+    """A pod replaced under a new name leaves its old name behind: once silent for
+    `fleet.forget_after` (1 h by default) it leaves the roster; one silent for less is
+    still listed, marked missing, for the on-call to see."""
+    fleet = start_fleet(EIGHT[:1])
+    client = redis_server.client()
+    prefix = f"br:{{{fleet.name}}}"
+    now_ms = int(time.time() * 1000)
+    for name, silent in (("gone-for-2h", 7200), ("gone-for-30s", 30)):
+        beat = {"region": "us-east", "pool": "paid", "epoch": 1, "routes": {}}
+        client.hset(f"{prefix}:sidecars", name, json.dumps(beat))
+        client.zadd(f"{prefix}:seen", {name: now_ms - silent * 1000})
+        client.hset(f"{prefix}:acks", name, "1")
+
+    wait_for(
+        "the controller forgets the sidecar silent for 2 h",
+        lambda: "gone-for-2h" not in sidecars_marked(fleet.controller),
+        APPLIED_WITHIN,
+    )
+    marked = sidecars_marked(fleet.controller)
+    assert marked["gone-for-30s"]["mark"] == "missing", marked
+    assert marked[fleet.sidecars[0].name]["mark"] == "ok", marked
+    assert client.zscore(f"{prefix}:seen", "gone-for-2h") is None
+    assert client.hget(f"{prefix}:acks", "gone-for-2h") is None
+    log = fleet.controller.router.process.output()
+    assert "forgot 1 sidecar(s) with no heartbeat for 3600s: gone-for-2h" in log, log
 
 
 @pytest.mark.parametrize("damage", ["deleted", "tampered"])

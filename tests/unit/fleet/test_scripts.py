@@ -138,3 +138,23 @@ def test_the_newest_event_id_in_either_protocols_reply() -> None:
     assert last_event_id([(b"7-0", {b"epoch": b"7"})], "0-0") == b"7-0"  # XREVRANGE
     assert last_event_id([], "0-0") == "0-0"
     assert last_event_id(None, "$") == "$"
+
+
+async def test_forget_drops_only_sidecars_silent_since_the_cutoff(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    scripts = Scripts(redis, KEYS)
+    for name, last_seen in (("old", 1_000.0), ("edge", 2_000.0), ("new", 3_000.0)):
+        await redis.hset(KEYS.sidecars, name, "{}")
+        await redis.zadd(KEYS.seen, {name: int(last_seen * 1000)})
+        await redis.hset(KEYS.acks, name, "7")
+    assert await scripts.forget(2_000.0) == ["old"]  # silent since before the cutoff only
+    assert sorted(await redis.hkeys(KEYS.sidecars)) == [b"edge", b"new"]
+    assert sorted(await redis.hkeys(KEYS.acks)) == [b"edge", b"new"]
+    assert await redis.zscore(KEYS.seen, "old") is None
+    assert await scripts.forget(2_000.0) == []
+    # A beat after the forgetting registers the sidecar again, whole.
+    await redis.hset(KEYS.sidecars, "old", "{}")
+    await redis.zadd(KEYS.seen, {"old": 4_000_000})
+    assert await scripts.forget(2_000.0) == []
+    assert await redis.hexists(KEYS.sidecars, "old")
