@@ -307,11 +307,20 @@ async def _start_all(
     # First: another router on this socket is refused before anything else is touched, and
     # the socket's folder, when missing, is made private before state_dir makes it public.
     admin_socket = prepare_socket(catalog.config)
-    started.callback(admin_socket.remove)
-    started.callback(admin_socket.sock.close)
+    admin_runner: web.AppRunner | None = None
+
+    def release_unserved_socket() -> None:
+        """A start-up that failed before the admin app took the socket: close and remove it.
+        Once served, the app's cleanup removes it first thing at shutdown; removing it again
+        at the end could hit the socket of a router started meanwhile (a reused inode)."""
+        if admin_runner is None:
+            admin_socket.sock.close()
+            admin_socket.remove()
+
+    started.callback(release_unserved_socket)
     raise_open_file_limit(catalog.config)
     for name, app, address in also:
-        await _listen(started, config_path, name, app, address)
+        await _listen(started, "the command line", f"the {name}'s address", app, address)
         log.info("%s on http://%s", name, address)
     upstreams = build_upstreams(catalog.config)
     config = catalog.config
@@ -336,7 +345,7 @@ async def _start_all(
     proxy_conns, metrics_conns = ConnectionStats("proxy"), ConnectionStats("metrics")
     await _listen(
         started,
-        config_path,
+        str(config_path),
         "listen",
         proxy_app,
         config.listen,
@@ -349,7 +358,7 @@ async def _start_all(
     )
     await _listen(
         started,
-        config_path,
+        str(config_path),
         "metrics_listen",
         metrics_app,
         config.metrics_listen,
@@ -357,7 +366,8 @@ async def _start_all(
         metrics_conns,
     )
     admin = Admin(config, routes, control, reloader, fleet)
-    started.push_async_callback((await _start_unix(admin, admin_socket)).cleanup)
+    admin_runner = await _start_unix(admin, admin_socket)
+    started.push_async_callback(admin_runner.cleanup)
     heap.built()
     health.ready = True
     log.info(
@@ -372,7 +382,7 @@ async def _start_all(
 
 async def _listen(
     started: contextlib.AsyncExitStack,
-    config_path: Path,
+    where: str,
     key: str,
     app: web.Application,
     address: str,
@@ -381,28 +391,28 @@ async def _listen(
     *,
     capped: bool = False,
 ) -> None:
-    """`_start`, with an address that cannot be bound told as a problem of the config's
-    `key`, and the runner registered in `started` to be cleaned up."""
+    """`_start`, with an address that cannot be bound told as a problem of `key` in `where`
+    (the config file, or the command line), and the runner registered in `started`."""
     try:
         runner = await _start(app, address, limits, stats, capped=capped)
     except OSError as exc:
-        raise ConfigError([_cannot_listen(str(config_path), key, address, exc)]) from None
+        raise ConfigError([_cannot_listen(where, key, address, exc)]) from None
     started.push_async_callback(runner.cleanup)
 
 
-def _cannot_listen(file: str, key: str, address: str, exc: OSError) -> Problem:
+def _cannot_listen(where: str, key: str, address: str, exc: OSError) -> Problem:
     if exc.errno == errno.EADDRINUSE:
         return Problem(
-            file,
+            where,
             key,
             f"{address} is in use by another process",
-            f"stop the process that listens there, or set {key} to a free address",
+            f"stop the process that listens there, or choose a free address for {key}",
         )
     return Problem(
-        file,
+        where,
         key,
         f"cannot listen on {address}: {exc.strerror or exc}",
-        f"set {key} to an address of this machine that this user may bind "
+        f"choose for {key} an address of this machine that this user may bind "
         "(ports under 1024 need privileges)",
     )
 

@@ -50,7 +50,9 @@ def serve(
 def assert_told(result: subprocess.CompletedProcess[str], key: str, address: str) -> None:
     assert result.returncode == 2, result.stderr
     assert f"{key}: {address} is in use by another process" in result.stderr, result.stderr
-    assert "fix: stop the process that listens there, or set" in result.stderr
+    assert f"fix: stop the process that listens there, or choose a free address for {key}" in (
+        result.stderr
+    )
     assert "Traceback" not in result.stderr, result.stderr
     assert "Unclosed" not in result.stderr, result.stderr
 
@@ -70,3 +72,22 @@ def test_a_fleet_sidecar_on_a_taken_address_stops_too(tmp_path: Path, taken: str
         config = router_config("http://127.0.0.1:9", fleet=block, metrics_listen=taken)
         result = serve(tmp_path, config, {REDIS_ENV: redis.url})
     assert_told(result, "metrics_listen", taken)
+
+
+def test_a_taken_fake_provider_address_is_told_as_the_command_lines(
+    tmp_path: Path, taken: str
+) -> None:
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(router_config("http://127.0.0.1:9")))
+    result = subprocess.run(
+        [sys.executable, "-m", "router", "serve", "--config", str(path), "--fake-provider", taken],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=EXIT_WITHIN,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    told = f"the command line: the fake provider's address: {taken} is in use by another process"
+    assert told in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
