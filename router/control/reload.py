@@ -77,9 +77,13 @@ class Reloader:
         self.core = control.core
         self.lock = asyncio.Lock()
         self.background = Background()
+        self.retiring: list[Upstream] = []  # pools a reload replaced, closed after RETIRE_AFTER
 
     async def close(self) -> None:
         await self.background.stop()
+        for upstream in self.retiring:  # a shutdown within RETIRE_AFTER of their reload
+            await upstream.close()
+        self.retiring.clear()
 
     async def reload(self, *, actor: str, reason: str) -> dict[str, Any]:
         async with self.lock:
@@ -212,6 +216,7 @@ class Reloader:
                     await upstream.close()
         heap.settle()  # so are the new routes; the old ones went by reference counting
         if retired:
+            self.retiring += retired
             self.background.start(self._retire(retired), "retire-upstreams")
         for note_text in notes:
             log.warning("%s", note_text)
@@ -220,6 +225,7 @@ class Reloader:
     async def _retire(self, upstreams: list[Upstream]) -> None:
         await asyncio.sleep(RETIRE_AFTER)
         for upstream in upstreams:
+            self.retiring.remove(upstream)
             await upstream.close()
 
     async def deploy(self, name: str, version: str, *, actor: str, reason: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+import yaml
 
 from router.admin.client import call
 from testing.bundles import new_version, own_bundles, with_bundles
@@ -195,6 +196,24 @@ async def test_reload_with_a_broken_bundle_keeps_the_old_config(
     state = router.rollouts()["refund-agent"]
     assert state["weights"]["v1.6"] == 0 and state["weights"]["v1.5"] == 500  # live wins
     assert router.audit()[-1]["action"] == "reload"
+
+
+async def test_a_stop_soon_after_a_reload_closes_the_pools_it_replaced(
+    fake: ProviderProcess, start_router: Callable[..., Router]
+) -> None:
+    """A replaced provider pool stays open a minute for requests still on it; a stop within
+    that minute closes it rather than leaving it to the garbage collector."""
+    router = start_router(router_config(fake.url))
+    assert (await burst(router.url, 10)).total() == 10  # the first pool has connections
+    config = dict(router.config)
+    config["providers"]["anthropic"]["max_connections"] = 8  # a new pool for anthropic
+    router.config_path.write_text(yaml.safe_dump(config))
+    out = ok(router, "reload")
+    assert "'anthropic'" in out, out  # providers_replaced
+    assert (await burst(router.url, 10)).total() == 10
+    assert router.stop() == 0
+    log = router.process.output()
+    assert "Unclosed" not in log, log
 
 
 def test_the_cli_fails_clearly(admin_router: Router, tmp_path: Path) -> None:
