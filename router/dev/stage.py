@@ -105,7 +105,7 @@ async def wait_ready(
     while time.monotonic() < deadline:
         ended = children.first_exit()
         if ended is not None:
-            raise SystemExit(f"the {what} did not start: {ended}")
+            raise SystemExit(f"stopped waiting for the {what}: {ended}")
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
             async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as answer:
                 if answer.status == 200:

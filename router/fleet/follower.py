@@ -523,7 +523,8 @@ class Follower:
                 for name, s in self.core.states.items()
             },
         }
-        async with self.redis.pipeline(transaction=False) as pipe:
+        # One transaction: the controller's forgetting (scripts.FORGET) sees all or none.
+        async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.sidecars, self.instance, orjson.dumps(beat).decode())
             pipe.zadd(self.keys.seen, {self.instance: int(time.time() * 1000)})
             pipe.hset(self.keys.acks, self.instance, str(self.applied))

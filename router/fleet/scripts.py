@@ -131,7 +131,8 @@ return 0
 """
 
 # KEYS: seen sidecars acks; ARGV: cutoff_ms limit
-# In one step, so a heartbeat lands before (the sidecar stays) or after (it registers again).
+# In one step; a heartbeat (one MULTI) lands before it (the sidecar stays) or after (it
+# registers again).
 FORGET = """
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1],
                         'LIMIT', 0, tonumber(ARGV[2]))

@@ -27,6 +27,6 @@ async def test_a_child_that_exits_while_awaited_is_named_at_once(tmp_path: Path)
     finally:
         children.stop()
     told = str(raised.value)
-    assert "the sidecar x did not start" in told and "exited with code 2" in told
+    assert "stopped waiting for the sidecar x" in told and "exited with code 2" in told
     assert "metrics_listen: 127.0.0.1:1 is in use" in told and "child.log" in told
     assert time.monotonic() - began < START_TIMEOUT / 2

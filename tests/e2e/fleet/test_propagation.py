@@ -283,9 +283,11 @@ def test_the_controller_forgets_sidecars_silent_for_forget_after(
     now_ms = int(time.time() * 1000)
     for name, silent in (("gone-for-2h", 7200), ("gone-for-30s", 30)):
         beat = {"region": "us-east", "pool": "paid", "epoch": 1, "routes": {}}
-        client.hset(f"{prefix}:sidecars", name, json.dumps(beat))
-        client.zadd(f"{prefix}:seen", {name: now_ms - silent * 1000})
-        client.hset(f"{prefix}:acks", name, "1")
+        with client.pipeline(transaction=True) as pipe:  # as a sidecar's heartbeat writes
+            pipe.hset(f"{prefix}:sidecars", name, json.dumps(beat))
+            pipe.zadd(f"{prefix}:seen", {name: now_ms - silent * 1000})
+            pipe.hset(f"{prefix}:acks", name, "1")
+            pipe.execute()
 
     wait_for(
         "the controller forgets the sidecar silent for 2 h",

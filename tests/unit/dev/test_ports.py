@@ -5,7 +5,9 @@ was freed, then handed out again by the kernel before the first child bound it."
 
 from __future__ import annotations
 
-from router.dev.ports import ephemeral_range, free_port
+import pytest
+
+from router.dev.ports import LOWEST, ephemeral_range, free_port
 
 
 def test_one_process_never_gets_the_same_port_twice() -> None:
@@ -15,4 +17,6 @@ def test_one_process_never_gets_the_same_port_twice() -> None:
 
 def test_ports_come_from_below_the_range_outgoing_connections_use() -> None:
     low, _ = ephemeral_range()
+    if low - LOWEST < 1000:
+        pytest.skip(f"the ephemeral range starts at {low}: no room below it, the kernel picks")
     assert all(free_port() < low for _ in range(200))
