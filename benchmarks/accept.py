@@ -24,7 +24,7 @@ from benchmarks.harness import LOAD_CORE, ROUTER_CORE, cpu_seconds, pin
 from router.config import Limits
 from router.proxy.connection import ConnectionStats, ProxyRunner
 from router.proxy.listener import ListenerSite
-from router.server import run, wait_for_signal
+from router.server import run, stop_on_signals
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
@@ -48,7 +48,7 @@ async def serve(kind: str, port: int) -> int:
     else:
         await web.TCPSite(runner, "127.0.0.1", port).start()
     print("ready", flush=True)
-    await wait_for_signal()
+    await stop_on_signals().wait()
     await runner.cleanup()
     return 0
 

@@ -32,7 +32,7 @@ from router.control.plane import ControlPlane
 from router.fleet.build import make_fleet, with_fetched_bundles
 from router.fleet.follower import Follower
 from router.proxy.forward import Upstream
-from router.server import build_control, build_notifier, run, wait_for_signal
+from router.server import build_control, build_notifier, run, stop_on_signals
 
 STARTING_AT_ONCE = 20  # followers started together; more only queue on the disk
 
@@ -86,7 +86,7 @@ async def simulate(config: Path, count: int, folder: Path) -> int:
             )
         heap.built()  # as `serve` does once it is built
         print(f"ready {len(simulated)}", flush=True)
-        await wait_for_signal()
+        await stop_on_signals().wait()
     finally:
         for one in simulated:
             await one.follower.close()

@@ -264,6 +264,7 @@ async def serve(config_path: Path, *, also: Sequence[Extra] = (), controller: bo
     With a `fleet:` block this is a sidecar of the fleet, or with `controller` its controller
     (`bundle-router control`)."""
     heap.building()
+    stop = stop_on_signals()  # from here on: a signal during start-up stops it cleanly too
     catalog = load_catalog(config_path)
     fleet_role: Role | None = None
     if catalog.config.fleet is not None:
@@ -287,8 +288,21 @@ async def serve(config_path: Path, *, also: Sequence[Extra] = (), controller: bo
     # fails to start: the fleet's loops and the upstream pools must not outlive a start-up
     # that failed (a sidecar whose port was taken hung there, its follow loop still running).
     async with contextlib.AsyncExitStack() as started:
-        health = await _start_all(config_path, catalog, fleet_role, also, started)
-        await wait_for_signal()
+        starting = asyncio.ensure_future(
+            _start_all(config_path, catalog, fleet_role, also, started)
+        )
+        signalled = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([starting, signalled], return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():  # e.g. a pod deleted while its sidecar waits for Redis
+            log.info("a signal came during start-up: stopping what has started")
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            log.info("stopped during start-up")
+            return 0
+        signalled.cancel()
+        health = starting.result()  # a start-up that failed raises here: the stack unwinds
+        await stop.wait()
         log.info("draining: unready, then finishing in-flight requests")
         health.ready = False
     log.info("stopped")
@@ -421,17 +435,18 @@ async def serve_app(name: str, app: web.Application, address: str) -> int:
     """Run one app alone until SIGTERM/SIGINT (`bundle-router fake-provider`)."""
     runner = await _start(app, address)
     print(f"{name} on http://{address}", flush=True)
-    await wait_for_signal()
+    await stop_on_signals().wait()
     await runner.cleanup()
     return 0
 
 
-async def wait_for_signal() -> None:
+def stop_on_signals() -> asyncio.Event:
+    """An event set by the first SIGTERM or SIGINT, from now on."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 def run(main: Callable[[], Awaitable[int]]) -> int:

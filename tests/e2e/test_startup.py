@@ -1,20 +1,25 @@
-"""A router whose listen or metrics_listen address is taken exits at once with a message
-that names the key, the address and the fix: no traceback, no hang, nothing left open. In
-fleet mode too, where the fleet's loops were already running when the bind failed (the CI
-run that lost the fleet demo found a sidecar hanging there, silent, for good)."""
+"""Start-up that does not end in serving. A router whose listen or metrics_listen address is
+taken exits at once with a message that names the key, the address and the fix: no
+traceback, no hang, nothing left open. In fleet mode too, where the fleet's loops were
+already running when the bind failed (the CI run that lost the fleet demo found a sidecar
+hanging there, silent, for good). And a SIGTERM or SIGINT during start-up (a pod deleted while
+its sidecar waits for Redis) stops it cleanly, as one after it does."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from router.dev.ports import free_port
 from testing.fleet import REDIS_ENV, fleet_block
 from testing.redis import RedisServer, require_redis
 from testing.servers import REPO, router_config
@@ -91,3 +96,39 @@ def test_a_taken_fake_provider_address_is_told_as_the_command_lines(
     told = f"the command line: the fake provider's address: {taken} is in use by another process"
     assert told in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_start_up_stops_the_router_cleanly(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """A sidecar with no last-known-good waits up to first_sync for Redis (here: nobody
+    listens on its port) before it serves; a signal meanwhile stops it at once, cleanly."""
+    block = fleet_block("startup-test", "sidecar-0", "us-east", "paid", first_sync="30s")
+    config = router_config("http://127.0.0.1:9", fleet=block)
+    path = tmp_path / "router.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = tmp_path / "router.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "router", "serve", "--config", str(path)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env={**os.environ, REDIS_ENV: f"redis://127.0.0.1:{free_port()}/0"},
+        )
+        try:
+            deadline = time.monotonic() + EXIT_WITHIN
+            while "Redis not reachable yet" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert process.poll() is None, log.read_text()
+            process.send_signal(sig)
+            code = process.wait(timeout=EXIT_WITHIN)
+        finally:
+            process.kill()
+            process.wait()
+    text = log.read_text()
+    assert code == 0, text
+    assert "stopped during start-up" in text, text
+    assert "Traceback" not in text and "Unclosed" not in text, text
+    assert not (tmp_path / "run" / "admin.sock").exists()
