@@ -45,6 +45,15 @@ async def to_completion(coroutine: Coroutine[Any, Any, T]) -> T:
         raise
 
 
+def cancel_requested() -> bool:
+    """This task was cancelled, even if the cancellation came out as another error: on
+    Python 3.11 `asyncio.wait_for` (which redis-py uses to send a command) can turn a cancel
+    that lands as the send completes into the connection's own error. The request stays
+    counted on the task, so a retry loop can still stop for it."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class Background:
     def __init__(self) -> None:
         self.tasks: set[asyncio.Task[Any]] = set()

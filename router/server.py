@@ -204,8 +204,8 @@ async def _start(
     host, port = split_address(address)
     try:
         await ListenerSite(runner, host, port).start()
-    except OSError:
-        await runner.cleanup()  # the app's start-up ran: its upstream pools close again
+    except BaseException:  # taken, or a signal during start-up: the app's pools close again
+        await runner.cleanup()
         raise
     return runner
 
@@ -355,18 +355,10 @@ async def _start_all(
     reloader = Reloader(config_path, catalog, routes, upstreams, control)
     started.push_async_callback(reloader.close)
     proxy_app = build_proxy_app(catalog, routes, upstreams)
-    # Two listeners, two connection budgets: a proxy at its cap still answers /healthz.
+    # Two listeners, two connection budgets: a proxy at its cap still answers /healthz. The
+    # health listener starts first so that it stops last: while the proxy drains, probes
+    # read "not ready" and Prometheus takes its last scrape.
     proxy_conns, metrics_conns = ConnectionStats("proxy"), ConnectionStats("metrics")
-    await _listen(
-        started,
-        str(config_path),
-        "listen",
-        proxy_app,
-        config.listen,
-        config.limits,
-        proxy_conns,
-        capped=True,
-    )
     metrics_app = build_metrics_app(
         config, health, routes, control, [proxy_conns, metrics_conns], fleet
     )
@@ -378,6 +370,16 @@ async def _start_all(
         config.metrics_listen,
         config.limits,
         metrics_conns,
+    )
+    await _listen(
+        started,
+        str(config_path),
+        "listen",
+        proxy_app,
+        config.listen,
+        config.limits,
+        proxy_conns,
+        capped=True,
     )
     admin = Admin(config, routes, control, reloader, fleet)
     admin_runner = await _start_unix(admin, admin_socket)

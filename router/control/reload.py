@@ -183,6 +183,7 @@ class Reloader:
             watches again where a route's rules or a watched version's counters changed)."""
             nonlocal installed
             installed = True  # from here the new pools may carry requests
+            self.retiring += retired  # closed after RETIRE_AFTER, or at a stop before that
             for name, route in routes.items():
                 if name in self.routes:
                     route.table = self.routes[name].table
@@ -216,7 +217,6 @@ class Reloader:
                     await upstream.close()
         heap.settle()  # so are the new routes; the old ones went by reference counting
         if retired:
-            self.retiring += retired
             self.background.start(self._retire(retired), "retire-upstreams")
         for note_text in notes:
             log.warning("%s", note_text)

@@ -39,7 +39,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from router.background import Background
+from router.background import Background, cancel_requested
 from router.catalog import Catalog
 from router.control.build import new_stats
 from router.control.core import Change
@@ -227,6 +227,8 @@ class Follower:
                 try:
                     await self.sync()
                 except RedisError as exc:
+                    if cancel_requested():  # a signal during start-up, come out as a Redis error
+                        raise asyncio.CancelledError from exc
                     log.warning("fleet: Redis not reachable yet (%s); retrying", type(exc).__name__)
                     await asyncio.sleep(0.2)
                     continue
