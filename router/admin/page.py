@@ -19,10 +19,11 @@ counters); a sidecar, or a router outside a fleet, serves itself as a fleet of o
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from aiohttp import web
 
 from router.admin import views
 from router.admin.events import Changes
-from router.admin.grid import Grid
+from router.admin.grid import Grid, signature
 from router.admin.series import HOUR, SeriesRecorder
 from router.admin.trail import AuditTrail
 from router.background import Background
@@ -67,6 +68,7 @@ TYPES = {
 # Each part of a static path: no dot files, so no "..", and nothing but these characters.
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 AUDIT_SHOWN = 50
+WATCH_SECONDS = 1.0  # how often the process's own status is compared while a page listens
 ROLLOUT_KEYS = (
     "phase",
     "status",
@@ -147,9 +149,31 @@ class Page:
 
     async def _start(self, app: web.Application) -> None:
         self.background.keep_running(self.series.run, "page-series")
+        self.background.keep_running(self._watch_process, "page-process")
         if self.grid.polls:
             self.background.keep_running(self.grid.watch, "page-grid")
         self.background.start(self.trail.refresh(), "page-audit")  # the first, long read
+
+    async def _watch_process(self) -> None:
+        """Once a second while a page listens, tell of what changes with no change record:
+        the disk taking back what it refused, the lead moving, Redis lost or back, this
+        sidecar refusing a snapshot or falling behind."""
+        last: Hashable = None
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            if not self.changes.streams:
+                last = None  # a page that opens is sent the state on connect
+                continue
+            now = self._process_signature()
+            if last is not None and now != last:
+                self.changes.signal()
+            last = now
+
+    def _process_signature(self) -> Hashable:
+        durability = orjson.dumps(self.control.store.durability(), option=orjson.OPT_SORT_KEYS)
+        process = tuple(sorted(self._process().items()))
+        own = None if self.grid.polls else signature([self.grid.own_cell()])
+        return durability, process, own
 
     async def _end_streams(self, app: web.Application) -> None:
         self.changes.close()

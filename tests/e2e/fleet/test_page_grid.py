@@ -4,12 +4,16 @@ Real redis-server, controller and sidecar processes, the fake provider."""
 
 from __future__ import annotations
 
+import queue
+import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from testing.fleet import NEW, Fleet, Member, rolling_routes, wait_for
+from testing.redis import RedisServer
+from tests.e2e.admin.test_page_data import events
 
 REGIONS = ["us-east", "us-west", "eu"]
 
@@ -73,3 +77,46 @@ def test_the_controllers_grid_shows_every_sidecar_with_its_flip_and_wave(
     assert own["routes"]["refund-agent"]["flipped"] is True
     assert own["routes"]["refund-agent"]["wave"] == 1
     assert page_state(east)["process"]["role"] == "sidecar"
+
+
+def next_change(received: queue.Queue[tuple[float, str, str]], within: float) -> float:
+    """When the next `change` event came (pings skipped); fails after `within` s."""
+    deadline = time.monotonic() + within
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            at, event, _ = received.get(timeout=left)
+        except queue.Empty:
+            break
+        if event == "change":
+            return at
+    raise AssertionError(f"no change event within {within}s")
+
+
+def test_an_open_page_is_told_when_its_sidecar_loses_redis_and_gets_it_back(
+    redis_server: RedisServer, start_fleet: Callable[..., Fleet]
+) -> None:
+    """No change record marks these: the page's own watch tells of them, within a second
+    on a quiet machine (the banner says the grid is stale, then clears)."""
+    fleet = start_fleet([("us-east", "paid")])
+    sidecar = fleet.sidecars[0]
+    wait_for("the sidecar has the fleet's state", lambda: sidecar.epoch() > 0)
+    with events(sidecar.router) as received:
+        next_change(received, 10)  # sent on connect
+        while True:  # until the stream is quiet
+            try:
+                received.get(timeout=1.5)
+            except queue.Empty:
+                break
+        lost = time.monotonic()
+        redis_server.kill()
+        told = next_change(received, 5) - lost
+        assert page_state(sidecar)["process"]["redis_connected"] is False
+        redis_server.start()
+        back = time.monotonic()
+        wait_for(
+            "the page says Redis is back",
+            lambda: page_state(sidecar)["process"]["redis_connected"] is True,
+            timeout=15,
+        )
+        told_back = next_change(received, 5) - back
+    print(f"an open page was told of the loss in {told:.2f}s, of the return in {told_back:.2f}s")
