@@ -127,12 +127,18 @@ def _ramp_line(ramp: dict[str, Any]) -> str:
         f" (steps {' -> '.join(f'{s:g}' for s in steps)})"
     )
     if ramp["status"] == "running":
-        line += f", baked {ramp['baked']:.0f}s of {ramp['bake']:.0f}s"
-        if ramp.get("waiting_for"):
-            line += f"; bake extended, {ramp['waiting_for']}"
+        line += _baked(ramp)
     if ramp.get("note"):
         line += f"; {ramp['note']}"
     return line
+
+
+def _baked(phase: dict[str, Any]) -> str:
+    """A running step's or wave's bake, and what extends it."""
+    text = f", baked {phase['baked']:.0f}s of {phase['bake']:.0f}s"
+    if phase.get("waiting_for"):
+        text += f"; bake extended, {phase['waiting_for']}"
+    return text
 
 
 def _waves_lines(waves: dict[str, Any]) -> list[str]:
@@ -142,9 +148,7 @@ def _waves_lines(waves: dict[str, Any]) -> list[str]:
     if waves["direction"] == "reverse":
         line += ", ROLLING BACK"
     if waves["status"] == "running":
-        line += f", baked {waves['baked']:.0f}s of {waves['bake']:.0f}s"
-        if waves.get("waiting_for"):
-            line += f"; bake extended, {waves['waiting_for']}"
+        line += _baked(waves)
     if waves.get("halted_group"):
         line += f"; HALTED in {waves['halted_group']}"
     lines = [line]
